@@ -1,0 +1,1 @@
+"""Data: the parameter-golf shard format, tokenizer training, dataset building and fetching."""
