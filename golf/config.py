@@ -1,0 +1,276 @@
+"""The run configuration: one small dataclass per concern, composed into `RunConfig`.
+
+    RunConfig
+      seed, preset, name
+      data:  DataConfig   which dataset directory (default: the offline default corpus)
+      model: ModelConfig  (golf/model.py) the architecture and its switches
+      train: TrainConfig  optimizer, schedule, EMA, QAT, batch and budget
+      ttt:   TTTConfig    test-time training strategy and its hyperparameters
+      quant: QuantConfig  (golf/quant) quantizer and compressor of the artifact
+      eval:  EvalConfig   how validation is scored
+
+A config is built from (lowest to highest priority) the defaults, the preset (model shape plus the run
+scale that suits it), an optional YAML file, and `-s key=value` overrides with dotted keys. Any unknown key
+fails with the list of valid keys (papermill and YAML would otherwise only warn or ignore). The resolved
+config is plain JSON, and its hash names cached results.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from golf.errors import GolfError
+from golf.model import ModelConfig
+from golf.quant import QuantConfig
+
+
+@dataclass
+class DataConfig:
+    path: str | None = None  # dataset directory; None = the offline default corpus (`golf data fetch`)
+    max_val_tokens: int = 0  # 0 = the whole validation stream; >0 scores only its first N tokens (quick runs)
+
+    def __post_init__(self):
+        if self.max_val_tokens < 0:
+            raise GolfError("data.max_val_tokens must be >= 0 (0 = whole validation stream)")
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 20_000  # iterations; the wallclock budget may stop training earlier
+    wallclock_s: float = 0.0  # 0 = no time budget; parameter-golf uses 600 s on 8xH100
+    batch_tokens: int = 524_288  # tokens per optimizer step, all ranks and micro-batches together (baseline)
+    seq_len: int = 1024  # training sequence length (baseline)
+    grad_accum: int = 1  # micro-batches per step and rank
+    warmdown_steps: int = 1_200  # linear LR decay over the last N iterations (baseline: 1,200)
+    compile: bool = False  # torch.compile the model
+    compile_warmup_steps: int = 20  # steps run to compile, then weights and optimizer state are reset (baseline: 20)
+    # Muon on 2-D block matrices (baseline values)
+    matrix_lr: float = 0.04
+    muon_momentum: float = 0.95
+    muon_momentum_start: float = 0.85  # momentum warm-up start (baseline: 0.85 -> 0.95 over 500 steps)
+    muon_momentum_warmup_steps: int = 500
+    muon_ns_steps: int = 5  # Newton-Schulz iterations
+    muon_weight_decay: float = 0.0  # decoupled; later records use 0.04-0.095
+    # Adam for embeddings and scalars (baseline values)
+    embed_lr: float = 0.05
+    scalar_lr: float = 0.04
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.95
+    adam_eps: float = 1e-8
+    grad_clip: float = 0.0  # 0 = none (baseline)
+    ema_decay: float = 0.0  # 0 = off; records use 0.997 / 0.9965, seed #1127 0.9985; applied before quantization
+    qat_threshold: float = 0.0  # 0 = off; late QAT switches on when the LR scale drops below this (records: 0.1-0.15)
+    qat_bits: int = 6  # int6 straight-through estimator
+    log_every: int = 1  # write a metrics line every N steps
+    checkpoint: bool = True  # write the final (pre-quantization) weights as checkpoint.pt
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self):
+        if self.max_steps < 0 or self.grad_accum < 1 or self.seq_len < 2 or self.batch_tokens < self.seq_len:
+            raise GolfError("train: need max_steps >= 0, grad_accum >= 1, seq_len >= 2, batch_tokens >= seq_len")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise GolfError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise GolfError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
+        if self.qat_bits not in (4, 5, 6, 8):
+            raise GolfError(f"train.qat_bits must be 4, 5, 6 or 8, got {self.qat_bits}")
+
+
+@dataclass
+class EvalConfig:
+    mode: str = "windows"  # windows: non-overlapping (baseline); sliding: overlapping windows, new tokens scored
+    stride: int = 64  # sliding only: tokens advanced (and scored) per window (records: 64)
+    seq_len: int = 0  # 0 = train.seq_len
+    batch_seqs: int = 32  # windows per forward pass
+
+    def __post_init__(self):
+        if self.mode not in ("windows", "sliding"):
+            raise GolfError(f"eval.mode must be 'windows' or 'sliding', got {self.mode!r}")
+        if self.stride < 1 or self.batch_seqs < 1 or self.seq_len < 0:
+            raise GolfError("eval: stride and batch_seqs must be >= 1, seq_len >= 0")
+
+
+@dataclass
+class TTTConfig:
+    strategy: str = "none"  # none | prequant_val | lora_single_pass | train_slice | score_first | lora_score_first
+    allow_illegal: bool = False  # strategies that train on val before scoring it refuse to run without this
+    epochs: int = -1  # -1 = the strategy's seed default
+    lr: float = -1.0  # -1 = the strategy's seed default
+    freeze_blocks: int = 2  # prequant_val / train_slice: first k blocks frozen (#1550)
+    chunk_tokens: int = 32_768  # score_first chunk size (#549/#1493)
+    momentum: float = 0.9  # score_first SGD momentum
+    grad_clip: float = 1.0  # score_first
+    lora_rank: int = 8  # lora strategies (#1127)
+    doc_chunk_tokens: int = 256  # lora_score_first chunk within a document
+    slice_tokens: int = 131_073  # train_slice: tail of the last training shard (#1554)
+    batch_seqs: int = 8  # sequences per TTT step
+    probe: bool = True  # memorization probe: adapt on half A of the val documents, hold out half B
+    compile: bool = False  # torch.compile a fresh model instance for TTT (#1550: 860 s -> 426 s)
+
+    def __post_init__(self):
+        from golf.ttt import STRATEGIES
+
+        if self.strategy not in STRATEGIES:
+            raise GolfError(f"ttt.strategy {self.strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
+
+
+@dataclass
+class RunConfig:
+    seed: int = 1337
+    preset: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    ttt: TTTConfig = field(default_factory=TTTConfig)
+    quant: QuantConfig = field(default_factory=QuantConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def hash(self, *sections: str) -> str:
+        """Hash of the whole config, or of some sections (the base-model cache uses data/model/train/seed)."""
+        d = self.to_dict()
+        if sections:
+            d = {k: d[k] for k in sections}
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+SECTIONS = {"data": DataConfig, "model": ModelConfig, "train": TrainConfig, "ttt": TTTConfig,
+            "quant": QuantConfig, "eval": EvalConfig}
+TOP_LEVEL = ("seed", "preset")
+
+# Run scale by preset family: the `tiny*` presets train in seconds on a laptop CPU.
+TINY_RUN = {
+    "train": {"max_steps": 200, "batch_tokens": 4096, "seq_len": 128, "warmdown_steps": 60,
+              "muon_momentum_warmup_steps": 50, "compile_warmup_steps": 0, "log_every": 10},
+    "eval": {"batch_seqs": 64},
+    "ttt": {"chunk_tokens": 4096, "slice_tokens": 16_385, "doc_chunk_tokens": 128},
+}
+
+
+def valid_keys() -> list[str]:
+    keys = list(TOP_LEVEL)
+    for name, cls in SECTIONS.items():
+        keys += [f"{name}.{f.name}" for f in dataclasses.fields(cls)]
+    return keys
+
+
+def _merge(base: dict, update: dict, where: str = "") -> None:
+    for key, value in update.items():
+        path = f"{where}{key}"
+        if where == "" and key not in SECTIONS and key not in TOP_LEVEL:
+            raise GolfError(f"unknown config key {path!r}; valid keys: {', '.join(valid_keys())}")
+        if where and key not in base:
+            raise GolfError(f"unknown config key {path!r}; valid keys: {', '.join(valid_keys())}")
+        if key in SECTIONS and where == "":
+            if not isinstance(value, dict):
+                raise GolfError(f"config key {path!r} must be a mapping")
+            _merge(base[key], value, f"{key}.")
+        else:
+            base[key] = value
+
+
+def parse_overrides(pairs: list[str]) -> dict:
+    """`-s train.max_steps=30 -s seed=7` -> nested dict; values are parsed as YAML scalars/lists."""
+    out: dict = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise GolfError(f"override {pair!r} must look like key=value (e.g. train.max_steps=30)")
+        key, raw = pair.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = out
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+        node[parts[-1]] = value
+    return out
+
+
+def build_config(preset: str | None = None, config_file: str | Path | None = None,
+                 overrides: list[str] | dict | None = None) -> RunConfig:
+    """Defaults <- preset <- YAML file <- overrides, validated; unknown keys fail with the valid list."""
+    from golf.presets import PRESETS
+
+    layers: list[dict] = []
+    if config_file is not None:
+        path = Path(config_file)
+        try:
+            loaded = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise GolfError(f"config {path}: file not found") from None
+        except yaml.YAMLError as e:
+            raise GolfError(f"config {path}: invalid YAML ({str(e).splitlines()[0]})") from e
+        if not isinstance(loaded, dict):
+            raise GolfError(f"config {path}: top level must be a mapping")
+        layers.append(loaded)
+    if overrides:
+        layers.append(parse_overrides(overrides) if isinstance(overrides, list) else overrides)
+    # The preset may come from the file or an override; the most specific wins.
+    for layer in layers:
+        preset = layer.get("preset", preset)
+    preset = preset or "tiny"
+    if preset not in PRESETS:
+        raise GolfError(f"unknown preset {preset!r}; valid: {', '.join(PRESETS)}")
+
+    resolved: dict[str, Any] = {"seed": 1337, "preset": preset}
+    resolved.update({name: {f.name: f.default if f.default is not dataclasses.MISSING else f.default_factory()
+                            for f in dataclasses.fields(cls)} for name, cls in SECTIONS.items()})
+    _merge(resolved, {"model": PRESETS[preset]})
+    if preset.startswith("tiny"):
+        _merge(resolved, TINY_RUN)
+    for layer in layers:
+        _merge(resolved, layer)
+    return config_from_dict(resolved)
+
+
+def _check_types(section: str, cls, values: dict) -> None:
+    """Reject values of the wrong type before they reach a dataclass (which would not check)."""
+    hints = typing.get_type_hints(cls)
+    for key, value in values.items():
+        hint = hints.get(key)
+        allowed = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+        allowed = tuple(typing.get_origin(a) or a for a in allowed)
+        if value is None and type(None) in allowed:
+            continue
+        ok = any(
+            (a is float and isinstance(value, (int, float)) and not isinstance(value, bool))
+            or (a is int and isinstance(value, int) and not isinstance(value, bool))
+            or (a not in (int, float) and isinstance(a, type) and isinstance(value, a))
+            for a in allowed
+        )
+        if not ok:
+            names = " or ".join(getattr(a, "__name__", str(a)) for a in allowed)
+            raise GolfError(f"config key {section}.{key} must be {names}, got {value!r}")
+
+
+def config_from_dict(d: dict) -> RunConfig:
+    """Rebuild a RunConfig from its `to_dict()` form (e.g. a run folder's config.json)."""
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key in SECTIONS:
+            _check_types(key, SECTIONS[key], value)
+            try:
+                kwargs[key] = SECTIONS[key](**value)
+            except TypeError as e:
+                raise GolfError(f"config section {key!r}: {e}") from e
+        elif key in TOP_LEVEL:
+            kwargs[key] = value
+        else:
+            raise GolfError(f"unknown config key {key!r}; valid keys: {', '.join(valid_keys())}")
+    if not isinstance(kwargs.get("seed", 0), int):
+        raise GolfError(f"seed must be an integer, got {kwargs['seed']!r}")
+    return RunConfig(**kwargs)

@@ -1,0 +1,157 @@
+"""The token ledger: validation tokens are reachable only through it, and it records what was done to them.
+
+Parameter Golf's TTT rules (issue #1017; shared research notes) say, for every validation token t:
+  C3 its score is fixed before any state is updated with t;
+  C4 it is scored once, in one left-to-right pass (no rescoring, no choosing among passes).
+Whether a run obeyed them is a fact about what the code did, not about a strategy's name. So validation
+tokens live inside `ValidationStream`, which hands them out only through three doors, each of which writes to
+the ledger with a logical clock:
+
+  score(...)       the official, scored pass: per-token losses feed the bpb meter; `scored` +1, `score_time`
+  diagnose(...)    diagnostic losses (the memorization probe): reported, never part of val_bpb; counted apart
+  train_windows()  tokens for a gradient: `grad_time` set the first time a token feeds a gradient
+
+`verdict()` then answers: legal only if every target was scored exactly once, the official scoring times
+never go backwards along the stream, and no token fed a gradient before its official score.
+
+Positions: the stream is t_0 .. t_{N-1} with t_0 = BOS. Target j (1 <= j < N) is t_j predicted from t_<j. A
+window (s, e) feeds inputs t_s .. t_{e-1} and predicts targets s+1 .. e.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from golf.metric import BpbMeter, ByteTable
+
+NEVER = np.iinfo(np.int64).max  # "no event yet" sorts after every clock value
+
+
+@dataclass
+class Window:
+    start: int  # first input position s
+    end: int  # last target position e (inputs s..e-1, targets s+1..e)
+    score_from: int  # first target position whose loss counts (earlier targets are context only)
+
+
+class ValidationStream:
+    """Validation tokens behind the ledger. Do not reach for `_tokens`: use score / diagnose / train_windows."""
+
+    def __init__(self, tokens: np.ndarray, table: ByteTable, bos_id: int = 1):
+        self._tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
+        self.table = table
+        self.n = int(self._tokens.numel())
+        self.clock = 0
+        self.scored = np.zeros(self.n, dtype=np.int32)  # official scores per target (index 0 unused: BOS)
+        self.score_time = np.full(self.n, NEVER, dtype=np.int64)
+        self.grad_time = np.full(self.n, NEVER, dtype=np.int64)
+        self.diagnosed = np.zeros(self.n, dtype=np.int32)
+        self.out_of_order = 0  # targets whose official score came before that of an earlier position
+        self._last_scored = 0
+        self.meter = BpbMeter(table)
+        ids = self._tokens.numpy()
+        self.doc_starts = np.flatnonzero(ids == bos_id)  # document structure (positions only) for strategies
+
+    # --- the three doors --------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def score(self, model, windows: list[Window], device, ctx) -> np.ndarray:
+        """Official scoring of a batch of windows under no_grad; returns per-target nll of the scored targets."""
+        nll, prev, tgt, positions = self._forward(model, windows, device, ctx)
+        self.clock += 1
+        if positions.size:
+            if positions.min() <= self._last_scored:
+                self.out_of_order += int(np.count_nonzero(positions <= self._last_scored))
+            self._last_scored = max(self._last_scored, int(positions.max()))
+        self.scored[positions] += 1
+        first = self.score_time[positions] == NEVER
+        self.score_time[positions[first]] = self.clock
+        self.meter.add(nll, prev, tgt)
+        return nll
+
+    @torch.no_grad()
+    def diagnose(self, model, windows: list[Window], device, ctx, meter: BpbMeter) -> None:
+        """Diagnostic scoring into a separate meter: reported by the probe, never part of val_bpb."""
+        nll, prev, tgt, positions = self._forward(model, windows, device, ctx)
+        self.clock += 1
+        self.diagnosed[positions] += 1
+        meter.add(nll, prev, tgt)
+
+    def train_windows(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(x, y) for a gradient step on these windows, padded with -100 targets; marks their targets."""
+        self.clock += 1
+        xs, ys = self._gather(windows)
+        for w in windows:
+            span = self.grad_time[w.score_from : w.end + 1]
+            np.minimum(span, self.clock, out=span)
+        return xs, ys
+
+    # --- verdict ----------------------------------------------------------------------------------------
+
+    def verdict(self) -> tuple[bool, list[str]]:
+        targets = slice(1, self.n)
+        scored = self.scored[targets]
+        violations = []
+        never = int(np.count_nonzero(scored == 0))
+        if never:
+            violations.append(f"C4 unscored: {never} tokens were never scored")
+        twice = int(np.count_nonzero(scored > 1))
+        if twice:
+            violations.append(f"C4 rescored: {twice} tokens were scored more than once")
+        if self.out_of_order:
+            violations.append(f"C4 not one left-to-right pass: {self.out_of_order} tokens scored after a later position")
+        early = int(np.count_nonzero(self.grad_time[targets] < self.score_time[targets]))
+        if early:
+            violations.append(f"C3 gradient before score: {early} tokens fed a gradient before their score was fixed")
+        return not violations, violations
+
+    # --- internals --------------------------------------------------------------------------------------
+
+    def _gather(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
+        T = max(w.end - w.start for w in windows)
+        x = torch.zeros(len(windows), T, dtype=torch.long)
+        y = torch.full((len(windows), T), -100, dtype=torch.long)
+        for i, w in enumerate(windows):
+            L = w.end - w.start
+            x[i, :L] = self._tokens[w.start : w.end]
+            y[i, :L] = self._tokens[w.start + 1 : w.end + 1]
+            y[i, : w.score_from - w.start - 1] = -100  # context-only targets carry no loss
+        return x, y
+
+    def _forward(self, model, windows, device, ctx):
+        x, y = self._gather(windows)
+        with ctx:
+            nll = model(x.to(device), y.clamp_min(0).to(device), reduction="none").float().cpu()  # (B, T)
+        mask = y != -100
+        positions = np.concatenate([np.arange(w.score_from, w.end + 1) for w in windows])
+        prev = self._tokens[positions - 1].numpy()
+        tgt = self._tokens[positions].numpy()
+        return nll[mask].numpy().astype(np.float64), prev, tgt, positions
+
+
+def plain_windows(lo: int, hi: int, seq_len: int) -> list[Window]:
+    """Non-overlapping windows scoring targets lo..hi-1 exactly once (the baseline's mode; short last window)."""
+    out = []
+    s = lo - 1
+    while s + 1 < hi:
+        e = min(s + seq_len, hi - 1)
+        out.append(Window(s, e, s + 1))
+        s = e
+    return out
+
+
+def sliding_windows(lo: int, hi: int, seq_len: int, stride: int) -> list[Window]:
+    """Overlapping windows advancing by `stride`; each scores only its new targets, so every target in
+    lo..hi-1 is scored once, with up to seq_len - stride tokens of context (records: stride 64)."""
+    out = []
+    e = min(lo - 1 + seq_len, hi - 1)
+    out.append(Window(lo - 1, e, lo))
+    while e < hi - 1:
+        new_e = min(e + stride, hi - 1)
+        s = max(lo - 1, new_e - seq_len)
+        out.append(Window(s, new_e, e + 1))
+        e = new_e
+    return out

@@ -1,0 +1,281 @@
+"""The trainer: one code path for CPU float32, CUDA bf16, a single process and torchrun/DDP.
+
+    for step in range(max_steps):                 # or until the wallclock budget runs out
+        lr scale  <- constant, then linear warmdown (by steps or by elapsed wallclock)
+        progress  -> model.set_progress(frac)      # depth recurrence switch, UT attention curriculum
+        late QAT  -> on once the LR scale drops below train.qat_threshold
+        grad_accum micro-batches: loss/accum, backward (DDP all-reduces on the last one)
+        Muon + Adam step, EMA update, metrics line
+
+Compile warm-up (train.compile): `compile_warmup_steps` steps are run first to trigger compilation, then
+weights, optimizer state and the data stream are reset to their initial state, and only then does the timed
+budget start, as in the baseline. A non-finite loss stops the run at once with the step and the last finite
+loss (raised as `TrainingDiverged`, which the run folder records).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import os
+import time
+from contextlib import nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from golf import qat
+from golf.data.dataset import Dataset
+from golf.errors import GolfError
+from golf.optim import build_optimizers, lr_scale, muon_momentum
+
+
+class TrainingDiverged(GolfError):
+    def __init__(self, step: int, loss: float, last_finite: float | None):
+        super().__init__(f"training diverged: loss {loss} at step {step} (last finite loss {last_finite})")
+        self.step, self.loss, self.last_finite = step, loss, last_finite
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Devices and processes
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: torch.device) -> Dist:
+    """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
+        if not torch.cuda.is_available():
+            raise GolfError("train.device=cuda but no CUDA device is available")
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def autocast(device: torch.device):
+    """bf16 autocast on CUDA; CPU runs in float32 (same code path, different numerics)."""
+    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Data: a deterministic stream over the training shards
+# ---------------------------------------------------------------------------------------------------------
+
+
+class TokenStream:
+    """Reads the training shards in order, wrapping around; each step takes the next contiguous chunk.
+
+    A step's chunk of batch_tokens (+1 for the shifted targets) is cut into world*accum micro-batches;
+    rank r's micro-batch m is part m*world + r, so 2 ranks x 1 micro-batch see exactly the tokens of
+    1 rank x 2 micro-batches (the DDP parity test relies on this).
+    """
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+        if not dataset.train_shards:
+            raise GolfError(f"dataset {dataset.directory}: no training shards")
+        self.shard = 0
+        self.tokens = dataset.train_tokens(0)
+        self.pos = 0
+
+    def _take(self, n: int) -> np.ndarray:
+        parts, need = [], n
+        while need > 0:
+            avail = self.tokens.size - self.pos
+            if avail <= 0:
+                self.shard = (self.shard + 1) % len(self.dataset.train_shards)
+                self.tokens, self.pos = self.dataset.train_tokens(self.shard), 0
+                continue
+            k = min(avail, need)
+            parts.append(np.asarray(self.tokens[self.pos : self.pos + k]))
+            self.pos += k
+            need -= k
+        return np.concatenate(parts) if len(parts) > 1 else parts[0]
+
+    def next_step(self, batch_tokens: int, seq_len: int, world: int, accum: int) -> np.ndarray:
+        """All micro-batches of one step: (world*accum, B_micro, seq_len + 1) int64."""
+        parts = world * accum
+        per_part = batch_tokens // parts // seq_len  # sequences per micro-batch
+        if per_part < 1:
+            raise GolfError(f"train.batch_tokens={batch_tokens} is too small for {parts} micro-batches of seq_len {seq_len}")
+        n = parts * per_part * seq_len
+        chunk = self._take(n + 1).astype(np.int64)
+        # overlapping windows of seq_len+1 so that every position has its next-token target
+        starts = np.arange(parts * per_part) * seq_len
+        windows = np.stack([chunk[s : s + seq_len + 1] for s in starts])
+        return windows.reshape(parts, per_part, seq_len + 1)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# EMA of weights
+# ---------------------------------------------------------------------------------------------------------
+
+
+class EMA:
+    """Exponential moving average of the parameters (records: decay 0.997 / 0.9965; seed #1127 0.9985)."""
+
+    def __init__(self, model: torch.nn.Module, decay: float):
+        self.decay = decay
+        self.shadow = {k: v.detach().clone().float() for k, v in model.state_dict().items() if v.is_floating_point()}
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module) -> None:
+        for k, v in model.state_dict().items():
+            if k in self.shadow:
+                self.shadow[k].lerp_(v.float(), 1.0 - self.decay)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        state = model.state_dict()
+        for k, v in self.shadow.items():
+            state[k].copy_(v.to(state[k].dtype))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Training
+# ---------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    tokens: int
+    wall_s: float
+    tokens_per_s: float
+    final_train_loss: float | None
+    compile_warmup_s: float
+
+
+class MetricsWriter:
+    """metrics.jsonl: one JSON object a line, appended and flushed as training goes."""
+
+    def __init__(self, path: Path | None):
+        self.f = open(path, "a") if path is not None else None
+
+    def write(self, **row) -> None:
+        if self.f:
+            self.f.write(json.dumps(row) + "\n")
+            self.f.flush()
+
+    def close(self) -> None:
+        if self.f:
+            self.f.close()
+
+
+def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | None = None,
+          device: torch.device | None = None, dist_info: Dist | None = None) -> TrainResult:
+    """Train `model` in place under `cfg` (a RunConfig). The EMA weights, if any, are copied in at the end."""
+    tc = cfg.train
+    device = device or pick_device(tc.device)
+    d = dist_info or Dist()
+    model.to(device)
+    switches = qat.attach(model, tc.qat_bits) if tc.qat_threshold > 0 else []
+    opts = build_optimizers(model, tc)
+    ddp_model = model
+    if d.world > 1:
+        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    fwd = torch.compile(ddp_model) if tc.compile else ddp_model
+    writer = MetricsWriter(metrics_path if d.main else None)
+
+    def run_step(stream: TokenStream, step: int, elapsed_s: float) -> tuple[float, float]:
+        scale = lr_scale(step, tc.max_steps, tc.warmdown_steps, elapsed_s, tc.wallclock_s)
+        for opt in opts:
+            for group in opt.param_groups:
+                group["lr"] = group["base_lr"] * scale
+                if "momentum" in group:
+                    group["momentum"] = muon_momentum(step, tc)
+        frac = elapsed_s / tc.wallclock_s if tc.wallclock_s > 0 else step / max(tc.max_steps, 1)
+        model.set_progress(min(frac, 1.0))
+        if switches:
+            qat.set_enabled(switches, scale < tc.qat_threshold)
+        batches = torch.from_numpy(stream.next_step(tc.batch_tokens, tc.seq_len, d.world, tc.grad_accum))
+        total = torch.zeros((), device=device)
+        for m in range(tc.grad_accum):
+            micro = batches[m * d.world + d.rank].to(device, non_blocking=True)
+            x, y = micro[:, :-1], micro[:, 1:]
+            sync = m == tc.grad_accum - 1
+            ctx = ddp_model.no_sync() if (d.world > 1 and not sync) else nullcontext()
+            with ctx, autocast(device):
+                loss = fwd(x, y) / tc.grad_accum
+            loss.backward()
+            total += loss.detach()
+        if d.world > 1:
+            dist.all_reduce(total, op=dist.ReduceOp.AVG)
+        if tc.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+        for opt in opts:
+            opt.step()
+        model.zero_grad(set_to_none=True)
+        return float(total.item()), scale
+
+    # Compile warm-up, outside the timed budget; then everything back to its initial state.
+    warm_t0 = time.perf_counter()
+    if tc.compile and tc.compile_warmup_steps > 0:
+        initial_model = copy.deepcopy(model.state_dict())
+        initial_opts = [copy.deepcopy(o.state_dict()) for o in opts]
+        stream = TokenStream(dataset)
+        for i in range(tc.compile_warmup_steps):
+            run_step(stream, i, 0.0)
+        model.load_state_dict(initial_model)
+        for o, s in zip(opts, initial_opts):
+            o.load_state_dict(s)
+        model.set_progress(0.0)
+    compile_warmup_s = time.perf_counter() - warm_t0
+
+    ema = EMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
+    stream = TokenStream(dataset)
+    step_tokens = (tc.batch_tokens // (d.world * tc.grad_accum) // tc.seq_len) * tc.seq_len * d.world * tc.grad_accum
+    last_finite: float | None = None
+    loss_value: float | None = None
+    t0 = time.perf_counter()
+    step = 0
+    try:
+        while step < tc.max_steps:
+            elapsed = time.perf_counter() - t0
+            if tc.wallclock_s > 0 and elapsed >= tc.wallclock_s:
+                break
+            t_step = time.perf_counter()
+            loss_value, scale = run_step(stream, step, elapsed)
+            if not math.isfinite(loss_value):
+                writer.write(step=step, train_loss=None, diverged=True, last_finite_loss=last_finite)
+                raise TrainingDiverged(step, loss_value, last_finite)
+            last_finite = loss_value
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            if step % tc.log_every == 0 or step == tc.max_steps:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()
+                dt = time.perf_counter() - t_step
+                writer.write(step=step, train_loss=loss_value, lr_scale=scale, step_ms=dt * 1e3,
+                             tokens_per_s=step_tokens / max(dt, 1e-9), elapsed_s=time.perf_counter() - t0,
+                             qat=bool(switches and switches[0].enabled.item() > 0))
+    finally:
+        writer.close()
+    wall_s = time.perf_counter() - t0
+    if ema is not None:
+        ema.copy_to(model)
+    qat.detach(model)
+    return TrainResult(step, step * step_tokens, wall_s, step * step_tokens / max(wall_s, 1e-9), loss_value, compile_warmup_s)
