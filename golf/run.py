@@ -1,0 +1,254 @@
+"""`golf run`: train -> (pre-quant TTT) -> quantize -> round trip -> (post-quant TTT) -> score.
+
+The run folder (self-describing, STYLE principle 7):
+
+    config.json     the resolved RunConfig (vocab set from the dataset)
+    metrics.jsonl   training (and TTT) lines: step, train_loss, lr_scale, tokens_per_s, ...
+    checkpoint.pt   the trained float weights (a plain state_dict: loads with weights_only=True)
+    model.golfart   the artifact: quantized, compressed, checksummed (golf/artifact.py)
+    result.json     the contract's keys; written last and atomically, so its presence means "done"
+    failure.json    only if the run failed (e.g. the loss diverged): what happened, at which step
+
+Every score is computed through the token ledger of ONE validation stream, so the TTT verdict covers all
+that the run did with validation tokens. Measurements other than the official score (pre-quantization,
+post-quantization before TTT, the memorization probe) are *diagnostic* passes: recorded apart, never part
+of `val_bpb`. The official `eval.val_bpb` is scored on the model rebuilt from the artifact file.
+
+Base-model cache: the trained weights are stored under a key of (data, model, train, seed), so runs that
+differ only in TTT, quantization or evaluation train once (`train.cached: true` in result.json).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+import golf
+from golf import artifact as art
+from golf.config import RunConfig
+from golf.data.dataset import Dataset
+from golf.errors import GolfError
+from golf.evaluate import diagnose, evaluate
+from golf.io import atomic_dir, write_json
+from golf.ledger import ValidationStream
+from golf.model import GPT
+from golf.quant import collect_hessians, dequantize_state, quantize_state_dict
+from golf.train import Dist, TrainingDiverged, autocast, init_distributed, pick_device, train
+
+ARTIFACT_NAME = "model.golfart"
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Where things live
+# ---------------------------------------------------------------------------------------------------------
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get("GOLF_CACHE", Path.home() / ".cache" / "golf")) / "models"
+
+
+def resolve_dataset(cfg: RunConfig) -> Dataset:
+    if cfg.data.path:
+        return Dataset.open(cfg.data.path)
+    from golf.data.sources import fetch_default
+
+    return Dataset.open(fetch_default())
+
+
+def data_identity(ds: Dataset) -> dict:
+    """What makes two datasets the same for training: tokenizer and the training stream's shape."""
+    sizes = [p.stat().st_size for p in ds.train_shards]
+    return {"name": ds.name, "tokenizer_sha256": ds.tokenizer_sha256, "train_shard_bytes": sizes}
+
+
+def base_key(cfg: RunConfig, ds: Dataset) -> str:
+    import hashlib
+
+    blob = json.dumps({"data": data_identity(ds), "model": cfg.to_dict()["model"], "train": cfg.to_dict()["train"],
+                       "seed": cfg.seed}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def git_state() -> tuple[str, bool]:
+    root = Path(golf.__file__).resolve().parent.parent
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10)
+        if sha.returncode != 0:
+            return "unknown", False
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                               capture_output=True, text=True, timeout=10)
+        return sha.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown", False
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Stages
+# ---------------------------------------------------------------------------------------------------------
+
+
+def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device, d: Dist) -> tuple[GPT, dict]:
+    """The trained float model, from the base-model cache when possible."""
+    key = base_key(cfg, ds)
+    entry = cache_root() / key
+    seed_everything(cfg.seed)
+    model = GPT(cfg.model)
+    if (entry / "checkpoint.pt").exists() and (entry / "train.json").exists():
+        state = torch.load(entry / "checkpoint.pt", map_location="cpu", weights_only=True)
+        model.load_state_dict(state, strict=True)
+        info = json.loads((entry / "train.json").read_text())
+        if (entry / "metrics.jsonl").exists() and d.main:
+            shutil.copy(entry / "metrics.jsonl", out / "metrics.jsonl")
+        return model.to(device), {**info, "cached": True, "cache_key": key}
+
+    metrics = out / "metrics.jsonl"
+    metrics.unlink(missing_ok=True)
+    try:
+        res = train(model, ds, cfg, metrics_path=metrics, device=device, dist_info=d)
+    except TrainingDiverged as e:
+        if d.main:
+            write_json(out / "failure.json", {"error": "diverged", "step": e.step, "loss": str(e.loss),
+                                              "last_finite_loss": e.last_finite, "message": str(e)})
+        raise
+    info = {"steps": res.steps, "tokens": res.tokens, "wall_s": res.wall_s, "tokens_per_s": res.tokens_per_s,
+            "final_train_loss": res.final_train_loss, "compile_warmup_s": res.compile_warmup_s}
+    if d.main:
+        with atomic_dir(entry) as tmp:
+            torch.save(model.state_dict(), tmp / "checkpoint.pt")
+            shutil.copy(metrics, tmp / "metrics.jsonl")
+            write_json(tmp / "train.json", info)
+    return model, {**info, "cached": False, "cache_key": key}
+
+
+def calibration_batches(ds: Dataset, cfg: RunConfig, device: torch.device):
+    """GPTQ calibration from the *training* stream (never validation): its last calib_tokens tokens."""
+    last = np.asarray(ds.train_tokens(len(ds.train_shards) - 1))
+    T = cfg.train.seq_len
+    n = min(cfg.quant.calib_tokens, (last.size - 1) // T * T)
+    tokens = torch.from_numpy(last[last.size - n :].astype(np.int64)).view(-1, T)
+    return [tokens[i : i + 8].to(device) for i in range(0, tokens.size(0), 8)]
+
+
+def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, device: torch.device) -> tuple[GPT, dict]:
+    """Quantize, write the artifact, read it back, dequantize and strictly load a fresh model from it."""
+    hessians = None
+    if cfg.quant.uses_gptq():
+        model.eval()
+        with torch.no_grad(), autocast(device):
+            hessians = collect_hessians(model, calibration_batches(ds, cfg, device))
+    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    t0 = time.perf_counter()
+    qs = quantize_state_dict(state, cfg.quant, hessians)
+    path = out / ARTIFACT_NAME
+    art.save_artifact(path, qs, cfg.quant)
+    quant_s = time.perf_counter() - t0
+    restored = GPT(cfg.model)
+    restored.load_state_dict(dequantize_state(art.load_artifact(path)), strict=True)
+    report = art.byte_report(path, art.code_bytes())
+    report["quant_s"] = quant_s
+    return restored.to(device), report
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The pipeline
+# ---------------------------------------------------------------------------------------------------------
+
+
+def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> dict:
+    """Run the whole pipeline into `out`; returns the result dict (also written as result.json)."""
+    from golf.ttt.strategies import TTTContext, get_strategy, probe_split
+
+    out = Path(out)
+    ds = resolve_dataset(cfg)
+    if cfg.model.vocab_size != ds.vocab_size:
+        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": ds.vocab_size})
+    strategy = get_strategy(cfg.ttt)  # refuses illegal strategies without ttt.allow_illegal before any work
+    device = pick_device(cfg.train.device)
+    d = init_distributed(device)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in ("result.json", "failure.json"):
+        (out / stale).unlink(missing_ok=True)
+    if d.main:
+        write_json(out / "config.json", cfg.to_dict())
+
+    model, train_info = train_or_load_base(cfg, ds, out, device, d)
+    if d.world > 1:
+        torch.distributed.barrier()
+    if not d.main:  # evaluation, TTT and the artifact are the main rank's
+        return {}
+
+    # One validation stream, one ledger, for everything the run does with validation tokens.
+    val = np.asarray(ds.val_tokens)
+    if cfg.data.max_val_tokens:
+        val = val[: cfg.data.max_val_tokens]
+    stream = ValidationStream(val, ds.byte_table)
+    seq_len = cfg.eval.seq_len or cfg.train.seq_len
+    ctx = TTTContext(cfg=cfg, stream=stream, dataset=ds, device=device, seq_len=seq_len,
+                     split=probe_split(stream), metrics_path=out / "metrics.jsonl")
+
+    t_eval = time.perf_counter()
+    base = diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n)
+    ttt_out = None
+    if strategy.stage == "prequant":
+        ttt_out = strategy.run(model, ctx)
+    prequant = base if ttt_out is None else diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n)
+
+    restored, report = quantize_round_trip(model, cfg, ds, out, device)
+    postquant = None
+    if strategy.stage == "postquant":
+        postquant = diagnose(restored, stream, cfg.eval, seq_len, device, 1, stream.n)
+        ttt_out = strategy.run(restored, ctx)
+    if not ttt_out or not ttt_out.scored:
+        evaluate(restored, stream, cfg.eval, seq_len, device)
+    official = {"val_loss": stream.meter.val_loss, "val_bpb": stream.meter.val_bpb}
+    postquant = postquant or official
+    eval_s = time.perf_counter() - t_eval
+    legal, violations = stream.verdict()
+
+    git_sha, dirty = git_state()
+    result = {
+        "schema": 1,
+        "run_id": out.name,
+        "config_hash": cfg.hash(),
+        "config": cfg.to_dict(),
+        "seed": cfg.seed,
+        "data": {"name": ds.name, "path": str(ds.directory), "val_tokens": int(stream.n),
+                 "val_bytes": int(stream.meter.bytes), "tokenizer_sha256": ds.tokenizer_sha256,
+                 "val_tokens_scored": int(stream.meter.tokens)},
+        "model": {"preset": cfg.preset, "params": sum(p.numel() for p in model.parameters())},
+        "train": train_info,
+        "eval": {"val_loss": official["val_loss"], "val_bpb_base": base["val_bpb"],
+                 "val_bpb_prequant": prequant["val_bpb"], "val_bpb_postquant": postquant["val_bpb"],
+                 "val_bpb": official["val_bpb"], "mode": cfg.eval.mode,
+                 "stride": cfg.eval.stride if cfg.eval.mode == "sliding" else seq_len, "seq_len": seq_len,
+                 "wall_s": eval_s},
+        "artifact": report,
+        "ttt": {"strategy": cfg.ttt.strategy, "epochs": ttt_out.epochs if ttt_out else 0, "legal": legal,
+                "violations": violations, "per_epoch": ttt_out.per_epoch if ttt_out else [],
+                **(ttt_out.info if ttt_out else {})},
+        "env": {"golf": golf.__version__, "torch": torch.__version__, "device": device_name(device),
+                "git_sha": git_sha, "dirty": dirty},
+    }
+    if study_params is not None:
+        result["study_params"] = study_params
+    write_json(out / "result.json", result)
+    return result
