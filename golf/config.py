@@ -52,6 +52,7 @@ class TrainConfig:
     grad_accum: int = 1  # micro-batches per step and rank
     warmdown_steps: int = 1_200  # linear LR decay over the last N iterations (baseline: 1,200)
     compile: bool = False  # torch.compile the model
+    compile_backend: str = "inductor"  # torch.compile backend (tests use aot_eager: same graph capture, fast build)
     compile_warmup_steps: int = 20  # steps run to compile, then weights and optimizer state are reset (baseline: 20)
     # Muon on 2-D block matrices (baseline values)
     matrix_lr: float = 0.04
@@ -188,10 +189,13 @@ def parse_overrides(pairs: list[str]) -> dict:
         if "=" not in pair:
             raise GolfError(f"override {pair!r} must look like key=value (e.g. train.max_steps=30)")
         key, raw = pair.split("=", 1)
-        try:
-            value = yaml.safe_load(raw) if raw != "" else ""
-        except yaml.YAMLError:
-            value = raw
+        try:  # JSON first: YAML 1.1 reads 1e30 as a string
+            value = json.loads(raw)
+        except json.JSONDecodeError:
+            try:
+                value = yaml.safe_load(raw) if raw != "" else ""
+            except yaml.YAMLError:
+                value = raw
         node = out
         parts = key.strip().split(".")
         for p in parts[:-1]:

@@ -195,8 +195,11 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     opts = build_optimizers(model, tc)
     ddp_model = model
     if d.world > 1:
-        ddp_model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd = torch.compile(ddp_model) if tc.compile else ddp_model
+        # U-Net skip weights of a recurrent stack get no gradient until recurrence switches on
+        ddp_model = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=cfg.model.recur_start is not None)
+    fwd = torch.compile(ddp_model, backend=tc.compile_backend) if tc.compile else ddp_model
     writer = MetricsWriter(metrics_path if d.main else None)
 
     def run_step(stream: TokenStream, step: int, elapsed_s: float) -> tuple[float, float]:

@@ -1,0 +1,265 @@
+"""golf.report built from hand-written result.json fixtures (tests/fixtures/results/<study>/runs/*).
+
+ttt_gap: score_first (legal) and prequant_val (illegal), seeds 1337/42/7, TTT epochs 0..3 with halves A
+(adapted) and B (held out); two quantisation rows without TTT (int6/brotli, fp16/zlib that does not fit);
+one result.json cut in half. ut_loops: UT loops 2/6 x curriculum on/off x 2 seeds, no TTT.
+The expected numbers are recomputed here from the JSON files with plain Python, not with golf.report.
+"""
+
+import json
+import math
+import shutil
+import statistics
+import warnings
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from golf import stats
+from golf.errors import GolfError
+from golf.report import _pareto, load_results, per_epoch_frame, read_results, write_report
+
+FIXTURES = Path(__file__).parent / "fixtures" / "results"
+TRUNCATED = "score_first_e3_s2024"
+
+
+def fixture_results(study):
+    """Every complete fixture result.json, parsed with json alone (the truncated one fails here too)."""
+    out = []
+    for path in sorted((FIXTURES / study / "runs").glob("*/result.json")):
+        try:
+            out.append(json.loads(path.read_text()))
+        except json.JSONDecodeError:
+            assert path.parent.name == TRUNCATED
+    return out
+
+
+@pytest.fixture(scope="module")
+def ttt_report(tmp_path_factory):
+    study_dir = tmp_path_factory.mktemp("studies") / "ttt_gap"
+    shutil.copytree(FIXTURES / "ttt_gap", study_dir)
+    return study_dir, write_report(study_dir)
+
+
+@pytest.fixture(scope="module")
+def ut_report(tmp_path_factory):
+    study_dir = tmp_path_factory.mktemp("studies") / "ut_loops"
+    shutil.copytree(FIXTURES / "ut_loops", study_dir)
+    (study_dir / "gap.md").write_text("stale table from an older report\n")
+    return study_dir, write_report(study_dir)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Reading
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_load_results_flattens_and_skips_truncated():
+    with pytest.warns(RuntimeWarning, match=TRUNCATED):
+        frame = load_results(FIXTURES / "ttt_gap")
+    assert len(frame) == 8  # 3 seeds x 2 strategies + 2 quant rows; the cut file is not read
+    assert TRUNCATED not in set(frame["run_id"])
+    assert any(TRUNCATED in reason and "not complete JSON" in reason for reason in frame.attrs["skipped"])
+    for col in ("run_id", "seed", "preset", "strategy", "epochs", "legal", "val_bpb", "val_bpb_prequant",
+                "val_bpb_postquant", "bytes_total", "fits", "quant", "compressor"):
+        assert col in frame.columns
+    row = frame.set_index("run_id").loc["prequant_val_e3_s42"]
+    assert (row["seed"], row["preset"], row["strategy"], row["epochs"]) == (42, "baseline", "prequant_val", 3)
+    assert not row["legal"] and row["fits"]
+    assert row["val_bpb"] == 1.20121 and row["bytes_total"] == 15_815_512 + 47_642
+    assert not frame.set_index("run_id").loc["none_fp16_zlib_s1337", "fits"]
+
+
+def test_study_params_become_p_columns():
+    frame = load_results(FIXTURES / "ut_loops")
+    assert {"p_ut_loops", "p_ut_curriculum"} <= set(frame.columns)
+    row = frame.set_index("run_id").loc["ut6_curr_s42"]
+    assert frame["p_ut_curriculum"].dtype == bool  # JSON true/false stay booleans
+    assert row["p_ut_loops"] == 6 and row["p_ut_curriculum"]
+
+
+def test_bad_files_are_skipped_with_reasons(tmp_path):
+    good = json.loads((FIXTURES / "ttt_gap/runs/score_first_e3_s42/result.json").read_text())
+    cases = {
+        "ok": good,
+        "schema2": {**good, "schema": 2},
+        "no_bpb": {**good, "eval": {k: v for k, v in good["eval"].items() if k != "val_bpb"}},
+        "list": [1, 2],
+        "legal_str": {**good, "ttt": {**good["ttt"], "legal": "yes"}},
+        "bad_epoch": {**good, "ttt": {**good["ttt"], "per_epoch": [{"val_bpb": 1.2}]}},
+        "zz_copy": good,  # same run_id as "ok": one seed must not count twice
+    }
+    for name, obj in cases.items():
+        (tmp_path / "runs" / name).mkdir(parents=True)
+        (tmp_path / "runs" / name / "result.json").write_text(json.dumps(obj))
+    (tmp_path / "runs" / "empty").mkdir()
+    (tmp_path / "runs" / "empty" / "result.json").write_text("")
+    results, skipped = read_results(tmp_path)
+    assert len(results) == 1
+    text = "\n".join(skipped)
+    assert "schema2/result.json: schema 2" in text
+    assert "no_bpb/result.json: missing key eval.val_bpb" in text
+    assert "list/result.json: top level is list" in text
+    assert "legal_str/result.json: legal is 'yes'" in text
+    assert "empty/result.json: not complete JSON" in text
+    assert "bad_epoch/result.json: ttt.per_epoch[0] needs an integer 'epoch'" in text
+    assert "zz_copy/result.json: run_id 'score_first_e3_s42' already read from runs/ok/result.json" in text
+
+
+def test_missing_or_empty_study_is_a_clear_error(tmp_path):
+    with pytest.raises(GolfError, match="no runs folder"):
+        load_results(tmp_path)
+    (tmp_path / "runs" / "cut").mkdir(parents=True)
+    (tmp_path / "runs" / "cut" / "result.json").write_text('{"schema": 1, "run_')
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert load_results(tmp_path).empty
+    with pytest.raises(GolfError, match="no complete result.json"):
+        write_report(tmp_path)
+    assert not (tmp_path / "summary.csv").exists()
+
+
+def test_per_epoch_frame_gains_relative_to_epoch_zero():
+    results = fixture_results("ttt_gap")
+    frame = per_epoch_frame(results)
+    assert len(frame) == 6 * 4 + 2  # six TTT runs x epochs 0..3, two runs with only epoch 0
+    run = frame[frame["run_id"] == "prequant_val_e3_s7"].set_index("epoch")
+    # from the fixture: epoch 0 (1.22415, A 1.22279, B 1.22551), epoch 2 (1.20818, A 1.19690, B 1.21946)
+    assert run.loc[2, "gain"] == pytest.approx(1.20818 - 1.22415, abs=1e-12)
+    assert run.loc[2, "gain_adapted"] == pytest.approx(1.19690 - 1.22279, abs=1e-12)
+    assert run.loc[2, "gain_heldout"] == pytest.approx(1.21946 - 1.22551, abs=1e-12)
+    assert run.loc[0, ["gain", "gain_adapted", "gain_heldout"]].tolist() == [0.0, 0.0, 0.0]
+    quant = frame[frame["run_id"] == "none_int6_brotli_s1337"]
+    assert quant["val_bpb_adapted"].isna().all()  # null in result.json -> NaN
+    assert per_epoch_frame(FIXTURES / "ttt_gap").equals(frame)  # a study folder works as input too
+
+
+# ----------------------------------------------------------------------------------------------------
+# The written report
+# ----------------------------------------------------------------------------------------------------
+
+
+def test_report_writes_expected_files(ttt_report):
+    study_dir, written = ttt_report
+    names = sorted(str(p.relative_to(study_dir)) for p in written)
+    figures = [f"figures/{n}.{e}" for n in ("frontier", "ttt_epochs", "ttt_slopes") for e in ("png", "svg")]
+    assert names == sorted(figures + ["summary.csv", "summary.md", "gap.csv", "gap.md", "slopes.csv",
+                                      "slopes.md"])
+    for path in written:
+        assert path.stat().st_size > 0
+    assert (study_dir / "figures/ttt_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert b"<svg" in (study_dir / "figures/frontier.svg").read_bytes()[:500]
+    assert not (study_dir / "figures/ut_curve.png").exists()  # no p_ut_loops in this study
+    assert not list(study_dir.glob("**/*.tmp"))
+
+
+def test_summary_means_match_fixture(ttt_report):
+    study_dir, _ = ttt_report
+    summary = pd.read_csv(study_dir / "summary.csv")
+    assert len(summary) == 4  # score_first, prequant_val, none/int6/brotli, none/fp16/zlib
+    results = fixture_results("ttt_gap")
+    for strategy in ("score_first", "prequant_val"):
+        runs = [r for r in results if r["ttt"]["strategy"] == strategy]
+        bpb = [r["eval"]["val_bpb"] for r in runs]
+        size = [r["artifact"]["bytes_total"] for r in runs]
+        row = summary[summary["strategy"] == strategy].iloc[0]
+        assert row["n_seeds"] == 3 and row["seeds"] == "7 42 1337"
+        assert row["val_bpb_mean"] == pytest.approx(sum(bpb) / len(bpb), abs=1e-12)
+        assert row["val_bpb_std"] == pytest.approx(statistics.stdev(bpb), rel=1e-9)
+        half = 4.302653 * statistics.stdev(bpb) / math.sqrt(3)  # t_{0.975,2} from the table
+        assert row["val_bpb_ci_low"] == pytest.approx(sum(bpb) / 3 - half, abs=1e-8)
+        assert row["bytes_total_mean"] == pytest.approx(sum(size) / 3, abs=1e-6)
+    # Spelled out for score_first: final val_bpb 1.22238, 1.22279, 1.22210 -> mean 3.66727 / 3 = 1.2224233
+    sf = summary[summary["strategy"] == "score_first"].iloc[0]
+    assert sf["val_bpb_mean"] == pytest.approx(3.66727 / 3, abs=1e-12)
+    fp16 = summary[summary["quant"] == "fp16"].iloc[0]
+    assert fp16["n_seeds"] == 1 and math.isnan(fp16["val_bpb_std"]) and not fp16["fits_all"]
+
+
+def test_summary_markdown(ttt_report):
+    study_dir, _ = ttt_report
+    text = (study_dir / "summary.md").read_text()
+    assert "| strategy |" in text and "95% CI" in text and "n seeds" in text
+    assert "Common to all rows: preset=baseline" in text
+    assert "1.22242 ± 0.00035" in text  # score_first: mean 1.2224233, std 0.000347
+    assert f"runs/{TRUNCATED}/result.json: not complete JSON" in text
+
+
+def test_gap_table_matches_fixture(ttt_report):
+    study_dir, _ = ttt_report
+    gap = pd.read_csv(study_dir / "gap.csv").set_index("strategy")
+    assert set(gap.index) == {"score_first", "prequant_val"}  # runs without TTT epochs have no gap
+    results = fixture_results("ttt_gap")
+    gains = {}
+    for strategy in ("score_first", "prequant_val"):
+        runs = [r["ttt"]["per_epoch"] for r in results if r["ttt"]["strategy"] == strategy]
+        g = {key: [pe[-1][key] - pe[0][key] for pe in runs]
+             for key in ("val_bpb", "val_bpb_adapted", "val_bpb_heldout")}
+        gains[strategy] = g
+        row = gap.loc[strategy]
+        assert row["epoch_final"] == 3 and row["n_seeds"] == 3
+        assert row["gain_mean"] == pytest.approx(sum(g["val_bpb"]) / 3, abs=1e-12)
+        assert row["gain_adapted_mean"] == pytest.approx(sum(g["val_bpb_adapted"]) / 3, abs=1e-12)
+        assert row["gain_heldout_std"] == pytest.approx(statistics.stdev(g["val_bpb_heldout"]), rel=1e-9)
+        ab = stats.welch_t_test(g["val_bpb_adapted"], g["val_bpb_heldout"])
+        assert row["pvalue_adapted_vs_heldout"] == pytest.approx(ab["p_value"], rel=1e-9)
+    # prequant_val A gains: 1.18450-1.22310, 1.18512-1.22338, 1.18407-1.22279 = -0.0386, -0.03826, -0.03872
+    assert gap.loc["prequant_val", "gain_adapted_mean"] == pytest.approx(-(0.0386 + 0.03826 + 0.03872) / 3)
+    # memorisation: illegal val training helps A far more than B; legal score-first does not separate them
+    assert gap.loc["prequant_val", "pvalue_adapted_vs_heldout"] < 0.001
+    assert gap.loc["score_first", "pvalue_adapted_vs_heldout"] > 0.05
+    li = stats.welch_t_test(gains["score_first"]["val_bpb"], gains["prequant_val"]["val_bpb"])
+    assert gap.loc["score_first", "pvalue_legal_vs_illegal"] == pytest.approx(li["p_value"], rel=1e-9)
+    assert f"p = {li['p_value']:.3g}" in (study_dir / "gap.md").read_text()
+
+
+def test_slopes_match_fixture(ttt_report):
+    study_dir, _ = ttt_report
+    slopes = pd.read_csv(study_dir / "slopes.csv")
+    assert len(slopes) == 6  # 2 strategies x halves all/A/B
+    results = fixture_results("ttt_gap")
+    for strategy in ("score_first", "prequant_val"):
+        xs, ys = [], []
+        for r in results:
+            if r["ttt"]["strategy"] == strategy:
+                pe = r["ttt"]["per_epoch"]
+                for e in pe[1:]:  # epochs 1..3; epoch 0 has gain 0 by definition
+                    xs.append(e["epoch"])
+                    ys.append(e["val_bpb_heldout"] - pe[0]["val_bpb_heldout"])
+        fit = stats.linear_fit(xs, ys)
+        row = slopes[(slopes["strategy"] == strategy) & (slopes["half"] == "B")].iloc[0]
+        assert row["n_points"] == 9
+        for key in ("slope", "intercept", "slope_se", "r2", "p_value"):
+            assert row[key] == pytest.approx(fit[key], rel=1e-9)
+    a_rows = slopes[slopes["half"] == "A"].set_index("strategy")
+    # the illegal strategy keeps gaining on A every epoch: about 50x the legal slope
+    assert a_rows.loc["prequant_val", "slope"] < 20 * a_rows.loc["score_first", "slope"] < 0
+
+
+def test_ut_study_report(ut_report):
+    study_dir, written = ut_report
+    names = sorted(str(p.relative_to(study_dir)) for p in written)
+    assert names == sorted(["figures/frontier.png", "figures/frontier.svg", "figures/ut_curve.png",
+                            "figures/ut_curve.svg", "summary.csv", "summary.md"])
+    assert not (study_dir / "gap.md").exists()  # stale table from the earlier report is removed
+    summary = pd.read_csv(study_dir / "summary.csv")
+    row = summary[(summary["p_ut_loops"] == 6) & summary["p_ut_curriculum"].astype(bool)].iloc[0]
+    assert row["val_bpb_mean"] == pytest.approx((1.22618 + 1.22750) / 2, abs=1e-12)
+    assert "| ut_curriculum | ut_loops |" in (study_dir / "summary.md").read_text()
+
+
+def test_report_is_reproducible(ut_report):
+    study_dir, written = ut_report
+    before = {p: p.read_bytes() for p in written}
+    again = write_report(study_dir)
+    assert again == written
+    for path in written:
+        assert path.read_bytes() == before[path], path
+
+
+def test_pareto_front():
+    # (bytes, bpb): lower is better in both. (3, 1.0) is dominated by (2, 0.9);
+    # (5, 0.9) ties the bpb of (2, 0.9) with more bytes, so it is dominated too.
+    points = [(1, 1.5), (3, 1.0), (2, 0.9), (4, 0.8), (5, 0.9)]
+    assert _pareto(points) == [0, 2, 3]
