@@ -37,7 +37,7 @@ from golf.config import RunConfig
 from golf.data.dataset import Dataset
 from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate
-from golf.io import atomic_dir, write_json
+from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
 from golf.quant import collect_hessians, dequantize_state, quantize_state_dict
@@ -191,6 +191,9 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
         write_json(out / "config.json", cfg.to_dict())
 
     model, train_info = train_or_load_base(cfg, ds, out, device, d)
+    if d.main and cfg.train.checkpoint:
+        with atomic_path(out / "checkpoint.pt") as tmp:
+            torch.save(model.state_dict(), tmp)  # a plain state_dict of tensors: loads with weights_only=True
     if d.world > 1:
         torch.distributed.barrier()
     if not d.main:  # evaluation, TTT and the artifact are the main rank's

@@ -1,5 +1,7 @@
 """Shared fixtures: one small real-text dataset built in-process, once per test session."""
 
+import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +9,11 @@ import torch
 
 FIXTURES = Path(__file__).parent / "fixtures"
 TEXT = FIXTURES / "text"
+
+# Hermetic: the base-model cache and the data root live in a throwaway directory, never in ~/.cache.
+_SCRATCH = tempfile.mkdtemp(prefix="golf-tests-")
+os.environ["GOLF_CACHE"] = os.path.join(_SCRATCH, "cache")
+os.environ["GOLF_DATA"] = os.path.join(_SCRATCH, "data")
 
 torch.set_num_threads(1)  # CI has 2 cores; tests are small and deterministic on one
 

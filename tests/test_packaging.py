@@ -1,0 +1,35 @@
+"""pyproject.toml and environment.yml name the same packages; the console script and `python -m golf` work."""
+
+import re
+import subprocess
+import sys
+import tomllib
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+# conda-forge names that differ from PyPI's
+CONDA_TO_PYPI = {"pytorch": "torch", "brotli-python": "brotli"}
+
+
+def _name(spec: str) -> str:
+    return re.split(r"[<>=!~ \[]", spec, maxsplit=1)[0].strip().lower().replace("_", "-")
+
+
+def test_environment_yml_matches_pyproject():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    pypi = {_name(s) for s in project["dependencies"] + project["optional-dependencies"]["dev"]}
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    conda = {CONDA_TO_PYPI.get(_name(s), _name(s)) for s in env["dependencies"] if isinstance(s, str)}
+    conda -= {"python", "pip"}
+    assert conda == pypi
+
+
+def test_entry_points():
+    out = subprocess.run([sys.executable, "-m", "golf", "model", "--list"], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and "baseline" in out.stdout.split()
+    bad = subprocess.run([sys.executable, "-m", "golf", "data", "inspect", "/nonexistent/dir"], capture_output=True,
+                         text=True, timeout=120)
+    assert bad.returncode == 2
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("golf: error: dataset /nonexistent/dir")
