@@ -113,15 +113,17 @@ def cmd_artifact_inspect(args) -> int:
     from golf.artifact import LIMIT_BYTES, code_bytes, inspect_artifact
 
     report = inspect_artifact(args.path)
-    report["bytes_code"] = code_bytes()
-    report["bytes_total"] = report["bytes_model"] + report["bytes_code"] if "bytes_model" in report else None
+    bytes_model = report["totals"]["bytes_file"]
+    bytes_code = code_bytes()
+    report.update({"bytes_model": bytes_model, "bytes_code": bytes_code, "bytes_total": bytes_model + bytes_code,
+                   "limit": LIMIT_BYTES, "fits": bytes_model + bytes_code <= LIMIT_BYTES})
     if args.json:
         _print_json(report)
     else:
         for key, value in report.items():
             if key != "tensors":
                 print(f"{key}: {value}")
-    if args.strict and report.get("bytes_total") is not None and report["bytes_total"] > LIMIT_BYTES:
+    if args.strict and not report["fits"]:
         print(f"golf: error: {args.path}: {report['bytes_total']} bytes, over the {LIMIT_BYTES}-byte limit", file=sys.stderr)
         return 1
     return 0

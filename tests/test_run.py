@@ -1,0 +1,120 @@
+"""`golf run` end to end on the tiny preset: the run folder, the contract's result keys, the round trip."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import torch
+
+CONTRACT_KEYS = {
+    "": {"schema", "run_id", "config_hash", "config", "seed", "data", "model", "train", "eval", "artifact", "ttt", "env"},
+    "data": {"name", "val_tokens", "val_bytes", "tokenizer_sha256"},
+    "model": {"preset", "params"},
+    "train": {"steps", "tokens", "wall_s", "tokens_per_s"},
+    "eval": {"val_loss", "val_bpb_prequant", "val_bpb_postquant", "val_bpb", "mode", "stride"},
+    "artifact": {"bytes_model", "bytes_code", "bytes_total", "limit", "fits", "quant", "compressor", "path"},
+    "ttt": {"strategy", "epochs", "legal", "violations", "per_epoch"},
+    "env": {"golf", "torch", "device", "git_sha", "dirty"},
+}
+
+
+@pytest.fixture(scope="module")
+def run_dir(tiny_dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    proc = subprocess.run([sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset),
+                           "-s", "train.max_steps=12", "-s", "train.batch_tokens=2048", "-s", "train.seq_len=64",
+                           "-s", "quant.compressor=zstd", "--out", str(out)],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("val_bpb:")
+    return out
+
+
+def test_result_has_every_contract_key(run_dir):
+    result = json.loads((run_dir / "result.json").read_text())
+    for section, keys in CONTRACT_KEYS.items():
+        have = set(result if section == "" else result[section])
+        assert keys <= have, (section, keys - have)
+    assert result["schema"] == 1 and result["artifact"]["limit"] == 16_000_000
+    assert result["ttt"] == {**result["ttt"], "strategy": "none", "legal": True, "violations": []}
+    assert result["eval"]["mode"] == "windows"
+    # every validation token after the first was scored, and val_bytes is the manifest's byte count
+    manifest = json.loads((__import__("pathlib").Path(result["data"]["path"]) / "manifest.json").read_text())
+    assert result["data"]["val_tokens_scored"] == manifest["val"]["tokens"] - 1
+    assert result["data"]["val_bytes"] == manifest["val"]["bytes"]
+
+
+def test_byte_counts_are_file_sizes(run_dir):
+    result = json.loads((run_dir / "result.json").read_text())
+    a = result["artifact"]
+    assert a["bytes_model"] == (run_dir / "model.golfart").stat().st_size
+    assert a["bytes_total"] == a["bytes_model"] + a["bytes_code"] and a["fits"] is True
+    assert a["compressor"] == "zstd"
+
+
+def test_official_score_comes_from_the_artifact(run_dir, tiny_dataset):
+    """Rebuild the model from the artifact file alone and score it again: the same val_bpb to float noise."""
+    from golf.artifact import load_artifact
+    from golf.config import config_from_dict
+    from golf.data.dataset import Dataset
+    from golf.evaluate import evaluate
+    from golf.ledger import ValidationStream
+    from golf.model import GPT
+    from golf.quant import dequantize_state
+
+    result = json.loads((run_dir / "result.json").read_text())
+    cfg = config_from_dict(json.loads((run_dir / "config.json").read_text()))
+    model = GPT(cfg.model)
+    model.load_state_dict(dequantize_state(load_artifact(run_dir / "model.golfart")), strict=True)
+    ds = Dataset.open(tiny_dataset)
+    stream = ValidationStream(ds.val_tokens, ds.byte_table)
+    again = evaluate(model, stream, cfg.eval, cfg.train.seq_len, torch.device("cpu"))
+    assert again["val_bpb"] == pytest.approx(result["eval"]["val_bpb"], abs=1e-6)
+    assert result["eval"]["val_bpb_postquant"] == result["eval"]["val_bpb"]
+    # quantization changed the weights: the float checkpoint scores differently (but close, int8)
+    assert result["eval"]["val_bpb_prequant"] != result["eval"]["val_bpb"]
+    assert abs(result["eval"]["val_bpb_prequant"] - result["eval"]["val_bpb"]) < 0.05
+
+
+def test_checkpoint_loads_with_weights_only_and_metrics_lines(run_dir):
+    state = torch.load(run_dir / "checkpoint.pt", weights_only=True)
+    assert all(isinstance(v, torch.Tensor) for v in state.values())
+    lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    train_lines = [x for x in lines if "train_loss" in x]
+    assert train_lines[-1]["step"] == 12 and {"lr_scale", "tokens_per_s", "step_ms"} <= set(train_lines[-1])
+
+
+def test_artifact_inspect_json(run_dir):
+    proc = subprocess.run([sys.executable, "-m", "golf", "artifact", "inspect", str(run_dir / "model.golfart"), "--json"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["bytes_model"] == (run_dir / "model.golfart").stat().st_size
+
+
+def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_path):
+    out = tmp_path / "int6"
+    proc = subprocess.run([sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset),
+                           "-s", "train.max_steps=12", "-s", "train.batch_tokens=2048", "-s", "train.seq_len=64",
+                           "-s", "quant.method=int6", "-s", "quant.compressor=brotli", "--out", str(out), "--json"],
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    first = json.loads((run_dir / "result.json").read_text())
+    assert result["train"]["cached"] is True and result["train"]["cache_key"] == first["train"]["cache_key"]
+    assert result["eval"]["val_bpb_prequant"] == first["eval"]["val_bpb_prequant"]  # the same trained weights
+    assert result["artifact"]["bytes_model"] < first["artifact"]["bytes_model"]  # int6 + brotli is smaller
+
+
+def test_bad_input_fails_cleanly(tmp_path, tiny_dataset):
+    for args, message in [
+        (["-s", "ttt.strategy=prequant_val"], "allow_illegal"),
+        (["-s", "model.n_head=3"], "head"),
+        (["-s", "eval.mode=bogus"], "eval.mode"),
+    ]:
+        out = tmp_path / "bad"
+        proc = subprocess.run([sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset),
+                               *args, "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
+        assert not (out / "result.json").exists()
