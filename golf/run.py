@@ -35,7 +35,6 @@ import golf
 from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
-from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate
 from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream

@@ -25,13 +25,16 @@ def test_shard_round_trip_and_exact_layout(tmp_path):
     assert back.tolist() == tokens.tolist()
 
 
-@pytest.mark.parametrize("damage, message", [
-    (lambda raw: raw[:-1], "size"),
-    (lambda raw: raw[:100], "truncated header"),
-    (lambda raw: np.int32(123).tobytes() + raw[4:], "wrong magic"),
-    (lambda raw: raw[:4] + np.int32(2).tobytes() + raw[8:], "version"),
-    (lambda raw: raw + b"\0\0", "size"),
-])
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda raw: raw[:-1], "size"),
+        (lambda raw: raw[:100], "truncated header"),
+        (lambda raw: np.int32(123).tobytes() + raw[4:], "wrong magic"),
+        (lambda raw: raw[:4] + np.int32(2).tobytes() + raw[8:], "version"),
+        (lambda raw: raw + b"\0\0", "size"),
+    ],
+)
 def test_broken_shards_are_refused(tmp_path, damage, message):
     path = tmp_path / "x_val_000000.bin"
     write_shard(path, np.arange(10, dtype=np.uint16))
@@ -68,7 +71,9 @@ def test_build_writes_contract_manifest(tiny_dataset):
 def test_split_is_by_document_and_deterministic(tmp_path, text_dir, tiny_dataset):
     docs = read_documents([text_dir])
     assert docs[0].startswith("CHAPTER 1.")  # sorted file order: the first K documents are validation
-    again = build_dataset([text_dir], vocab_size=512, out=tmp_path / "again", val_docs=4, name="tiny", shard_tokens=40_000)
+    again = build_dataset(
+        [text_dir], vocab_size=512, out=tmp_path / "again", val_docs=4, name="tiny", shard_tokens=40_000
+    )
     for f in sorted(p.name for p in tiny_dataset.iterdir()):
         assert (again / f).read_bytes() == (tiny_dataset / f).read_bytes(), f
 

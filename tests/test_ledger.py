@@ -27,8 +27,11 @@ class Bigram(torch.nn.Module):
         logits = self.logits(x)
         if y is None:
             return logits
-        return F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), reduction=reduction).reshape(y.shape) \
-            if reduction == "none" else F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        return (
+            F.cross_entropy(logits.reshape(-1, V), y.reshape(-1), reduction=reduction).reshape(y.shape)
+            if reduction == "none"
+            else F.cross_entropy(logits.reshape(-1, V), y.reshape(-1))
+        )
 
 
 def table():
@@ -47,7 +50,9 @@ def stream(n=1000, seed=0):
     return ValidationStream(toks, table())
 
 
-@pytest.mark.parametrize("n, T, stride", [(1000, 64, 16), (1001, 64, 64), (130, 128, 7), (65, 64, 64), (3, 64, 1), (500, 50, 49)])
+@pytest.mark.parametrize(
+    "n, T, stride", [(1000, 64, 16), (1001, 64, 64), (130, 128, 7), (65, 64, 64), (3, 64, 1), (500, 50, 49)]
+)
 def test_windows_score_every_target_exactly_once(n, T, stride):
     for windows in (plain_windows(1, n, T), sliding_windows(1, n, T, stride)):
         counts = np.zeros(n, dtype=int)
@@ -99,7 +104,9 @@ def test_adapt_then_score_is_flagged():
     _sgd_step(model, s, [Window(0, 499, 1)])  # fine-tune on the first half, then score everything
     evaluate(model, s, EvalConfig(), 64, torch.device("cpu"))
     legal, violations = s.verdict()
-    assert not legal and violations == ["C3 gradient before score: 499 tokens fed a gradient before their score was fixed"]
+    assert not legal and violations == [
+        "C3 gradient before score: 499 tokens fed a gradient before their score was fixed"
+    ]
 
 
 def test_gradient_on_the_chunk_before_its_score_is_flagged():

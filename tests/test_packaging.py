@@ -27,9 +27,17 @@ def test_environment_yml_matches_pyproject():
 
 
 def test_entry_points():
-    out = subprocess.run([sys.executable, "-m", "golf", "model", "--list"], capture_output=True, text=True, timeout=120)
+    out = subprocess.run(
+        [sys.executable, "-m", "golf", "model", "--list"], capture_output=True, text=True, timeout=120
+    )
     assert out.returncode == 0 and "baseline" in out.stdout.split()
-    bad = subprocess.run([sys.executable, "-m", "golf", "data", "inspect", "/nonexistent/dir"], capture_output=True,
-                         text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-m", "golf", "data", "inspect", "/nonexistent/dir"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 2
-    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith("golf: error: dataset /nonexistent/dir")
+    assert bad.stderr.strip().count("\n") == 0 and bad.stderr.startswith(
+        "golf: error: dataset /nonexistent/dir"
+    )

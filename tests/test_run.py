@@ -8,7 +8,20 @@ import pytest
 import torch
 
 CONTRACT_KEYS = {
-    "": {"schema", "run_id", "config_hash", "config", "seed", "data", "model", "train", "eval", "artifact", "ttt", "env"},
+    "": {
+        "schema",
+        "run_id",
+        "config_hash",
+        "config",
+        "seed",
+        "data",
+        "model",
+        "train",
+        "eval",
+        "artifact",
+        "ttt",
+        "env",
+    },
     "data": {"name", "val_tokens", "val_bytes", "tokenizer_sha256"},
     "model": {"preset", "params"},
     "train": {"steps", "tokens", "wall_s", "tokens_per_s"},
@@ -19,13 +32,19 @@ CONTRACT_KEYS = {
 }
 
 
+TINY_TRAIN = ["-s", "train.max_steps=12", "-s", "train.batch_tokens=2048", "-s", "train.seq_len=64"]
+
+
+def golf_run(tiny_dataset, out, *args, timeout=600):
+    """`python -m golf run --preset tiny --data DATA ARGS --out OUT`, captured."""
+    cmd = [sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset), *args]
+    return subprocess.run([*cmd, "--out", str(out)], capture_output=True, text=True, timeout=timeout)
+
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = subprocess.run([sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset),
-                           "-s", "train.max_steps=12", "-s", "train.batch_tokens=2048", "-s", "train.seq_len=64",
-                           "-s", "quant.compressor=zstd", "--out", str(out)],
-                          capture_output=True, text=True, timeout=600)
+    proc = golf_run(tiny_dataset, out, *TINY_TRAIN, "-s", "quant.compressor=zstd")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("val_bpb:")
     return out
@@ -86,8 +105,12 @@ def test_checkpoint_loads_with_weights_only_and_metrics_lines(run_dir):
 
 
 def test_artifact_inspect_json(run_dir):
-    proc = subprocess.run([sys.executable, "-m", "golf", "artifact", "inspect", str(run_dir / "model.golfart"), "--json"],
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "golf", "artifact", "inspect", str(run_dir / "model.golfart"), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["bytes_model"] == (run_dir / "model.golfart").stat().st_size
@@ -95,10 +118,9 @@ def test_artifact_inspect_json(run_dir):
 
 def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_path):
     out = tmp_path / "int6"
-    proc = subprocess.run([sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset),
-                           "-s", "train.max_steps=12", "-s", "train.batch_tokens=2048", "-s", "train.seq_len=64",
-                           "-s", "quant.method=int6", "-s", "quant.compressor=brotli", "--out", str(out), "--json"],
-                          capture_output=True, text=True, timeout=600)
+    proc = golf_run(
+        tiny_dataset, out, *TINY_TRAIN, "-s", "quant.method=int6", "-s", "quant.compressor=brotli", "--json"
+    )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     first = json.loads((run_dir / "result.json").read_text())
@@ -114,7 +136,6 @@ def test_bad_input_fails_cleanly(tmp_path, tiny_dataset):
         (["-s", "eval.mode=bogus"], "eval.mode"),
     ]:
         out = tmp_path / "bad"
-        proc = subprocess.run([sys.executable, "-m", "golf", "run", "--preset", "tiny", "--data", str(tiny_dataset),
-                               *args, "--out", str(out)], capture_output=True, text=True, timeout=300)
+        proc = golf_run(tiny_dataset, out, *args, timeout=300)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert not (out / "result.json").exists()

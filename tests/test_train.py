@@ -22,7 +22,9 @@ SMALL = ["train.batch_tokens=2048", "train.seq_len=64", "train.log_every=1", "mo
 
 
 def _train(tiny_dataset, tmp_path, preset="tiny", extra=(), steps=20):
-    cfg = build_config(preset=preset, overrides=SMALL + [f"train.max_steps={steps}", "train.warmdown_steps=10", *extra])
+    cfg = build_config(
+        preset=preset, overrides=SMALL + [f"train.max_steps={steps}", "train.warmdown_steps=10", *extra]
+    )
     torch.manual_seed(cfg.seed)
     model = GPT(cfg.model)
     metrics = tmp_path / f"{preset}_metrics.jsonl"
@@ -55,8 +57,12 @@ def test_qat_is_active_under_torch_compile(tiny_dataset, tmp_path):
     on = ["train.qat_threshold=2.0"]
     eager_qat = _train(tiny_dataset, tmp_path, extra=on, steps=6)
     no_qat = _train(tiny_dataset, tmp_path, steps=6)
-    compiled_qat = _train(tiny_dataset, tmp_path, extra=on + ["train.compile=true", "train.compile_backend=aot_eager",
-                                                              "train.compile_warmup_steps=2"], steps=6)
+    compiled_qat = _train(
+        tiny_dataset,
+        tmp_path,
+        extra=on + ["train.compile=true", "train.compile_backend=aot_eager", "train.compile_warmup_steps=2"],
+        steps=6,
+    )
     assert compiled_qat == pytest.approx(eager_qat, abs=1e-4)
     assert max(abs(a - b) for a, b in zip(compiled_qat[1:], no_qat[1:])) > 1e-3
 
@@ -99,8 +105,17 @@ def test_diverged_run_stops_and_says_so(tiny_dataset, tmp_path, monkeypatch):
     from golf.run import run
 
     monkeypatch.setenv("GOLF_CACHE", str(tmp_path / "cache"))
-    cfg = build_config("tiny", overrides=SMALL + ["train.max_steps=10", f"data.path={tiny_dataset}",
-                                                  "train.embed_lr=1e30", "train.scalar_lr=1e30", "train.matrix_lr=1e30"])
+    cfg = build_config(
+        "tiny",
+        overrides=SMALL
+        + [
+            "train.max_steps=10",
+            f"data.path={tiny_dataset}",
+            "train.embed_lr=1e30",
+            "train.scalar_lr=1e30",
+            "train.matrix_lr=1e30",
+        ],
+    )
     with pytest.raises(GolfError, match="diverged"):
         run(cfg, tmp_path / "run")
     failure = json.loads((tmp_path / "run" / "failure.json").read_text())
@@ -113,16 +128,68 @@ def test_two_gloo_processes_match_one_with_double_accumulation(tiny_dataset, tmp
     """torchrun, 2 CPU processes x 1 micro-batch vs 1 process x 2 micro-batches: same tokens, same loss
     trajectory. Tolerance 1e-4: DDP averages gradients in a different float order than accumulation."""
     env = {**os.environ, "GOLF_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
-    common = ["--preset", "tiny", "--data", str(tiny_dataset), "-s", "train.max_steps=6", "-s", "train.warmdown_steps=3",
-              "-s", "train.batch_tokens=2048", "-s", "train.seq_len=64", "-s", "train.log_every=1",
-              "-s", "data.max_val_tokens=2000"]
-    one = subprocess.run([sys.executable, "-m", "golf", "run", *common, "-s", "train.grad_accum=2", "--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=600)
+    common = [
+        "--preset",
+        "tiny",
+        "--data",
+        str(tiny_dataset),
+        "-s",
+        "train.max_steps=6",
+        "-s",
+        "train.warmdown_steps=3",
+        "-s",
+        "train.batch_tokens=2048",
+        "-s",
+        "train.seq_len=64",
+        "-s",
+        "train.log_every=1",
+        "-s",
+        "data.max_val_tokens=2000",
+    ]
+    one = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "golf",
+            "run",
+            *common,
+            "-s",
+            "train.grad_accum=2",
+            "--out",
+            str(tmp_path / "one"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "golf",
-                          "run", *common, "-s", "seed=1337", "-s", "train.grad_accum=1", "--out", str(tmp_path / "two")],
-                         env={**env, "GOLF_CACHE": str(tmp_path / "cache2")}, capture_output=True, text=True, timeout=600)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node=2",
+            "-m",
+            "golf",
+            "run",
+            *common,
+            "-s",
+            "seed=1337",
+            "-s",
+            "train.grad_accum=1",
+            "--out",
+            str(tmp_path / "two"),
+        ],
+        env={**env, "GOLF_CACHE": str(tmp_path / "cache2")},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
-    loss = lambda d: [json.loads(x)["train_loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+    loss = lambda d: [
+        json.loads(x)["train_loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
+    ]
     assert len(loss("one")) == 6
     assert loss("two") == pytest.approx(loss("one"), abs=1e-4)
