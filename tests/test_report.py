@@ -61,8 +61,21 @@ def test_load_results_flattens_and_skips_truncated():
     assert len(frame) == 8  # 3 seeds x 2 strategies + 2 quant rows; the cut file is not read
     assert TRUNCATED not in set(frame["run_id"])
     assert any(TRUNCATED in reason and "not complete JSON" in reason for reason in frame.attrs["skipped"])
-    for col in ("run_id", "seed", "preset", "strategy", "epochs", "legal", "val_bpb", "val_bpb_prequant",
-                "val_bpb_postquant", "bytes_total", "fits", "quant", "compressor"):
+    for col in (
+        "run_id",
+        "seed",
+        "preset",
+        "strategy",
+        "epochs",
+        "legal",
+        "val_bpb",
+        "val_bpb_prequant",
+        "val_bpb_postquant",
+        "bytes_total",
+        "fits",
+        "quant",
+        "compressor",
+    ):
         assert col in frame.columns
     row = frame.set_index("run_id").loc["prequant_val_e3_s42"]
     assert (row["seed"], row["preset"], row["strategy"], row["epochs"]) == (42, "baseline", "prequant_val", 3)
@@ -144,8 +157,9 @@ def test_report_writes_expected_files(ttt_report):
     study_dir, written = ttt_report
     names = sorted(str(p.relative_to(study_dir)) for p in written)
     figures = [f"figures/{n}.{e}" for n in ("frontier", "ttt_epochs", "ttt_slopes") for e in ("png", "svg")]
-    assert names == sorted(figures + ["summary.csv", "summary.md", "gap.csv", "gap.md", "slopes.csv",
-                                      "slopes.md"])
+    assert names == sorted(
+        figures + ["summary.csv", "summary.md", "gap.csv", "gap.md", "slopes.csv", "slopes.md"]
+    )
     for path in written:
         assert path.stat().st_size > 0
     assert (study_dir / "figures/ttt_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -194,8 +208,10 @@ def test_gap_table_matches_fixture(ttt_report):
     gains = {}
     for strategy in ("score_first", "prequant_val"):
         runs = [r["ttt"]["per_epoch"] for r in results if r["ttt"]["strategy"] == strategy]
-        g = {key: [pe[-1][key] - pe[0][key] for pe in runs]
-             for key in ("val_bpb", "val_bpb_adapted", "val_bpb_heldout")}
+        g = {
+            key: [pe[-1][key] - pe[0][key] for pe in runs]
+            for key in ("val_bpb", "val_bpb_adapted", "val_bpb_heldout")
+        }
         gains[strategy] = g
         row = gap.loc[strategy]
         assert row["epoch_final"] == 3 and row["n_seeds"] == 3
@@ -240,8 +256,16 @@ def test_slopes_match_fixture(ttt_report):
 def test_ut_study_report(ut_report):
     study_dir, written = ut_report
     names = sorted(str(p.relative_to(study_dir)) for p in written)
-    assert names == sorted(["figures/frontier.png", "figures/frontier.svg", "figures/ut_curve.png",
-                            "figures/ut_curve.svg", "summary.csv", "summary.md"])
+    assert names == sorted(
+        [
+            "figures/frontier.png",
+            "figures/frontier.svg",
+            "figures/ut_curve.png",
+            "figures/ut_curve.svg",
+            "summary.csv",
+            "summary.md",
+        ]
+    )
     assert not (study_dir / "gap.md").exists()  # stale table from the earlier report is removed
     summary = pd.read_csv(study_dir / "summary.csv")
     row = summary[(summary["p_ut_loops"] == 6) & summary["p_ut_curriculum"].astype(bool)].iloc[0]

@@ -1,0 +1,371 @@
+"""golf.study: grids, ids, shards, parameter checks, and run_study's cache / resume / failure handling.
+
+The run_study tests execute the real `quant_budget` notebook with papermill (kernel python3) on the
+session's tiny dataset, a few training steps per cell, in a temporary project root with GOLF_CACHE in a
+temporary folder. `golf.study.execute` is wrapped (not replaced) to count the notebooks actually executed.
+"""
+
+import json
+import shutil
+from pathlib import Path
+
+import nbformat
+import pytest
+import yaml
+
+from golf import study
+from golf.errors import GolfError
+
+REPO = Path(__file__).resolve().parent.parent
+NOTEBOOKS = REPO / "notebooks"
+
+
+def make_root(tmp: Path, notebooks=("quant_budget",)) -> Path:
+    root = tmp / "project"
+    (root / "studies").mkdir(parents=True)
+    (root / "notebooks").mkdir()
+    for name in notebooks:
+        shutil.copy(NOTEBOOKS / f"{name}.ipynb", root / "notebooks")
+    return root
+
+
+def write_study(root: Path, name: str, **spec) -> None:
+    spec = {"description": f"test study {name}", "scale": "test", "seeds": [1], "report": False, **spec}
+    (root / "studies" / f"{name}.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
+
+
+def mini_spec(data: Path, **parameters) -> dict:
+    """Two quant_budget cells sharing one base model (same seed, model and training)."""
+    params = {"data": str(data), "max_steps": 2, "max_val_tokens": 1024, "quant_method": "int", "bits": 8,
+              "overrides": {"train.batch_tokens": 1024, "train.warmdown_steps": 1, "train.checkpoint": False}}
+    return {"notebook": "quant_budget", "parameters": {**params, **parameters},
+            "axes": {"compressor": ["zlib", "brotli"]}}
+
+
+REAL_EXECUTE = study.execute
+
+
+class Spy:
+    """Records the notebooks run_study starts; can stop the grid (like Ctrl-C) at the n-th start."""
+
+    def __init__(self, monkeypatch, interrupt_at: int | None = None):
+        self.started: list[str] = []  # every cell run_study was about to execute
+        self.calls: list[str] = []  # the ones that were executed for real
+
+        def execute(notebook, output, parameters, cwd):
+            self.started.append(Path(output).stem)
+            if len(self.started) == interrupt_at:
+                raise KeyboardInterrupt
+            self.calls.append(Path(output).stem)
+            return REAL_EXECUTE(notebook, output, parameters, cwd)
+
+        monkeypatch.setattr(study, "execute", execute)
+
+
+@pytest.fixture(scope="module")
+def cache_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("golf_cache")
+
+
+@pytest.fixture
+def env(monkeypatch, cache_dir, tmp_path):
+    monkeypatch.setenv("GOLF_CACHE", str(cache_dir))  # base models shared by this module's tests
+    monkeypatch.setenv("GOLF_DATA", str(tmp_path / "data"))  # never the user's ~/.cache/golf
+
+
+@pytest.fixture(scope="module")
+def interrupted_then_resumed(tmp_path_factory, tiny_dataset):
+    """Run `mini` with a Ctrl-C before its second cell, then again: the grid completes.
+
+    Returns the root and what each call saw, so several tests can check one (costly) scenario.
+    """
+    root = make_root(tmp_path_factory.mktemp("resume"))
+    write_study(root, "mini", **mini_spec(tiny_dataset))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GOLF_CACHE", str(tmp_path_factory.mktemp("resume_cache")))  # its own: first cell trains
+        mp.setenv("GOLF_DATA", str(root / "data"))
+        first = Spy(mp, interrupt_at=2)
+        with pytest.raises(KeyboardInterrupt):
+            study.run_study("mini", root=root)
+        after_crash = sorted(p.parent.name for p in (root / "results/mini/runs").glob("*/result.json"))
+        second = Spy(mp)
+        resumed = study.run_study("mini", root=root)
+        third = Spy(mp)
+        cached = study.run_study("mini", root=root)
+    return {"root": root, "first": first.calls, "first_started": first.started, "after_crash": after_crash,
+            "second": second.calls,
+            "resumed": resumed, "third": third.calls, "cached": cached}
+
+
+# ---------------------------------------------------------------------------------------------------
+# run_study: cache, resume, failures
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_interrupted_grid_resumes_only_the_missing_cell(interrupted_then_resumed):
+    s = interrupted_then_resumed
+    ids = [c.id for c in study.expand(study.load_study("mini", s["root"]))]
+    assert len(ids) == 2
+    assert s["first_started"] == ids and s["first"] == [ids[0]]  # Ctrl-C as the second cell starts
+    assert s["after_crash"] == [ids[0]]
+    assert s["second"] == [ids[1]]  # the re-run executes only the missing one
+    assert s["resumed"] == {"done": 1, "cached": 1, "failed": 0}
+
+
+def test_second_run_is_all_cached_without_papermill(interrupted_then_resumed):
+    s = interrupted_then_resumed
+    assert s["cached"] == {"done": 0, "cached": 2, "failed": 0}
+    assert s["third"] == []
+
+
+def test_cells_write_results_with_study_params_and_executed_notebooks(interrupted_then_resumed):
+    root = interrupted_then_resumed["root"]
+    for cell in study.expand(study.load_study("mini", root)):
+        result = json.loads((root / "results/mini/runs" / cell.id / "result.json").read_text())
+        assert result["study_params"]["compressor"] == cell.params["compressor"]
+        assert result["artifact"]["compressor"] == cell.params["compressor"]
+        assert result["artifact"]["quant"].startswith("int8")
+        assert "out" not in result["study_params"]  # the run folder is no configuration
+        assert result["study_params"]["max_steps"] == 2 and result["train"]["steps"] == 2
+        executed = nbformat.read(root / "papermill_runs/mini" / f"{cell.id}.ipynb", as_version=4)
+        injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
+        assert f"results/mini/runs/{cell.id}" in injected[0].source  # out, relative to the root
+    # both cells trained once: the second loaded the base model from GOLF_CACHE
+    cached = [json.loads(p.read_text())["train"]["cached"] for p in (root / "results/mini/runs").glob("*/result.json")]
+    assert sorted(cached) == [False, True]
+
+
+def test_stray_temp_file_and_damaged_result_are_not_done(interrupted_then_resumed, tmp_path, env, monkeypatch):
+    root = tmp_path / "copy"
+    shutil.copytree(interrupted_then_resumed["root"], root)
+    ids = [c.id for c in study.expand(study.load_study("mini", root))]
+    damaged = root / "results/mini/runs" / ids[1]
+    text = (damaged / "result.json").read_text()
+    # What a killed writer can leave: the complete text under golf.io's temporary name, and a copy cut short.
+    (damaged / ".result.json.k1ll3d.tmp").write_text(text)
+    (damaged / "result.json").write_text(text[: len(text) // 2])
+    spy = Spy(monkeypatch)
+    assert study.run_study("mini", root=root) == {"done": 1, "cached": 1, "failed": 0}
+    assert spy.calls == [ids[1]]
+    assert json.loads((damaged / "result.json").read_text())["config_hash"]
+
+
+def test_changed_config_reruns_the_cell(interrupted_then_resumed, tmp_path, env, monkeypatch):
+    """A result whose config hash differs from what the parameters give today is stale, not cached."""
+    root = tmp_path / "copy"
+    shutil.copytree(interrupted_then_resumed["root"], root)
+    ids = [c.id for c in study.expand(study.load_study("mini", root))]
+    path = root / "results/mini/runs" / ids[0] / "result.json"
+    result = json.loads(path.read_text())
+    path.write_text(json.dumps({**result, "config_hash": "0" * 16}))
+    spy = Spy(monkeypatch, interrupt_at=1)  # stop instead of re-running: what would run is the point
+    with pytest.raises(KeyboardInterrupt):
+        study.run_study("mini", root=root)
+    assert spy.started == [ids[0]]
+
+
+def test_failing_cell_keeps_notebook_and_error_and_others_go_on(tmp_path, tiny_dataset, env, monkeypatch):
+    root = make_root(tmp_path)
+    # The quant_budget notebook with one more cell that fails for seed 0 (its cell sorts first).
+    nb = nbformat.read(NOTEBOOKS / "quant_budget.ipynb", as_version=4)
+    at = next(i for i, c in enumerate(nb.cells) if "parameters" in c.metadata.get("tags", [])) + 1
+    nb.cells.insert(at, nbformat.v4.new_code_cell('if seed == 0:\n    raise RuntimeError("planned failure")'))
+    nbformat.write(nb, root / "notebooks" / "flaky.ipynb")
+    spec = mini_spec(tiny_dataset)
+    write_study(root, "flaky", **{**spec, "notebook": "flaky", "axes": {"compressor": ["zlib"]}, "seeds": [0, 1]})
+    spy = Spy(monkeypatch)
+    summary = study.run_study("flaky", root=root)
+    assert summary == {"done": 1, "cached": 0, "failed": 1}
+    bad, good = [c.id for c in study.expand(study.load_study("flaky", root))]
+    assert spy.calls == [bad, good]  # the failure came first and the grid went on
+    error = (root / "results/flaky/runs" / bad / "error.txt").read_text()
+    assert "RuntimeError: planned failure" in error and f"papermill_runs/flaky/{bad}.ipynb" in error
+    assert (root / "papermill_runs/flaky" / f"{bad}.ipynb").is_file()
+    assert not (root / "results/flaky/runs" / bad / "result.json").exists()
+    assert (root / "results/flaky/runs" / good / "result.json").is_file()
+    assert not (root / "results/flaky/runs" / good / "error.txt").exists()
+
+
+def test_shards_run_disjoint_parts(interrupted_then_resumed, env, monkeypatch):
+    root = interrupted_then_resumed["root"]
+    spy = Spy(monkeypatch)
+    totals = [study.run_study("mini", shard=f"{i}/3", root=root) for i in range(3)]
+    assert sum(t["cached"] for t in totals) == 2 and not any(t["done"] or t["failed"] for t in totals)
+    assert spy.calls == []
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation: nothing runs when the study is wrong
+# ---------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"parameters": {"max_stepz": 3}}, r"no parameter\(s\) max_stepz; valid: preset, data, seed, quant_method"),
+    ({"parameters": {"max_steps": "3"}}, "max_steps of notebook quant_budget must be int"),
+    ({"parameters": {"bits": True}}, "bits of notebook quant_budget must be int"),
+    ({"axes": {"compressor": ["zlib", "rar"]}}, "quant.compressor"),
+    ({"parameters": {"quant_method": "int", "bits": 3}}, "quant_method 'int' needs bits in 4..8"),
+    ({"parameters": {"out": "elsewhere"}}, "'out' is set by golf study"),
+    ({"parameters": {"seed": 3}}, "'seed' is set by golf study"),
+    ({"shuffle": True}, r"unknown key\(s\) shuffle; valid: description"),
+    ({"seeds": []}, "seeds"),
+    ({"notebook": "nope"}, "notebook 'nope' not found"),
+])
+def test_bad_study_fails_before_anything_runs(tmp_path, tiny_dataset, env, monkeypatch, change, message):
+    root = make_root(tmp_path)
+    spec = mini_spec(tiny_dataset)
+    for key, value in change.items():
+        spec[key] = {**spec[key], **value} if isinstance(value, dict) and key in spec else value
+    write_study(root, "bad", **spec)
+    spy = Spy(monkeypatch)
+    with pytest.raises(GolfError, match=message):
+        study.run_study("bad", root=root)
+    assert spy.calls == []
+    assert not (root / "results").exists() and not (root / "papermill_runs").exists()
+
+
+def test_illegal_strategy_needs_allow_illegal(tmp_path, tiny_dataset, env, monkeypatch):
+    root = make_root(tmp_path, notebooks=("ttt_epochs",))
+    write_study(root, "ttt", notebook="ttt_epochs", parameters={"data": str(tiny_dataset)},
+                axes={"strategy": ["score_first", "prequant_val"]})
+    spy = Spy(monkeypatch)
+    with pytest.raises(GolfError, match="prequant_val.*allow_illegal=true"):
+        study.run_study("ttt", root=root)
+    assert spy.calls == []
+
+
+def test_unknown_study_lists_the_studies(tmp_path):
+    root = make_root(tmp_path)
+    write_study(root, "alpha", notebook="quant_budget")
+    write_study(root, "beta", notebook="quant_budget")
+    with pytest.raises(GolfError, match="unknown study 'gamma'; studies in .*: alpha, beta"):
+        study.run_study("gamma", root=root)
+    with pytest.raises(GolfError, match="no studies/ folder"):
+        study.run_study("alpha", root=tmp_path / "empty")
+    with pytest.raises(GolfError, match="no results"):
+        study.report_study("alpha", root=root)
+
+
+def test_papermill_unreadable_parameter_is_refused(tmp_path):
+    """papermill silently drops a parameter line it cannot parse ('=' in the comment); we refuse it."""
+    root = make_root(tmp_path)
+    nb = nbformat.read(root / "notebooks/quant_budget.ipynb", as_version=4)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source += '\nextra: int = 3  # 0 = off'
+    nbformat.write(nb, root / "notebooks/quant_budget.ipynb")
+    with pytest.raises(GolfError, match="cannot read parameter.*extra"):
+        study.notebook_parameters(root / "notebooks/quant_budget.ipynb")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Grids, ids and shards
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_grid_ids_are_stable_readable_and_unique(tmp_path):
+    root = make_root(tmp_path)
+    write_study(root, "g", notebook="quant_budget", seeds=[1, 2],
+                axes={"quant_method": ["int", "gptq"], "bits": [4, 6], "compressor": ["zlib"]})
+    cells = study.expand(study.load_study("g", root))
+    assert len(cells) == 2 * 2 * 1 * 2 and len({c.id for c in cells}) == 8
+    assert [c.id for c in cells] == sorted(c.id for c in cells)
+    one = next(c for c in cells if c.params == {"quant_method": "gptq", "bits": 4, "compressor": "zlib", "seed": 2})
+    assert one.id.startswith("gptq-bits4-zlib-s2-")
+    again = study.expand(study.load_study("g", root))
+    assert [c.id for c in again] == [c.id for c in cells]
+    write_study(root, "dup", notebook="quant_budget", axes={"bits": [4, 4]})
+    with pytest.raises(GolfError, match="same parameters"):
+        study.expand(study.load_study("dup", root))
+
+
+def test_shards_partition_the_grid_exactly_once():
+    cells = study.expand(study.load_study("ttt_epochs", REPO))
+    for n in range(1, 6):
+        parts = [study.shard_cells(cells, study.parse_shard(f"{i}/{n}")) for i in range(n)]
+        ids = [c.id for part in parts for c in part]
+        assert sorted(ids) == sorted(c.id for c in cells) and len(ids) == len(set(ids))
+        assert max(map(len, parts)) - min(map(len, parts)) <= 1
+    for bad in ("1", "2/2", "-1/3", "a/b", "0/0"):
+        with pytest.raises(GolfError, match="shard"):
+            study.parse_shard(bad)
+
+
+def test_every_shipped_study_plans():
+    """Each studies/*.yaml loads, matches its notebooks' parameters, and builds every cell's config."""
+    names = study.list_studies(REPO)
+    assert {"ttt_epochs", "smoke", "ttt_gap", "ut_iterations", "quant_budget", "architecture"} <= set(names)
+    for name in names:
+        _, cells = study.plan(name, REPO)
+        assert cells, name
+    _, cells = study.plan("ttt_epochs", REPO)
+    assert len(cells) == 12 and {c.params["seed"] for c in cells} == {1337, 42, 7}
+    assert {c.params["strategy"] for c in cells} == {"prequant_val", "lora_single_pass", "train_slice", "score_first"}
+    smoke_notebooks = {c.notebook for c in study.plan("smoke", REPO)[1]} | {"report"}
+    assert smoke_notebooks == {p.stem for p in NOTEBOOKS.glob("*.ipynb")}  # smoke runs every notebook
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parameters -> config
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_cell_config_maps_parameters():
+    cfg = study.cell_config(preset="tiny", seed=7, strategy="score_first", epochs=4, ttt_lr=0.01, max_steps=9,
+                            max_val_tokens=512, data="/some/dataset", overrides={"train.batch_tokens": 2048})
+    assert (cfg.seed, cfg.ttt.strategy, cfg.ttt.epochs, cfg.ttt.lr) == (7, "score_first", 4, 0.01)
+    assert (cfg.train.max_steps, cfg.data.max_val_tokens, cfg.data.path) == (9, 512, "/some/dataset")
+    assert cfg.train.batch_tokens == 2048
+    assert study.cell_config(data="").data.path is None  # "" = the default corpus
+    assert study.cell_config(preset="tiny1554", ut_curriculum=False).model.ut_curriculum_frac == 0.0
+    assert study.cell_config(preset="tiny1554", ut_curriculum=True).model.ut_curriculum_frac == 0.5
+    assert study.cell_config(quant_method="int", bits=5).quant.method == "int5"
+    assert study.cell_config(quant_method="int", bits=8).quant.method == "int8"
+    q = study.cell_config(quant_method="sdclip", bits=4, compressor="lzma").quant
+    assert (q.method, q.bits, q.compressor) == ("sdclip", 4, "lzma")
+    with pytest.raises(GolfError, match="unknown cell parameter.*stratgy; valid: seed, preset"):
+        study.cell_config(stratgy="none")
+    with pytest.raises(GolfError, match="overrides set ttt.strategy"):
+        study.cell_config(strategy="none", overrides={"ttt.strategy": "score_first"})
+    with pytest.raises(GolfError, match="bits=6 needs quant_method"):
+        study.cell_config(bits=6)
+
+
+@pytest.mark.parametrize("preset", ["tiny1550", "tiny1127"])
+def test_each_ablation_switches_exactly_its_keys_off(preset):
+    full = study.cell_config(preset=preset, ema_decay=0.95)
+    flat_full = _flat(full.to_dict())
+    applicable = 0
+    for name, keys in study.ABLATIONS.items():
+        if name == "none":
+            continue
+        try:
+            cut = study.cell_config(preset=preset, ema_decay=0.95, ablate=name)
+        except GolfError as e:  # only for a switch the stack does not have
+            assert "already off" in str(e)
+            assert all(flat_full[k] == v for k, v in keys.items())
+            continue
+        applicable += 1
+        changed = {k for k, v in _flat(cut.to_dict()).items() if flat_full[k] != v}
+        assert changed and changed <= set(keys), (name, changed)
+        assert all(_flat(cut.to_dict())[k] == v for k, v in keys.items())
+    assert applicable >= 7  # most of the seed stack's switches are on in each tiny twin
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict) and k != "mixed":
+            out.update(_flat(v, f"{prefix}{k}."))
+        else:
+            out[f"{prefix}{k}"] = v
+    return out
+
+
+def test_read_result_rejects_partial_files(tmp_path):
+    assert study.read_result(tmp_path) is None
+    (tmp_path / "result.json").write_text('{"config_hash": "ab')
+    assert study.read_result(tmp_path) is None
+    (tmp_path / "result.json").write_text('["not", "an", "object"]')
+    assert study.read_result(tmp_path) is None
+    (tmp_path / "result.json").write_text('{"config_hash": "ab"}')
+    assert study.read_result(tmp_path) == {"config_hash": "ab"}
