@@ -16,6 +16,13 @@ from pathlib import Path
 from typing import Any, Iterator
 
 
+def _plain_mode(base: int) -> int:
+    """The mode a plain open()/mkdir() would give (`base` minus the umask): mkstemp/mkdtemp use 0600/0700."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return base & ~mask
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success rename it to `path`, on failure remove it."""
@@ -26,6 +33,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        if tmp_path.exists():
+            os.chmod(tmp_path, _plain_mode(0o666))
         os.replace(tmp_path, path)
     except BaseException:
         tmp_path.unlink(missing_ok=True)
@@ -59,6 +68,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
+        os.chmod(tmp, _plain_mode(0o777))
         if path.exists():
             old = path.with_name(f".{path.name}.old")
             shutil.rmtree(old, ignore_errors=True)

@@ -62,6 +62,15 @@ def resolve_dataset(cfg: RunConfig) -> Dataset:
     return Dataset.open(fetch_default())
 
 
+def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
+    """Set the model's vocabulary to the dataset's (a preset's vocab only says what its original run used).
+
+    run() does this before hashing the config, so whoever predicts a run's config hash must too."""
+    if cfg.model.vocab_size != vocab_size:
+        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": vocab_size})
+    return cfg
+
+
 def data_identity(ds: Dataset) -> dict:
     """What makes two datasets the same for training: tokenizer and the training stream's shape."""
     sizes = [p.stat().st_size for p in ds.train_shards]
@@ -178,8 +187,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
 
     out = Path(out)
     ds = resolve_dataset(cfg)
-    if cfg.model.vocab_size != ds.vocab_size:
-        cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": ds.vocab_size})
+    with_dataset_vocab(cfg, ds.vocab_size)
     strategy = get_strategy(cfg.ttt)  # refuses illegal strategies without ttt.allow_illegal before any work
     device = pick_device(cfg.train.device)
     d = init_distributed(device)

@@ -658,14 +658,11 @@ class _Expected:
 
     def hash(self, kwargs: dict) -> str:
         cfg = cell_config(**kwargs)
-        if cfg.data.path not in self.vocab:
-            from golf.run import resolve_dataset
+        from golf.run import resolve_dataset, with_dataset_vocab
 
+        if cfg.data.path not in self.vocab:
             self.vocab[cfg.data.path] = resolve_dataset(cfg).vocab_size
-        vocab = self.vocab[cfg.data.path]
-        if cfg.model.vocab_size != vocab:  # run() sets the vocabulary from the dataset before hashing
-            cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": vocab})
-        return cfg.hash()
+        return with_dataset_vocab(cfg, self.vocab[cfg.data.path]).hash()
 
 
 def read_result(run_dir: Path) -> dict | None:
