@@ -286,9 +286,14 @@ def _sort_key(key: tuple) -> tuple:
 
 
 def key_columns(frame: pd.DataFrame) -> list[str]:
-    """The configuration columns present in `frame`: BASE_KEYS then p_* (p_seed excluded: it is the seed)."""
-    params = [c for c in frame.columns if c.startswith("p_") and c != "p_seed"]
-    return [c for c in BASE_KEYS if c in frame.columns] + params
+    """The configuration columns present in `frame`: BASE_KEYS then p_* (p_seed excluded: it is the seed).
+
+    A notebook parameter named like a base key (p_strategy, p_epochs, p_preset) is left out: the base key
+    holds what the run actually resolved, the parameter only what was asked for."""
+    base = [c for c in BASE_KEYS if c in frame.columns]
+    params = [c for c in frame.columns
+              if c.startswith("p_") and c != "p_seed" and c.removeprefix("p_") not in base]
+    return base + params
 
 
 def varying_keys(frame: pd.DataFrame, keys: Sequence[str]) -> list[str]:
@@ -361,7 +366,7 @@ def _fmt(value: Any, kind: str = "bpb") -> str:
         return "0" if value == 0 else f"{value:.3g}"
     if kind == "bytes":
         return f"{value:,.0f}"
-    if kind == "int":
+    if kind == "int" or value.is_integer():  # pandas turns int columns with gaps into floats: 16384.0
         return f"{value:.0f}"
     return f"{value:.4g}"
 
@@ -378,7 +383,7 @@ def _key_cells(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> list[st
 
 def _constants_line(frame: pd.DataFrame, keys: Sequence[str], shown: Sequence[str]) -> str:
     parts = [f"{k.removeprefix('p_')}={_fmt(_norm(frame[k].iloc[0]), 'other')}"
-             for k in keys if k not in shown and not frame.empty and _norm(frame[k].iloc[0]) is not None]
+             for k in keys if k not in shown and not frame.empty and _norm(frame[k].iloc[0]) not in (None, "")]
     return ("Common to all rows: " + ", ".join(parts) + ".\n") if parts else ""
 
 

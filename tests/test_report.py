@@ -18,7 +18,7 @@ import pytest
 
 from golf import stats
 from golf.errors import GolfError
-from golf.report import _pareto, load_results, per_epoch_frame, read_results, write_report
+from golf.report import _pareto, key_columns, load_results, per_epoch_frame, read_results, write_report
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 TRUNCATED = "score_first_e3_s2024"
@@ -287,3 +287,21 @@ def test_pareto_front():
     # (5, 0.9) ties the bpb of (2, 0.9) with more bytes, so it is dominated too.
     points = [(1, 1.5), (3, 1.0), (2, 0.9), (4, 0.8), (5, 0.9)]
     assert _pareto(points) == [0, 2, 3]
+
+
+def test_key_columns_drop_parameters_that_repeat_a_base_key_and_constants_read_cleanly():
+    from golf.report import _constants_line, _fmt
+
+    frame = pd.DataFrame(
+        {
+            "strategy": ["score_first", "prequant_val"],
+            "p_strategy": ["score_first", "prequant_val"],  # the notebook parameter behind `strategy`
+            "p_max_val_tokens": [16384.0, 16384.0],  # an int that pandas holds as float
+            "p_data": ["", ""],  # the default corpus: nothing to say
+            "p_seed": [1, 2],
+        }
+    )
+    keys = key_columns(frame)
+    assert keys == ["strategy", "p_max_val_tokens", "p_data"]
+    assert _fmt(16384.0, "other") == "16384" and _fmt(0.25, "other") == "0.25"
+    assert _constants_line(frame, keys, ["strategy"]) == "Common to all rows: max_val_tokens=16384.\n"
