@@ -120,13 +120,27 @@ def cmd_artifact_inspect(args) -> int:
     if args.json:
         _print_json(report)
     else:
-        for key, value in report.items():
-            if key != "tensors":
-                print(f"{key}: {value}")
+        _print_artifact_table(report)
     if args.strict and not report["fits"]:
         print(f"golf: error: {args.path}: {report['bytes_total']} bytes, over the {LIMIT_BYTES}-byte limit", file=sys.stderr)
         return 1
     return 0
+
+
+def _print_artifact_table(report: dict) -> None:
+    """Where the bytes go: one line per tensor, largest first, then the totals as key: value lines."""
+    rows = sorted(report["tensors"], key=lambda t: -t["bytes_compressed_alone"])
+    width = max([len("tensor")] + [len(t["name"]) for t in rows])
+    print(f"{'tensor':<{width}}  {'shape':>12}  {'kind':<6} {'bits':>4}  {'raw B':>10}  {'zipped B':>10}  "
+          f"{'entropy B':>10}  share")
+    for t in rows:
+        shape = "x".join(str(n) for n in t["shape"])
+        bits = "-" if t["bits"] is None else str(t["bits"])
+        print(f"{t['name']:<{width}}  {shape:>12}  {t['kind']:<6} {bits:>4}  {t['bytes_raw']:>10,}  "
+              f"{t['bytes_compressed_alone']:>10,}  {t['entropy_bound_bytes']:>10,.0f}  {t['share']:6.1%}")
+    for key, value in report.items():
+        if key != "tensors":
+            print(f"{key}: {value}")
 
 
 def cmd_check(args) -> int:

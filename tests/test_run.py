@@ -115,6 +115,15 @@ def test_artifact_inspect_json(run_dir):
     report = json.loads(proc.stdout)
     assert report["bytes_model"] == (run_dir / "model.golfart").stat().st_size
 
+    # without --json: a per-tensor table, largest first, then the totals
+    proc = subprocess.run([sys.executable, "-m", "golf", "artifact", "inspect", str(run_dir / "model.golfart")],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    largest = max(report["tensors"], key=lambda t: t["bytes_compressed_alone"])
+    assert lines[0].startswith("tensor") and lines[1].startswith(largest["name"] + " ")
+    assert f"bytes_model: {report['bytes_model']}" in lines
+
 
 def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_path):
     out = tmp_path / "int6"
