@@ -65,8 +65,10 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "model.params": "params",
     "eval.mode": "eval_mode",
     "train.wall_s": "train_wall_s",
+    "eval.val_bpb_base": "val_bpb_base",
 }
-NUMERIC = {"val_bpb", "val_bpb_prequant", "val_bpb_postquant", "bytes_total", "params", "train_wall_s"}
+NUMERIC = {"val_bpb", "val_bpb_prequant", "val_bpb_postquant", "bytes_total", "params", "train_wall_s",
+           "val_bpb_base"}
 
 # Columns that identify a configuration (runs sharing all of them are seeds of one cell), in table order.
 BASE_KEYS = ["preset", "strategy", "epochs", "legal", "quant", "compressor", "eval_mode"]
@@ -74,7 +76,7 @@ BASE_KEYS = ["preset", "strategy", "epochs", "legal", "quant", "compressor", "ev
 SUMMARY_METRICS = ["val_bpb", "val_bpb_prequant", "val_bpb_postquant", "bytes_total"]
 # The three per-epoch measurements: whole validation set, adapted half A, held-out half B.
 HALVES = {
-    "all": ("val_bpb", "gain", "all val tokens (official)"),
+    "all": ("val_bpb", "gain", "all probed tokens (A+B)"),
     "A": ("val_bpb_adapted", "gain_adapted", "half A (adapted)"),
     "B": ("val_bpb_heldout", "gain_heldout", "half B (held out)"),
 }
@@ -238,6 +240,9 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         gain          = val_bpb(epoch)         - val_bpb(epoch 0)          of the same run
         gain_adapted  = val_bpb_adapted(epoch) - val_bpb_adapted(epoch 0)
         gain_heldout  = val_bpb_heldout(epoch) - val_bpb_heldout(epoch 0)
+        gain_official = the run's official val_bpb - val_bpb_base (its float base model before any TTT
+                        and quantization): what TTT did to the score, quantization included; the same
+                        on every row of a run, NaN when the result has no val_bpb_base
     Negative gain = TTT lowered bits per byte. A run without an epoch-0 row has NaN gains.
     """
     if isinstance(results, (str, os.PathLike)):
@@ -247,7 +252,8 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         base = _flatten(result)
         keep = {k: v for k, v in base.items()
                 if k in ("run_id", "seed") or k in BASE_KEYS or k.startswith("p_")}
-        run_rows = [{**keep, **entry} for entry in _per_epoch(result)]
+        official = base["val_bpb"] - base["val_bpb_base"]  # NaN when val_bpb_base is missing
+        run_rows = [{**keep, **entry, "gain_official": official} for entry in _per_epoch(result)]
         zero = next((r for r in run_rows if r["epoch"] == 0), None)
         for row in run_rows:
             for value_col, gain_col, _ in HALVES.values():
@@ -255,7 +261,7 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         rows.extend(sorted(run_rows, key=lambda r: r["epoch"]))
     columns = ["run_id", "seed"] + BASE_KEYS + ["epoch"]
     columns += [c for value_col, gain_col, _ in HALVES.values() for c in (value_col, gain_col)]
-    return _frame(rows, columns)
+    return _frame(rows, columns + ["gain_official"])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -318,6 +324,8 @@ def _label(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> str:
     for name, value in zip(keys, key):
         if name not in shown:
             continue
+        if name == "p_allow_illegal" and "legal" in shown:
+            continue  # the measured verdict already says it
         if name == "strategy":
             parts.append(str(value))
         elif name == "legal":
@@ -458,59 +466,68 @@ def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:
 def gap_table(per_epoch: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
     """Final-epoch TTT gains per configuration, and the pooled legal-vs-illegal Welch test.
 
-    Per configuration: mean/std/CI of gain, gain_adapted (half A) and gain_heldout (half B) at each run's
-    final epoch; pvalue_adapted_vs_heldout = Welch test of the A gains against the B gains;
-    pvalue_legal_vs_illegal = Welch test of this configuration's gains against those of every run of
-    the opposite legality.
+    Per configuration: mean/std/CI of gain_official (the official score's change, see per_epoch_frame),
+    gain, gain_adapted (half A) and gain_heldout (half B) at each run's final epoch;
+    pvalue_adapted_vs_heldout = Welch test of the A gains against the B gains; pvalue_legal_vs_illegal =
+    Welch test of this configuration's gains against those of every run of the opposite legality, on
+    the official gain when every run has one (the seeds' legal-vs-illegal claim is about the official
+    score), else on the probe's overall gain (`legal_vs_illegal_on` says which).
     """
     runs = _ttt_runs(per_epoch)
+    on = "gain_official" if runs["gain_official"].notna().all() else "gain"
     keys = key_columns(runs)
     rows = []
     for key, group in _groups(runs, keys):
         row: dict[str, Any] = dict(zip(keys, key))
         row["n_seeds"] = _seed_count(group)
         row["epoch_final"] = int(group["epoch"].max())
-        for _, gain_col, _ in HALVES.values():
+        for gain_col in ["gain_official"] + [g for _, g, _ in HALVES.values()]:
             s = stats.mean_std_ci(_finite(group[gain_col]), CONFIDENCE)
             for field in ("mean", "std", "ci_low", "ci_high"):
                 row[f"{gain_col}_{field}"] = s[field]
         ab = stats.welch_t_test(_finite(group["gain_adapted"]), _finite(group["gain_heldout"]))
         row["pvalue_adapted_vs_heldout"] = ab["p_value"]
         others = runs[runs["legal"] != group["legal"].iloc[0]]
-        li = stats.welch_t_test(_finite(group["gain"]), _finite(others["gain"]))
+        li = stats.welch_t_test(_finite(group[on]), _finite(others[on]))
         row["pvalue_legal_vs_illegal"] = li["p_value"]
+        row["legal_vs_illegal_on"] = on
         rows.append(row)
     legal = runs["legal"].astype(bool)
-    pooled = stats.welch_t_test(_finite(runs.loc[legal, "gain"]), _finite(runs.loc[~legal, "gain"]))
-    return pd.DataFrame(rows), pooled
+    pooled = stats.welch_t_test(_finite(runs.loc[legal, on]), _finite(runs.loc[~legal, on]))
+    return pd.DataFrame(rows), {**pooled, "on": on}
 
 
 def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame, pooled: dict) -> str:
     keys = key_columns(runs)
     shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(runs, keys)]
     headers = [k.removeprefix("p_") for k in keys if k in shown] + [
-        "final epoch", "n seeds", "gain (all) mean ± std", "95% CI",
+        "final epoch", "n seeds", "official gain", "95% CI", "probe gain (all)", "95% CI",
         "gain A (adapted)", "95% CI A", "gain B (held out)", "95% CI B", "p A vs B", "p legal vs illegal"]
     rows = []
     for _, r in table.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
         cells = _key_cells(key, keys, shown) + [str(r["epoch_final"]), str(r["n_seeds"])]
-        for gain_col in ("gain", "gain_adapted", "gain_heldout"):
+        for gain_col in ("gain_official", "gain", "gain_adapted", "gain_heldout"):
             s = {f: r[f"{gain_col}_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
             mean_std = f"{_fmt(s['mean'], 'gain')} ± {_fmt(s['std'], 'bpb')}"
             cells += [mean_std, _ci_text(s, "gain")]
         cells += [_fmt(r["pvalue_adapted_vs_heldout"], "p"), _fmt(r["pvalue_legal_vs_illegal"], "p")]
         rows.append(cells)
     text = f"# {study}: TTT gain, adapted vs held-out\n\n"
-    text += ("gain = val_bpb(final epoch) - val_bpb(epoch 0) of the same run, in bits per byte; "
-             "negative means TTT lowered bpb. A = the validation half TTT adapted on, B = the held-out "
-             "half. A gain on A that B does not share is the memorisation signature. Mean ± sample "
-             "std over seeds, 95% Student-t CI; p-values are two-sided Welch t-tests (A vs B within "
-             "the row; the row's overall gain vs every run of the opposite legality).\n\n")
+    text += ("All gains in bits per byte, negative = TTT lowered bpb. official gain = the run's official "
+             "val_bpb (round-tripped artifact, after TTT) - val_bpb of its float base model before TTT "
+             "and quantization. Probe gains = val_bpb(final epoch) - val_bpb(epoch 0) of the "
+             "memorization probe's diagnostic passes (`ttt.per_epoch`): A = the validation half TTT "
+             "adapted on, B = the held-out half no TTT gradient touched; a gain on A that B does not "
+             "share is the memorisation signature. Mean ± sample std over seeds, 95% Student-t CI; "
+             "p-values are two-sided Welch t-tests (A vs B within the row; the row's "
+             f"{'official' if pooled['on'] == 'gain_official' else 'probe (all)'} gain vs every run of "
+             "the opposite legality).\n\n")
     text += _md_table(headers, rows)
     n_legal = pooled["n_a"]
     n_illegal = pooled["n_b"]
-    text += (f"\nPooled: legal runs (n = {n_legal}) vs illegal runs (n = {n_illegal}): mean gain difference "
+    what = "official" if pooled["on"] == "gain_official" else "probe (all)"
+    text += (f"\nPooled: legal runs (n = {n_legal}) vs illegal runs (n = {n_illegal}): mean {what} gain difference "
              f"{_fmt(pooled['mean_diff'], 'gain')} bpb, Welch t = {_fmt(pooled['t'], 'other')}, "
              f"df = {_fmt(pooled['df'], 'other')}, p = {_fmt(pooled['p_value'], 'p')}.\n")
     return text
@@ -537,6 +554,19 @@ def slope_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             row.update(half=half, n_points=len(pts), n_seeds=int(group.loc[pts.index, "seed"].nunique()))
             for field in ("slope", "slope_se", "slope_ci_low", "slope_ci_high", "intercept", "r2", "p_value"):
                 row[field] = fit[field]
+            # The pooled fit treats every (seed, epoch) point as independent, but the epochs of one run
+            # share its noise, so its p-value is optimistic. The seeds are the independent replicates:
+            # one slope per seed, then their mean, CI and a one-sample t-test of slope = 0.
+            per_seed = []
+            for _, run in group.loc[pts.index].groupby("seed"):
+                run_pts = run[["epoch", gain_col]].dropna()
+                if run_pts["epoch"].nunique() >= 2:
+                    per_seed.append(stats.linear_fit(run_pts["epoch"].to_numpy(float),
+                                                     run_pts[gain_col].to_numpy(float))["slope"])
+            seed_ci = stats.mean_std_ci(per_seed, CONFIDENCE)
+            row.update(seed_slope_mean=seed_ci["mean"], seed_slope_std=seed_ci["std"],
+                       seed_slope_ci_low=seed_ci["ci_low"], seed_slope_ci_high=seed_ci["ci_high"],
+                       seed_slope_p_value=stats.one_sample_t_test(per_seed)["p_value"])
             rows.append(row)
     return pd.DataFrame(rows)
 
@@ -545,19 +575,26 @@ def _slopes_md(study: str, trained: pd.DataFrame, table: pd.DataFrame) -> str:
     keys = key_columns(trained)
     shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(trained, keys)]
     headers = [k.removeprefix("p_") for k in keys if k in shown] + [
-        "half", "n seeds", "points", "slope (bpb/epoch)", "95% CI", "intercept", "R²", "p (slope≠0)"]
+        "half", "n seeds", "slope per seed (bpb/epoch)", "95% CI", "p (slope≠0)",
+        "pooled OLS slope", "intercept", "R²", "points"]
     rows = []
     for _, r in table.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
         rows.append(_key_cells(key, keys, shown) + [
-            HALVES[r["half"]][2], str(r["n_seeds"]), str(r["n_points"]), _fmt(r["slope"], "gain"),
-            f"[{_fmt(r['slope_ci_low'], 'gain')}, {_fmt(r['slope_ci_high'], 'gain')}]",
-            _fmt(r["intercept"], "gain"), _fmt(r["r2"], "other"), _fmt(r["p_value"], "p")])
+            HALVES[r["half"]][2], str(r["n_seeds"]),
+            f"{_fmt(r['seed_slope_mean'], 'gain')} ± {_fmt(r['seed_slope_std'], 'bpb')}",
+            f"[{_fmt(r['seed_slope_ci_low'], 'gain')}, {_fmt(r['seed_slope_ci_high'], 'gain')}]",
+            _fmt(r["seed_slope_p_value"], "p"), _fmt(r["slope"], "gain"), _fmt(r["intercept"], "gain"),
+            _fmt(r["r2"], "other"), str(r["n_points"])])
     text = f"# {study}: memorisation slope (gain vs TTT epoch)\n\n"
-    text += ("OLS fit gain = intercept + slope * epoch over every seed's epochs >= 1 (epoch 0 is zero by "
-             "definition and left out). A steady slope with intercept near 0 = gain grows with each epoch "
-             "(memorisation signature); a slope near 0 with a negative intercept = saturation. CI is the "
-             "95% Student-t interval (n-2 df); p tests slope = 0, two-sided.\n\n")
+    text += ("Each seed's run gives one least-squares slope of gain against epoch over its epochs >= 1 "
+             "(epoch 0 is zero by definition and left out); the table shows their mean ± sample std, the "
+             "95% Student-t CI over seeds and a two-sided one-sample t-test of slope = 0 (n seeds - 1 df): "
+             "the seeds are the independent replicates. The pooled OLS fit over all points (drawn in "
+             "`figures/ttt_slopes`) gives the intercept and R²; its own p-value (in slopes.csv) treats "
+             "the epochs of one run as independent and is optimistic. A steady slope with intercept near "
+             "0 = gain grows with each epoch (memorisation signature); a slope near 0 with a negative "
+             "intercept = saturation.\n\n")
     return text + _md_table(headers, rows)
 
 
@@ -566,12 +603,12 @@ def _slopes_md(study: str, trained: pd.DataFrame, table: pd.DataFrame) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def _new_figure(ncols: int = 1, width_per_col: float = 5.0):
+def _new_figure(ncols: int = 1, width_per_col: float = 5.0, height: float = 4.0):
     """A pyplot-free Figure on the Agg canvas: no global backend switch, safe inside notebooks."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_per_col * ncols, 4.0), layout="constrained")
+    fig = Figure(figsize=(width_per_col * ncols, height), layout="constrained")
     FigureCanvasAgg(fig)
     axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
     return fig, axes
@@ -612,7 +649,7 @@ def _fig_ttt_epochs(per_epoch: pd.DataFrame, study: str):
     keys = key_columns(trained)
     shown = varying_keys(trained, keys) or ["strategy"]
     groups = _groups(trained, keys)
-    fig, axes = _new_figure(len(halves))
+    fig, axes = _new_figure(len(halves), height=4.6)
     counts = []
     for ax, half in zip(axes, halves):
         col, _, title = HALVES[half]
@@ -636,7 +673,8 @@ def _fig_ttt_epochs(per_epoch: pd.DataFrame, study: str):
         _integer_ticks(ax)
         ax.set_ylabel("val_bpb (bits per byte)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend for all panels, below them
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize="small")
     fig.suptitle(f"{study}: val_bpb vs TTT epoch, mean with 95% t-CI band ({_seeds_text(counts)})")
     return fig
 
@@ -648,7 +686,7 @@ def _fig_ttt_slopes(per_epoch: pd.DataFrame, table: pd.DataFrame, study: str):
     keys = key_columns(trained)
     shown = varying_keys(trained, keys) or ["strategy"]
     groups = _groups(trained, keys)
-    fig, axes = _new_figure(len(halves))
+    fig, axes = _new_figure(len(halves), height=5.2)
     for ax, half in zip(axes, halves):
         _, gain_col, title = HALVES[half]
         for color, (key, group) in zip(_color_cycle(len(groups)), groups):
@@ -662,14 +700,15 @@ def _fig_ttt_slopes(per_epoch: pd.DataFrame, table: pd.DataFrame, study: str):
             xs = np.array([group["epoch"].min(), group["epoch"].max()], dtype=float)
             ax.plot(xs, fit["intercept"] + fit["slope"] * xs, color=color,
                     label=f"{_label(key, keys, shown)}: {fit['slope']:+.4f}/epoch "
-                          f"(p={_fmt(fit['p_value'], 'p')})")
+                          f"(p={_fmt(fit['seed_slope_p_value'], 'p')} over seeds)")
         ax.axhline(0.0, color="gray", linewidth=0.8)
         ax.set_title(title)
         ax.set_xlabel("TTT epoch")
         _integer_ticks(ax)
         ax.set_ylabel("gain vs epoch 0 (bits per byte)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize="small")
+        # below the panel: the slopes differ per half, and inside the axes the legend hides the points
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
     seeds = [int(s) for s in table["n_seeds"]]
     fig.suptitle(f"{study}: TTT gain vs epoch with OLS fit ({_seeds_text(seeds).replace('point', 'line')})")
     return fig

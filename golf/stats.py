@@ -296,6 +296,37 @@ def welch_t_test(a: Sequence[float], b: Sequence[float]) -> dict:
     return out
 
 
+def one_sample_t_test(values: Sequence[float], mu: float = 0.0) -> dict:
+    """Student's one-sample t-test of mean = mu, two-sided.
+
+        t  = (mean - mu) / (s / sqrt(n))        (s with ddof = 1)
+        df = n - 1
+        p  = 2 * P(T_df > |t|)
+
+    Used on one number per seed (e.g. each seed's slope), so that the test's n is the number of
+    independent runs, not the number of correlated points inside them. Fewer than two values, or zero
+    spread, leave t/p NaN (t is +-inf when the mean differs from mu with zero spread). Returns {t, df,
+    p_value, mean, n}.
+    """
+    x = _as_values(values, "one_sample_t_test")
+    n = int(x.size)
+    out = {"t": NAN, "df": n - 1, "p_value": NAN, "mean": NAN, "n": n}
+    if n == 0:
+        return out
+    mean = float(x.mean())
+    out["mean"] = mean
+    if n < 2:
+        return out
+    se = math.sqrt(float(np.var(x, ddof=1)) / n)
+    diff = mean - mu
+    if se == 0.0:
+        out["t"] = math.copysign(math.inf, diff) if diff != 0 else NAN
+        return out
+    t = diff / se
+    out.update(t=t, p_value=min(1.0, 2.0 * _student_t_cdf(-abs(t), n - 1)))
+    return out
+
+
 def linear_fit(x: Sequence[float], y: Sequence[float], confidence: float = 0.95) -> dict:
     """Ordinary least squares y = intercept + slope * x, with the slope's standard error, CI and p-value.
 

@@ -305,3 +305,42 @@ def test_key_columns_drop_parameters_that_repeat_a_base_key_and_constants_read_c
     assert keys == ["strategy", "p_max_val_tokens", "p_data"]
     assert _fmt(16384.0, "other") == "16384" and _fmt(0.25, "other") == "0.25"
     assert _constants_line(frame, keys, ["strategy"]) == "Common to all rows: max_val_tokens=16384.\n"
+
+
+def test_official_gain_and_per_seed_slopes(tmp_path):
+    """With val_bpb_base in the results, the gap table reports the official gain and tests legal vs
+    illegal on it; slopes come one per seed and are tested across seeds."""
+    study_dir = tmp_path / "ttt_gap"
+    shutil.copytree(FIXTURES / "ttt_gap", study_dir)
+    official = {}
+    for path in sorted((study_dir / "runs").glob("*/result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue  # the truncated fixture
+        illegal = 0.03 if result["ttt"]["strategy"] == "prequant_val" else 0.0
+        result["eval"]["val_bpb_base"] = result["eval"]["val_bpb"] + 0.001 * (result["seed"] % 11) + illegal
+        path.write_text(json.dumps(result))
+        gain = result["eval"]["val_bpb"] - result["eval"]["val_bpb_base"]
+        official.setdefault(result["ttt"]["strategy"], []).append(gain)
+    write_report(study_dir)
+    gap = pd.read_csv(study_dir / "gap.csv").set_index("strategy")
+    for strategy in ("score_first", "prequant_val"):
+        assert gap.loc[strategy, "gain_official_mean"] == pytest.approx(statistics.mean(official[strategy]))
+    li = stats.welch_t_test(official["score_first"], official["prequant_val"])
+    assert gap.loc["score_first", "pvalue_legal_vs_illegal"] == pytest.approx(li["p_value"], rel=1e-9)
+    assert "mean official gain difference" in (study_dir / "gap.md").read_text()
+
+    slopes = pd.read_csv(study_dir / "slopes.csv")
+    per_seed = []
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] == "prequant_val":
+            pe = r["ttt"]["per_epoch"]
+            xs = [e["epoch"] for e in pe[1:]]
+            gains = [e["val_bpb_adapted"] - pe[0]["val_bpb_adapted"] for e in pe[1:]]
+            per_seed.append(stats.linear_fit(xs, gains)["slope"])
+    row = slopes[(slopes["strategy"] == "prequant_val") & (slopes["half"] == "A")].iloc[0]
+    assert row["seed_slope_mean"] == pytest.approx(statistics.mean(per_seed), rel=1e-9)
+    assert row["seed_slope_p_value"] == pytest.approx(stats.one_sample_t_test(per_seed)["p_value"], rel=1e-9)
+    # same epochs in every seed: the pooled OLS slope equals the mean of the per-seed slopes
+    assert row["slope"] == pytest.approx(row["seed_slope_mean"], rel=1e-9)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from golf.errors import GolfError
-from golf.stats import linear_fit, mean_std_ci, student_t_cdf, student_t_ppf, welch_t_test
+from golf.stats import linear_fit, mean_std_ci, one_sample_t_test, student_t_cdf, student_t_ppf, welch_t_test
 
 # ----------------------------------------------------------------------------------------------------
 # Student t: quantiles from printed t-tables (6 decimals as printed)
@@ -230,3 +230,20 @@ def test_linear_fit_degenerate_inputs():
     assert two["slope"] == 2.0 and math.isnan(two["slope_se"]) and math.isnan(two["p_value"])
     with pytest.raises(GolfError, match="same length"):
         linear_fit([0, 1, 2], [1, 2])
+
+
+def test_one_sample_t_by_hand():
+    # 1..7 against mu = 0: mean 4, s^2 = 28/6, s^2/n = 2/3, t = 4 / sqrt(2/3) = sqrt(24), df = 6
+    r = one_sample_t_test([1, 2, 3, 4, 5, 6, 7])
+    assert r["t"] == pytest.approx(math.sqrt(24), rel=1e-14) and r["df"] == 6 and r["mean"] == 4.0
+    assert r["p_value"] == pytest.approx(2 * (1 - cdf_df6(math.sqrt(24))), rel=1e-12)
+    # shifting the data and mu together changes nothing; the sign of t follows mean - mu
+    shifted = one_sample_t_test([11, 12, 13, 14, 15, 16, 17], mu=10)
+    assert shifted["t"] == pytest.approx(r["t"], rel=1e-12)
+    assert one_sample_t_test([1, 2, 3], mu=5)["t"] < 0
+
+
+def test_one_sample_t_degenerate():
+    assert math.isnan(one_sample_t_test([0.3])["p_value"])  # one seed: no spread, no test
+    assert one_sample_t_test([2.0, 2.0, 2.0])["t"] == math.inf
+    assert math.isnan(one_sample_t_test([0.0, 0.0], mu=0.0)["t"])
