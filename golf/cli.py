@@ -247,6 +247,9 @@ def main(argv: list[str] | None = None) -> int:
     except GolfError as e:
         print(f"golf: error: {e}", file=sys.stderr)
         return 3 if args.command == "check" else 2
+    except BrokenPipeError:  # `golf ... | head`: the reader left; not an error of ours
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("golf: interrupted", file=sys.stderr)
         return 130

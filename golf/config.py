@@ -174,6 +174,11 @@ TINY_RUN = {
               "muon_momentum_warmup_steps": 50, "compile_warmup_steps": 0, "log_every": 10},
     "eval": {"batch_seqs": 64},
     "ttt": {"chunk_tokens": 4096, "slice_tokens": 16_385, "doc_chunk_tokens": 128},
+    # The baseline keeps float tensors of <= 65,536 elements unquantized: at width 512 that spares only
+    # the control vectors. At width 64 every matrix of a tiny model is that small (64x64 = 4,096, the
+    # 1024x64 embedding = 65,536), so the rule would leave the whole model in fp16 and every quantizer
+    # would measure nothing. 1,024 keeps the vectors (<= 128 elements) and quantizes every matrix.
+    "quant": {"keep_fp16_max_numel": 1024},
 }
 
 

@@ -114,6 +114,10 @@ def test_artifact_inspect_json(run_dir):
     assert proc.returncode == 0, proc.stderr
     report = json.loads(proc.stdout)
     assert report["bytes_model"] == (run_dir / "model.golfart").stat().st_size
+    # the tiny run scale quantizes every matrix (the baseline's 65,536-element fp16 rule would spare them all)
+    matrices = [t for t in report["tensors"]
+                if len(t["shape"]) == 2 and t["shape"][0] * t["shape"][1] > 1024 and t["alias_of"] is None]
+    assert matrices and all(t["bits"] == 8 for t in matrices), [(t["name"], t["kind"]) for t in matrices]
 
     # without --json: a per-tensor table, largest first, then the totals
     proc = subprocess.run([sys.executable, "-m", "golf", "artifact", "inspect", str(run_dir / "model.golfart")],
