@@ -28,6 +28,7 @@ import io
 import json
 import math
 import os
+import re
 import warnings
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -295,11 +296,25 @@ def key_columns(frame: pd.DataFrame) -> list[str]:
     """The configuration columns present in `frame`: BASE_KEYS then p_* (p_seed excluded: it is the seed).
 
     A notebook parameter named like a base key (p_strategy, p_epochs, p_preset) is left out: the base key
-    holds what the run actually resolved, the parameter only what was asked for."""
+    holds what the run actually resolved, the parameter only what was asked for. So is a parameter that the
+    resolved keys already determine (quant_method=int, bits=4 beside quant=int4): it splits no configuration
+    and would only repeat a column."""
     base = [c for c in BASE_KEYS if c in frame.columns]
     params = [c for c in frame.columns
               if c.startswith("p_") and c != "p_seed" and c.removeprefix("p_") not in base]
-    return base + params
+    return base + [c for c in params if not _determined_by(frame, base, c)]
+
+
+def _determined_by(frame: pd.DataFrame, keys: Sequence[str], column: str) -> bool:
+    """True when `column` takes one value within every group of `keys` yet differs between groups."""
+    if not keys or frame.empty or len({_norm(v) for v in frame[column]}) < 2:
+        return False
+    seen: dict[tuple, Any] = {}
+    for key, value in zip(frame[list(keys)].itertuples(index=False, name=None), frame[column]):
+        key, value = tuple(_norm(v) for v in key), _norm(value)
+        if seen.setdefault(key, value) != value:
+            return False
+    return True
 
 
 def varying_keys(frame: pd.DataFrame, keys: Sequence[str]) -> list[str]:
@@ -752,44 +767,77 @@ def _pareto(points: list[tuple[float, float]]) -> list[int]:
     return front
 
 
-def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
-    """Artifact bytes vs val_bpb: runs as dots, configuration means as markers, Pareto front, 16 MB line.
+def _quant_family(label: str) -> tuple[str, str]:
+    """('int', '4') for "int4", ('gptq', '6') for "gptq:6", (label, '') for anything else (mixed plans)."""
+    m = re.fullmatch(r"int(\d+)", label) or re.fullmatch(r"([a-z_]+):(\d+)", label)
+    if m is None:
+        return label, ""
+    return ("int", m.group(1)) if m.re.pattern.startswith("int") else (m.group(1), m.group(2))
 
-    The frontier is drawn through legal configurations only: an illegal TTT score is not an achievable
-    point. Illegal configurations still appear, as crosses, so the size of their advantage is visible.
+
+def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
+    """Artifact bytes vs val_bpb: runs as dots, configuration means as markers, the Pareto front.
+
+    Colour is the quantizer family, the marker the compressor, and the number beside each mean its bit
+    width, so a 40-configuration grid stays readable. The frontier is drawn through legal configurations
+    only: an illegal TTT score is not an achievable point (illegal means are drawn hollow). The 16 MB limit
+    is drawn when it lies within reach of the data; otherwise the axis is in kB and the label says so.
     """
     data = frame[frame["bytes_total"].notna() & frame["val_bpb"].notna()]
-    names = sorted({f"{q}/{c}" for q, c in zip(data["quant"], data["compressor"])})
-    colors = dict(zip(names, _color_cycle(len(names))))
-    fig, (ax,) = _new_figure(1, 6.5)
-    mb = 1e6  # plot in MB (10^6 bytes): the limit reads as 16.0
-    for name in names:
-        runs = data[[f"{q}/{c}" == name for q, c in zip(data["quant"], data["compressor"])]]
-        ax.scatter(runs["bytes_total"] / mb, runs["val_bpb"], color=colors[name], s=12, alpha=0.35)
     means = summary[summary["bytes_total_mean"].notna() & summary["val_bpb_mean"].notna()]
+    families = sorted({_quant_family(str(q))[0] for q in data["quant"]})
+    compressors = sorted({str(c) for c in data["compressor"]})
+    colors = dict(zip(families, _color_cycle(len(families))))
+    markers = dict(zip(compressors, "osD^vP*hX"))
+    largest = float(data["bytes_total"].max()) if not data.empty else 0.0
+    show_limit = largest > BYTES_LIMIT / 4
+    unit, unit_name = (1e6, "MB = 10^6 bytes") if show_limit else (1e3, "kB = 10^3 bytes")
+    fig, (ax,) = _new_figure(1, 7.5, 5.5)
+    for _, r in data.iterrows():
+        fam = _quant_family(str(r["quant"]))[0]
+        ax.scatter([r["bytes_total"] / unit], [r["val_bpb"]], color=colors[fam], s=10, alpha=0.3,
+                   marker=markers[str(r["compressor"])], linewidths=0)
     for _, r in means.iterrows():
+        fam, bits = _quant_family(str(r["quant"]))
         legal = bool(r["legal"])
-        color = colors[f"{r['quant']}/{r['compressor']}"]
-        ax.scatter([r["bytes_total_mean"] / mb], [r["val_bpb_mean"]], color=color, s=60 if legal else 80,
-                   marker="o" if legal else "X", edgecolor="black", zorder=3)
-    for name in names:
-        ax.scatter([], [], color=colors[name], s=60, edgecolor="black", label=f"quant/compressor {name}")
+        x, y = r["bytes_total_mean"] / unit, r["val_bpb_mean"]
+        ax.scatter([x], [y], marker=markers[str(r["compressor"])], s=55, zorder=3,
+                   color=colors[fam] if legal else "white", edgecolor=colors[fam] if not legal else "black")
+        if bits:
+            ax.annotate(bits, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    handles, labels = [], []
+    for fam in families:
+        handles.append(ax.scatter([], [], color=colors[fam], s=55, edgecolor="black"))
+        labels.append(f"quantizer {fam}")
+    for comp in compressors:
+        handles.append(ax.scatter([], [], color="grey", marker=markers[comp], s=55, edgecolor="black"))
+        labels.append(f"compressor {comp}")
     if not means["legal"].astype(bool).all():
-        ax.scatter([], [], color="white", marker="X", s=80, edgecolor="black", label="illegal TTT (mean)")
+        handles.append(ax.scatter([], [], color="white", s=55, edgecolor="black"))
+        labels.append("illegal TTT (mean, hollow)")
     legal_means = means[means["legal"].astype(bool)]
     pts = list(zip(legal_means["bytes_total_mean"], legal_means["val_bpb_mean"]))
     front = _pareto(pts)
     if front:
-        ax.plot([pts[i][0] / mb for i in front], [pts[i][1] for i in front], color="black",
-                linestyle="--", drawstyle="steps-post", label="Pareto frontier (legal config means)")
-    ax.axvline(BYTES_LIMIT / mb, color="red", linewidth=1.2, label=f"limit {BYTES_LIMIT:,} bytes")
-    ax.set_xlabel("bytes_total (MB = 10^6 bytes, code + compressed model)")
+        (line,) = ax.plot([pts[i][0] / unit for i in front], [pts[i][1] for i in front], color="black",
+                          linestyle="--", linewidth=1, drawstyle="steps-post")
+        handles.append(line)
+        labels.append("Pareto frontier (legal config means)")
+    if show_limit:
+        handles.append(ax.axvline(BYTES_LIMIT / unit, color="red", linewidth=1.2))
+        labels.append(f"limit {BYTES_LIMIT:,} bytes")
+        xlabel = f"bytes_total ({unit_name}, code + compressed model)"
+    else:
+        xlabel = (f"bytes_total ({unit_name}): code + compressed model\n"
+                  f"(the {BYTES_LIMIT:,}-byte limit is far off this scale)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("val_bpb (bits per byte)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))),
+               fontsize="small")
     counts = [int(n) for n in means["n_seeds"]]
-    ax.set_title(f"{study}: artifact size vs score\n"
-                 f"dots = runs, markers = config means ({_seeds_text(counts)})")
+    ax.set_title(f"{study}: artifact size vs score; numbers = bits\n"
+                 f"faint = runs, outlined = config means ({_seeds_text(counts)})")
     return fig
 
 

@@ -307,6 +307,23 @@ def test_key_columns_drop_parameters_that_repeat_a_base_key_and_constants_read_c
     assert _constants_line(frame, keys, ["strategy"]) == "Common to all rows: max_val_tokens=16384.\n"
 
 
+def test_key_columns_drop_parameters_the_resolved_keys_determine():
+    # quant_budget's grid: quant_method and bits are what the notebook was asked for; `quant` (int4, gptq:4)
+    # already says both, so they split nothing. `ablate` splits configurations that share every base key.
+    frame = pd.DataFrame(
+        {
+            "quant": ["int4", "int4", "gptq:4", "gptq:6", "int4", "int4"],
+            "compressor": ["zlib", "lzma", "zlib", "zlib", "zlib", "zlib"],
+            "p_quant_method": ["int", "int", "gptq", "gptq", "int", "int"],
+            "p_bits": [4, 4, 4, 6, 4, 4],
+            "p_ablate": ["none", "none", "none", "none", "xsa", "xsa"],
+            "p_max_steps": [800] * 6,  # constant: kept for the "common to all rows" line
+            "p_seed": [1, 1, 1, 1, 2, 2],
+        }
+    )
+    assert key_columns(frame) == ["quant", "compressor", "p_ablate", "p_max_steps"]
+
+
 def test_official_gain_and_per_seed_slopes(tmp_path):
     """With val_bpb_base in the results, the gap table reports the official gain and tests legal vs
     illegal on it; slopes come one per seed and are tested across seeds."""

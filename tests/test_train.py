@@ -188,8 +188,9 @@ def test_two_gloo_processes_match_one_with_double_accumulation(tiny_dataset, tmp
         timeout=600,
     )
     assert two.returncode == 0, two.stderr[-3000:]
-    loss = lambda d: [
-        json.loads(x)["train_loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()
-    ]
+
+    def loss(d):
+        return [json.loads(x)["train_loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+
     assert len(loss("one")) == 6
     assert loss("two") == pytest.approx(loss("one"), abs=1e-4)
