@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -68,7 +69,7 @@ def main() -> None:
         "meets_target": text_bytes / 1e6 / best >= 1.0,
         "shard_open_ms": open_s * 1e3,
         "shard_read_zero_copy": zero_copy,
-        "command": "python benchmarks/data_build_speed.py",
+        "command": " ".join(["python", *sys.argv]),
     }
     write_json(args.out, result)
     print(json.dumps(result, indent=2))

@@ -82,7 +82,9 @@ HALVES = {
     "B": ("val_bpb_heldout", "gain_heldout", "half B (held out)"),
 }
 
-TABLE_FILES = ["summary.csv", "summary.md", "gap.csv", "gap.md", "slopes.csv", "slopes.md"]
+TABLE_FILES = ["summary.csv", "summary.md", "gap.csv", "gap.md", "slopes.csv", "slopes.md", "ablation.csv",
+               "ablation.md"]
+ABLATE = "p_ablate"  # the architecture notebook's switch; "none" is the full stack each ablation is read against
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -613,6 +615,68 @@ def _slopes_md(study: str, trained: pd.DataFrame, table: pd.DataFrame) -> str:
     return text + _md_table(headers, rows)
 
 
+def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """One switch off against the full stack (`ablate=none`), paired by seed within each other configuration.
+
+    For every configuration with ablate != none, each seed that also ran the full stack (same other keys)
+    gives delta = val_bpb(switch off) - val_bpb(full stack); the row carries mean ± std and the 95% t-CI of
+    those deltas and a paired t-test (one-sample t on the deltas, n pairs - 1 df). delta > 0: removing the
+    switch hurt, so the switch helps. Seeds share data and initialisation streams, so pairing removes the
+    seed-to-seed spread that the summary's intervals carry. Empty when there is no `ablate` column or no
+    full-stack run.
+    """
+    if ABLATE not in frame.columns:
+        return pd.DataFrame()
+    data = frame[frame["val_bpb"].notna()]
+    keys = [k for k in key_columns(data) if k != ABLATE]
+    rows = []
+    for key, group in _groups(data, keys):
+        full = group[group[ABLATE] == "none"]
+        if full.empty:
+            continue
+        full_by_seed = dict(zip(full["seed"], full["val_bpb"]))
+        full_bytes = dict(zip(full["seed"], full["bytes_total"]))
+        for ablate, runs in group[group[ABLATE] != "none"].groupby(ABLATE, sort=True):
+            paired = runs[runs["seed"].isin(full_by_seed)]
+            deltas = [float(v) - float(full_by_seed[s]) for s, v in zip(paired["seed"], paired["val_bpb"])]
+            dbytes = [float(b) - float(full_bytes[s]) for s, b in zip(paired["seed"], paired["bytes_total"])]
+            d = stats.mean_std_ci(deltas, CONFIDENCE)
+            row: dict[str, Any] = dict(zip(keys, key))
+            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in sorted(paired["seed"])),
+                       val_bpb_full=float(np.mean([full_by_seed[s] for s in paired["seed"]])) if deltas else math.nan,
+                       val_bpb_ablated=float(paired["val_bpb"].mean()) if deltas else math.nan,
+                       delta_mean=d["mean"], delta_std=d["std"], delta_ci_low=d["ci_low"],
+                       delta_ci_high=d["ci_high"], p_value=stats.one_sample_t_test(deltas)["p_value"],
+                       delta_bytes=float(np.mean(dbytes)) if dbytes else math.nan,
+                       deltas=" ".join(f"{x:+.5f}" for x in deltas))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame) -> str:
+    keys = [k for k in key_columns(frame) if k != ABLATE]
+    shown = varying_keys(frame, keys)
+    headers = [k.removeprefix("p_") for k in keys if k in shown] + [
+        "switch off", "n pairs", "full stack", "switch off bpb", "delta (off - full)", "95% CI",
+        "p (paired t)", "per seed", "delta bytes"]
+    rows = []
+    order = table.sort_values([*[k for k in keys if k in shown], "delta_mean"], ascending=False, kind="stable")
+    for _, r in order.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        rows.append(_key_cells(key, keys, shown) + [
+            str(r["ablate"]), str(r["n_pairs"]), _fmt(r["val_bpb_full"]), _fmt(r["val_bpb_ablated"]),
+            f"{_fmt(r['delta_mean'], 'gain')} ± {_fmt(r['delta_std'], 'bpb')}",
+            f"[{_fmt(r['delta_ci_low'], 'gain')}, {_fmt(r['delta_ci_high'], 'gain')}]",
+            _fmt(r["p_value"], "p"), str(r["deltas"]), f"{float(r['delta_bytes']):+,.0f}"])
+    text = f"# {study}: one switch off against the full stack\n\n"
+    text += ("delta = val_bpb with the switch off - val_bpb of the full stack (`ablate=none`), paired by seed "
+             "(each seed's two runs share data order and initialisation stream). delta > 0: turning the "
+             "switch off hurt, so it helps at this scale; delta < 0: the model is better without it. Mean ± "
+             "sample std over pairs, 95% Student-t CI, two-sided paired t-test (n pairs - 1 df; with 2 pairs "
+             "the test has 1 df and only a large, consistent delta reaches p < 0.05). Rows sorted by delta.\n\n")
+    return text + _md_table(headers, rows)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Figures
 # ---------------------------------------------------------------------------------------------------
@@ -766,6 +830,38 @@ def _fig_ut_curve(frame: pd.DataFrame, study: str):
     return fig
 
 
+def _fig_ablation(table: pd.DataFrame, frame: pd.DataFrame, study: str):
+    """Paired delta (switch off - full stack) per switch, one panel per configuration of the other keys."""
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [k for k in key_columns(frame) if k != ABLATE]
+    shown = varying_keys(frame, keys)
+    panels = _groups(table, keys)
+    fig, axes = _new_figure(len(panels), 4.6, 0.9 + 0.42 * max(len(g) for _, g in panels))
+    counts = []
+    for ax, (key, group) in zip(axes, panels):
+        group = group.sort_values("delta_mean", kind="stable")
+        ys = np.arange(len(group))
+        means = group["delta_mean"].to_numpy(dtype=float)
+        hw = (group["delta_ci_high"] - group["delta_mean"]).to_numpy(dtype=float)
+        colors = ["tab:red" if m > 0 else "tab:blue" for m in means]
+        ax.barh(ys, means, color=colors, alpha=0.35)
+        ax.errorbar(means, ys, xerr=np.nan_to_num(hw, nan=0.0), fmt="none", ecolor="black", capsize=3)
+        for y, text in zip(ys, group["deltas"]):
+            xs = [float(v) for v in str(text).split()]
+            ax.scatter(xs, [y] * len(xs), color="black", s=10, zorder=3)
+        counts += [int(n) for n in group["n_pairs"]]
+        ax.set_yticks(ys, [str(a) for a in group["ablate"]])
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.set_xlabel("delta val_bpb (switch off - full stack)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(_label(key, keys, shown) if shown else "full stack")
+    fig.suptitle(f"{study}: one switch off, paired by seed; bar = mean, whiskers = 95% t-CI, dots = seeds\n"
+                 f"red: the switch helps here, blue: the model is better without it ({_seeds_text(counts)})")
+    return fig
+
+
 def _pareto(points: list[tuple[float, float]]) -> list[int]:
     """Indices of points not dominated in (bytes, bpb), both lower-is-better, sorted by bytes."""
     order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
@@ -897,6 +993,12 @@ def write_report(study_dir: str | os.PathLike) -> list[Path]:
         loops = {_norm(v) for v in frame.loc[frame["val_bpb"].notna(), "p_ut_loops"]} - {None}
         if len(loops) >= 2:
             figures["ut_curve"] = _fig_ut_curve(frame, study)
+
+    ablation = ablation_table(frame)
+    if not ablation.empty:
+        tables["ablation.csv"] = _csv(ablation)
+        tables["ablation.md"] = _ablation_md(study, frame, ablation)
+        figures["ablation"] = _fig_ablation(ablation, frame, study)
 
     if (frame["bytes_total"].notna() & frame["val_bpb"].notna()).sum() >= 2:
         figures["frontier"] = _fig_frontier(frame, summary, study)

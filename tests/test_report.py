@@ -324,6 +324,34 @@ def test_key_columns_drop_parameters_the_resolved_keys_determine():
     assert key_columns(frame) == ["quant", "compressor", "p_ablate", "p_max_steps"]
 
 
+def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
+    from golf.report import ablation_table
+
+    # Two stacks; seeds 1 and 2 ran everything, seed 3 only an ablation (no full-stack partner: left out).
+    rows = [
+        ("tiny1127", "none", 1, 2.30, 1000), ("tiny1127", "none", 2, 2.32, 1000),
+        ("tiny1127", "xsa", 1, 2.33, 990), ("tiny1127", "xsa", 2, 2.34, 1010), ("tiny1127", "xsa", 3, 9.0, 5),
+        ("tiny1550", "none", 1, 2.40, 2000), ("tiny1550", "none", 2, 2.44, 2000),
+        ("tiny1550", "ema", 1, 2.38, 2000), ("tiny1550", "ema", 2, 2.43, 2000),
+    ]
+    frame = pd.DataFrame(rows, columns=["preset", "p_ablate", "seed", "val_bpb", "bytes_total"])
+    table = ablation_table(frame).set_index(["preset", "ablate"])
+    assert sorted(table.index) == [("tiny1127", "xsa"), ("tiny1550", "ema")]
+    xsa = table.loc[("tiny1127", "xsa")]
+    # deltas +0.03 and +0.02: mean 0.025, sample std sqrt(((0.005)^2 * 2) / 1) = 0.0070711
+    assert xsa["n_pairs"] == 2 and xsa["seeds"] == "1 2"
+    assert xsa["delta_mean"] == pytest.approx(0.025)
+    assert xsa["delta_std"] == pytest.approx(math.sqrt(2 * 0.005**2))
+    # paired t = 0.025 / (0.0070711 / sqrt(2)) = 5.0 with 1 df: p = 1 - 2 * atan(5) / pi
+    assert xsa["p_value"] == pytest.approx(1 - 2 * math.atan(5.0) / math.pi)
+    assert xsa["val_bpb_full"] == pytest.approx(2.31) and xsa["val_bpb_ablated"] == pytest.approx(2.335)
+    assert xsa["delta_bytes"] == pytest.approx(0.0)
+    ema = table.loc[("tiny1550", "ema")]
+    assert ema["delta_mean"] == pytest.approx(-0.015) and ema["deltas"] == "-0.02000 -0.01000"
+    # No `ablate` column: no table.
+    assert ablation_table(frame.drop(columns="p_ablate")).empty
+
+
 def test_official_gain_and_per_seed_slopes(tmp_path):
     """With val_bpb_base in the results, the gap table reports the official gain and tests legal vs
     illegal on it; slopes come one per seed and are tested across seeds."""
