@@ -11,7 +11,7 @@ checks. Runs alternate (bare then trainer, trainer then bare, ...) and the faste
 compared (a busy machine only adds time), in process CPU time (steadier on a shared machine) and in wall
 time; the medians' overheads come with them, as a measure of the noise. On a shared 2-core machine that
 noise (+-10% between identical runs) is larger than the target, so a bookkeeping probe comes first: the
-same comparison on a 1-layer, width-16 model whose step costs about a millisecond, over --probe-steps
+same comparison on a 1-layer, width-16 model whose step costs a few milliseconds, over --probe-steps
 steps, gives what the trainer adds per step in absolute CPU milliseconds; `bookkeeping_pct_of_step` puts
 that against each preset's step time. GPU numbers belong to the GPU issue.
 """
@@ -68,8 +68,8 @@ def golf_trainer(cfg, ds, steps: int) -> tuple[float, float]:
         return time.perf_counter() - t0, time.process_time() - c0
 
 
-# The bookkeeping probe: a model so small (1 layer, width 16, 256-token batches) that a step costs about a
-# millisecond, so what the trainer adds per step stands out of the machine's noise as an absolute time.
+# The bookkeeping probe: a model so small (1 layer, width 16, 256-token batches) that a step costs a few
+# milliseconds, so what the trainer adds per step stands out of the machine's noise as an absolute time.
 PROBE = ["model.n_layer=1", "model.d_model=16", "model.n_head=2", "model.n_kv_head=1", "model.mlp_mult=1",
          "train.batch_tokens=256", "train.seq_len=32"]
 
@@ -123,7 +123,11 @@ def main() -> None:
 
         args.data = str(fetch_default())
     ds = Dataset.open(args.data)
-    common = ["train.log_every=1", f"model.vocab_size={ds.vocab_size}", "train.checkpoint=false"]
+    # Constant LR and momentum, as in the bare loop: with the presets' 60-step warmdown a 30-step run would
+    # decay the trainer's LR from the first step, and different weights make the same ops cost differently
+    # (in a profile the softcap's tanh and the cross-entropy ran 20-27% slower in the trainer's runs).
+    common = ["train.log_every=1", f"model.vocab_size={ds.vocab_size}", "train.checkpoint=false",
+              "train.warmdown_steps=0", "train.muon_momentum_warmup_steps=0"]
     probe = None
     if args.probe_steps > 0:
         cfg = build_config("tiny", overrides=[*PROBE, *common, f"train.max_steps={args.probe_steps}"])

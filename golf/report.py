@@ -637,7 +637,7 @@ def ablation_table(frame: pd.DataFrame) -> pd.DataFrame:
         full_by_seed = dict(zip(full["seed"], full["val_bpb"]))
         full_bytes = dict(zip(full["seed"], full["bytes_total"]))
         for ablate, runs in group[group[ABLATE] != "none"].groupby(ABLATE, sort=True):
-            paired = runs[runs["seed"].isin(full_by_seed)]
+            paired = runs[runs["seed"].isin(full_by_seed)].sort_values("seed")  # deltas listed in seed order
             deltas = [float(v) - float(full_by_seed[s]) for s, v in zip(paired["seed"], paired["val_bpb"])]
             dbytes = [float(b) - float(full_bytes[s]) for s, b in zip(paired["seed"], paired["bytes_total"])]
             d = stats.mean_std_ci(deltas, CONFIDENCE)
@@ -658,7 +658,7 @@ def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame) -> str:
     shown = varying_keys(frame, keys)
     headers = [k.removeprefix("p_") for k in keys if k in shown] + [
         "switch off", "n pairs", "full stack", "switch off bpb", "delta (off - full)", "95% CI",
-        "p (paired t)", "per seed", "delta bytes"]
+        "p (paired t)", "per seed (ascending seed)", "delta bytes"]
     rows = []
     order = table.sort_values([*[k for k in keys if k in shown], "delta_mean"], ascending=False, kind="stable")
     for _, r in order.iterrows():
