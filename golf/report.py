@@ -874,11 +874,13 @@ def _pareto(points: list[tuple[float, float]]) -> list[int]:
 
 
 def _quant_family(label: str) -> tuple[str, str]:
-    """('int', '4') for "int4", ('gptq', '6') for "gptq:6", (label, '') for anything else (mixed plans)."""
-    m = re.fullmatch(r"int(\d+)", label) or re.fullmatch(r"([a-z_]+):(\d+)", label)
-    if m is None:
-        return label, ""
-    return ("int", m.group(1)) if m.re.pattern.startswith("int") else (m.group(1), m.group(2))
+    """('int', '4') for "int4", ('gptq', '6') for "gptq:6", (label, '') for anything else (mixed plans).
+
+    Reads the labels `QuantConfig.label` writes; parsed here rather than through golf.quant so that the
+    report stays free of torch.
+    """
+    m = re.fullmatch(r"(?:(int)|([a-z_]+):)(\d+)", label)
+    return (m.group(1) or m.group(2), m.group(3)) if m else (label, "")
 
 
 def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
