@@ -30,6 +30,7 @@ import yaml
 
 from golf.errors import GolfError
 from golf.model import ModelConfig
+from golf.optim import WARMDOWN_MODES
 from golf.quant import QuantConfig
 
 
@@ -49,8 +50,14 @@ class TrainConfig:
     wallclock_s: float = 0.0  # 0 = no time budget; parameter-golf uses 600 s on 8xH100
     batch_tokens: int = 524_288  # tokens per optimizer step, all ranks and micro-batches together (baseline)
     seq_len: int = 1024  # training sequence length (baseline)
-    grad_accum: int = 1  # micro-batches per step and rank
+    # micro-batches per step and rank; 0 = the baseline's 8 // world size (8 on one GPU, 1 per rank on 8).
+    # Each micro-batch is read from the stream as the baseline reads it (golf/train.py TokenStream).
+    grad_accum: int = 0
     warmdown_steps: int = 1_200  # linear LR decay over the last N iterations (baseline: 1,200)
+    # with a wallclock budget: "pg" = warmdown by time alone (the baseline's lr_mul); "min" = the earlier
+    # of the step and time schedules (golf's own, before issue 16). See golf/optim.py lr_scale.
+    warmdown_mode: str = "pg"
+    bf16_embedding: bool = True  # CUDA only: the token embedding (and tied head) is a bf16 parameter (baseline)
     compile: bool = False  # torch.compile the model
     compile_backend: str = "inductor"  # torch.compile backend (tests use aot_eager: same graph capture, fast build)
     compile_warmup_steps: int = 20  # steps run to compile, then weights and optimizer state are reset (baseline: 20)
@@ -76,8 +83,11 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda
 
     def __post_init__(self):
-        if self.max_steps < 0 or self.grad_accum < 1 or self.seq_len < 2 or self.batch_tokens < self.seq_len:
-            raise GolfError("train: need max_steps >= 0, grad_accum >= 1, seq_len >= 2, batch_tokens >= seq_len")
+        if self.max_steps < 0 or self.grad_accum < 0 or self.seq_len < 2 or self.batch_tokens < self.seq_len:
+            raise GolfError("train: need max_steps >= 0, grad_accum >= 0 (0 = 8 // world size), seq_len >= 2, "
+                            "batch_tokens >= seq_len")
+        if self.warmdown_mode not in WARMDOWN_MODES:
+            raise GolfError(f"train.warmdown_mode must be one of {list(WARMDOWN_MODES)}, got {self.warmdown_mode!r}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise GolfError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -92,10 +102,16 @@ class EvalConfig:
     stride: int = 64  # sliding only: tokens advanced (and scored) per window (records: 64)
     seq_len: int = 0  # 0 = train.seq_len
     batch_seqs: int = 32  # windows per forward pass
+    # which targets are official: "pg" = the baseline's range, the first ((N-1) // seq_len) * seq_len
+    # targets (the tail after the last whole window is never scored); "all" = every target; "auto" = pg
+    # on FineWeb data, all on any other corpus. result.json `eval.protocol` records the one used.
+    protocol: str = "auto"
 
     def __post_init__(self):
         if self.mode not in ("windows", "sliding"):
             raise GolfError(f"eval.mode must be 'windows' or 'sliding', got {self.mode!r}")
+        if self.protocol not in ("auto", "pg", "all"):
+            raise GolfError(f"eval.protocol must be 'pg', 'all' or 'auto', got {self.protocol!r}")
         if self.stride < 1 or self.batch_seqs < 1 or self.seq_len < 0:
             raise GolfError("eval: stride and batch_seqs must be >= 1, seq_len >= 0")
 
@@ -170,7 +186,8 @@ TOP_LEVEL = ("seed", "preset")
 
 # Run scale by preset family: the `tiny*` presets train in seconds on a laptop CPU.
 TINY_RUN = {
-    "train": {"max_steps": 200, "batch_tokens": 4096, "seq_len": 128, "warmdown_steps": 60,
+    # grad_accum 1: one micro-batch per step (the baseline's 8 would make CPU steps of 4 sequences)
+    "train": {"max_steps": 200, "batch_tokens": 4096, "seq_len": 128, "warmdown_steps": 60, "grad_accum": 1,
               "muon_momentum_warmup_steps": 50, "compile_warmup_steps": 0, "log_every": 10},
     "eval": {"batch_seqs": 64},
     "ttt": {"chunk_tokens": 4096, "slice_tokens": 16_385, "doc_chunk_tokens": 128},

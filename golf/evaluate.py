@@ -1,19 +1,47 @@
-"""Scoring the validation stream: non-overlapping or sliding windows, every target exactly once.
+"""Scoring the validation stream: non-overlapping or sliding windows, every official target exactly once.
 
 Both modes go through the token ledger (`ValidationStream.score`), and so through the one bits-per-byte
-function. `windows` is the baseline's evaluation (each window of seq_len tokens scored whole, a short last
-window so no token is dropped); `sliding` re-reads overlapping windows that advance by `stride` and scores
-only the new targets of each, so every token after the first window sees seq_len - stride tokens of context
-(records: stride 64, 1.2244 -> 1.1925 for the baseline, at about 4x the evaluation time).
+function. `windows` is the baseline's evaluation (each window of seq_len tokens scored whole; under the
+`all` protocol a short last window so no token is dropped); `sliding` re-reads overlapping windows that
+advance by `stride` and scores only the new targets of each, so every token after the first window sees
+seq_len - stride tokens of context (records: stride 64, 1.2244 -> 1.1925 for the baseline, at about 4x the
+evaluation time).
+
+Which targets are official (`eval.protocol`): the baseline (`load_validation_tokens` in train_gpt.py) keeps
+the first ((N-1) // seq_len) * seq_len + 1 tokens of the N-token stream and scores every target in them,
+so up to seq_len - 1 targets at the end are never scored: that is `pg`. `all` scores every target. The
+stream handed to the ledger is cut to the official range before anything reads it, so the ledger's
+exactly-once verdict, TTT and the probe all work on that range and nothing beyond it.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
+from golf.data.fineweb import SHARD_PREFIX as FINEWEB_NAME
+from golf.errors import GolfError
 from golf.ledger import ValidationStream, Window, plain_windows, sliding_windows
 from golf.metric import BpbMeter
 from golf.train import autocast
+
+
+def resolve_protocol(protocol: str, dataset_name: str) -> str:
+    """'auto' -> 'pg' on FineWeb data (the challenge's own stream), 'all' on any other corpus."""
+    if protocol != "auto":
+        return protocol
+    return "pg" if dataset_name == FINEWEB_NAME else "all"
+
+
+def official_tokens(tokens: np.ndarray, protocol: str, seq_len: int) -> np.ndarray:
+    """The validation tokens whose targets are official: all of them, or (pg) the baseline's prefix."""
+    if protocol == "all":
+        return tokens
+    usable = (tokens.size - 1) // seq_len * seq_len  # whole windows of seq_len targets
+    if usable <= 0:
+        raise GolfError(f"eval.protocol=pg: {tokens.size} validation tokens hold no whole window of "
+                        f"seq_len {seq_len}; use eval.protocol=all or a shorter eval.seq_len")
+    return tokens[: usable + 1]
 
 
 def make_windows(eval_cfg, seq_len: int, lo: int, hi: int) -> list[Window]:

@@ -259,7 +259,8 @@ class Rotary(nn.Module):
     def __init__(self, rot_dims: int, base: float):
         super().__init__()
         # Frequencies span the rotated dims only, so partial RoPE keeps the full range of wavelengths.
-        inv_freq = base ** (-torch.arange(0, rot_dims, 2, dtype=torch.float32) / rot_dims)
+        # Written 1 / base^(i/r) as in the baseline, so the float32 tables are bit-identical to its.
+        inv_freq = 1.0 / (base ** (torch.arange(0, rot_dims, 2, dtype=torch.float32) / rot_dims))
         self.register_buffer("inv_freq", inv_freq, persistent=False)  # not a parameter, not saved
 
     def forward(self, T: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -269,12 +270,17 @@ class Rotary(nn.Module):
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate pairs (i, i + r/2) of the first r = 2*cos.size(-1) dims of x (B, T, H, D) by position."""
+    """Rotate pairs (i, i + r/2) of the first r = 2*cos.size(-1) dims of x (B, T, H, D) by -position*freq.
+
+    The sign is the baseline's (train_gpt.py `apply_rotary_emb`: x1 cos + x2 sin, x2 cos - x1 sin), i.e. a
+    rotation by -theta. Trained from scratch either sign works equally well, but only this one reads a
+    reference checkpoint correctly (tests/test_parity.py compares logits with the reference script).
+    """
     half = cos.size(-1)
     r = 2 * half
     c, s = cos[None, :, None, :].to(x.dtype), sin[None, :, None, :].to(x.dtype)  # (1, T, 1, r/2)
     x1, x2 = x[..., :half], x[..., half:r]
-    rotated = torch.cat((x1 * c - x2 * s, x1 * s + x2 * c), dim=-1)
+    rotated = torch.cat((x1 * c + x2 * s, x2 * c - x1 * s), dim=-1)
     return rotated if r == x.size(-1) else torch.cat((rotated, x[..., r:]), dim=-1)
 
 

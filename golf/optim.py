@@ -20,20 +20,23 @@ import torch
 NS_COEFFS = (3.4445, -4.7750, 2.0315)
 
 
-def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7) -> torch.Tensor:
-    """Approximate the polar factor U V^T of a 2-D matrix (bf16 on GPU, float32 on CPU)."""
+def newton_schulz(g: torch.Tensor, steps: int = 5, eps: float = 1e-7, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """Approximate the polar factor U V^T of a 2-D matrix, returned in the iteration's dtype.
+
+    dtype None: bf16 on GPU (the baseline's CUDA path), float32 on CPU. The baseline runs this in bf16
+    everywhere; `dtype=torch.bfloat16` on CPU reproduces it bit for bit (tests/test_parity.py), which is
+    why the order of operations below is the baseline's: normalise, then transpose, then iterate.
+    """
     a, b, c = NS_COEFFS
-    x = g.to(torch.bfloat16 if g.is_cuda else torch.float32)
+    x = g.to(dtype or (torch.bfloat16 if g.is_cuda else torch.float32))
+    x = x / (x.norm() + eps)  # spectral norm <= Frobenius norm <= 1, inside the iteration's basin
     transposed = x.size(0) > x.size(1)
     if transposed:  # iterate on the wide orientation: X X^T is the smaller Gram matrix
         x = x.T
-    x = x / (x.norm() + eps)  # spectral norm <= Frobenius norm <= 1, inside the iteration's basin
     for _ in range(steps):
         gram = x @ x.T
         x = a * x + (b * gram + c * gram @ gram) @ x
-    if transposed:
-        x = x.T
-    return x.to(g.dtype)
+    return x.T if transposed else x
 
 
 class Muon(torch.optim.Optimizer):
@@ -45,9 +48,10 @@ class Muon(torch.optim.Optimizer):
     """
 
     def __init__(self, params, lr: float = 0.04, momentum: float = 0.95, nesterov: bool = True,
-                 ns_steps: int = 5, weight_decay: float = 0.0):
+                 ns_steps: int = 5, weight_decay: float = 0.0, ns_dtype: torch.dtype | None = None):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov, ns_steps=ns_steps,
                                       weight_decay=weight_decay))
+        self.ns_dtype = ns_dtype  # None: bf16 on GPU, float32 on CPU (see newton_schulz)
 
     @torch.no_grad()
     def step(self):
@@ -63,11 +67,12 @@ class Muon(torch.optim.Optimizer):
                 buf = state["momentum_buffer"]
                 buf.mul_(m).add_(g)
                 update = g.add(buf, alpha=m) if group["nesterov"] else buf
-                update = newton_schulz(update, steps=group["ns_steps"])
+                update = newton_schulz(update, steps=group["ns_steps"], dtype=self.ns_dtype)
+                # the shape factor is applied in the iteration's dtype (bf16 on GPU), as in the baseline
+                update = (update * math.sqrt(max(1.0, p.size(0) / p.size(1)))).to(p.dtype)
                 if group["weight_decay"]:
                     p.mul_(1.0 - lr * group["weight_decay"])
-                scale = math.sqrt(max(1.0, p.size(0) / p.size(1)))
-                p.add_(update, alpha=-lr * scale)
+                p.add_(update, alpha=-lr)
 
 
 def build_optimizers(model, train_cfg) -> list[torch.optim.Optimizer]:
@@ -94,14 +99,26 @@ def build_optimizers(model, train_cfg) -> list[torch.optim.Optimizer]:
     return opts
 
 
-def lr_scale(step: int, max_steps: int, warmdown_steps: int, elapsed_s: float = 0.0, wallclock_s: float = 0.0) -> float:
+WARMDOWN_MODES = ("pg", "min")
+
+
+def lr_scale(step: int, max_steps: int, warmdown_steps: int, elapsed_s: float = 0.0, wallclock_s: float = 0.0,
+             mode: str = "pg") -> float:
     """Constant LR, then linear warmdown to 0 over the last `warmdown_steps` iterations.
 
-    With a wallclock budget the end is not known in steps, so (as the baseline does) the remaining time is
-    converted to remaining steps at the average step time so far.
+    Without a wallclock budget the warmdown is by steps. With one, the end is not known in steps:
+    - mode "pg" (the baseline's `lr_mul`): by time alone. The warmdown lasts warmdown_steps times the mean
+      step time so far, and the scale is the remaining time over that; max_steps plays no part.
+    - mode "min" (golf before issue 16): the earlier of the two, remaining steps = min(max_steps - step,
+      remaining time / mean step time), so a run that reaches max_steps first still decays to 0.
     """
     if warmdown_steps <= 0:
         return 1.0
+    if wallclock_s > 0 and mode == "pg":
+        step_s = elapsed_s / max(step, 1)
+        warmdown_s = warmdown_steps * step_s
+        remaining_s = max(wallclock_s - elapsed_s, 0.0)
+        return remaining_s / max(warmdown_s, 1e-12) if remaining_s <= warmdown_s else 1.0
     remaining = max_steps - step
     if wallclock_s > 0 and step > 0:
         step_s = elapsed_s / step

@@ -35,7 +35,7 @@ import golf
 from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
-from golf.evaluate import diagnose, evaluate
+from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol
 from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
@@ -210,8 +210,9 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
     val = np.asarray(ds.val_tokens)
     if cfg.data.max_val_tokens:
         val = val[: cfg.data.max_val_tokens]
-    stream = ValidationStream(val, ds.byte_table)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
+    protocol = resolve_protocol(cfg.eval.protocol, ds.name)
+    stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)
     ctx = TTTContext(cfg=cfg, stream=stream, dataset=ds, device=device, seq_len=seq_len,
                      split=probe_split(stream), metrics_path=out / "metrics.jsonl")
 
@@ -243,12 +244,12 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
         "seed": cfg.seed,
         "data": {"name": ds.name, "path": str(ds.directory), "val_tokens": int(stream.n),
                  "val_bytes": int(stream.meter.bytes), "tokenizer_sha256": ds.tokenizer_sha256,
-                 "val_tokens_scored": int(stream.meter.tokens)},
+                 "val_tokens_scored": int(stream.meter.tokens), "val_tokens_available": int(val.size)},
         "model": {"preset": cfg.preset, "params": sum(p.numel() for p in model.parameters())},
         "train": train_info,
         "eval": {"val_loss": official["val_loss"], "val_bpb_base": base["val_bpb"],
                  "val_bpb_prequant": prequant["val_bpb"], "val_bpb_postquant": postquant["val_bpb"],
-                 "val_bpb": official["val_bpb"], "mode": cfg.eval.mode,
+                 "val_bpb": official["val_bpb"], "mode": cfg.eval.mode, "protocol": protocol,
                  "stride": cfg.eval.stride if cfg.eval.mode == "sliding" else seq_len, "seq_len": seq_len,
                  "wall_s": eval_s},
         "artifact": report,

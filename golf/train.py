@@ -1,10 +1,10 @@
 """The trainer: one code path for CPU float32, CUDA bf16, a single process and torchrun/DDP.
 
     for step in range(max_steps):                 # or until the wallclock budget runs out
-        lr scale  <- constant, then linear warmdown (by steps or by elapsed wallclock)
+        lr scale  <- constant, then linear warmdown (by steps, or by elapsed wallclock: train.warmdown_mode)
         progress  -> model.set_progress(frac)      # depth recurrence switch, UT attention curriculum
         late QAT  -> on once the LR scale drops below train.qat_threshold
-        grad_accum micro-batches: loss/accum, backward (DDP all-reduces on the last one)
+        grad_accum micro-batches (0: 8 // world, the baseline's): loss/accum, backward (DDP all-reduces on the last)
         Muon + Adam step, EMA update, metrics line
 
 Compile warm-up (train.compile): `compile_warmup_steps` steps are run first to trigger compilation, then
@@ -85,11 +85,14 @@ def autocast(device: torch.device):
 
 
 class TokenStream:
-    """Reads the training shards in order, wrapping around; each step takes the next contiguous chunk.
+    """Reads the training shards in order, wrapping around, exactly as the baseline's loader does.
 
-    A step's chunk of batch_tokens (+1 for the shifted targets) is cut into world*accum micro-batches;
-    rank r's micro-batch m is part m*world + r, so 2 ranks x 1 micro-batch see exactly the tokens of
-    1 rank x 2 micro-batches (the DDP parity test relies on this).
+    A step is world*accum micro-batches ("parts"), read one after another from the stream: each part is
+    its own contiguous span of L + 1 tokens (L = its sequences x seq_len, +1 for the shifted targets), so
+    the boundary token between two parts is read once and never predicted (the baseline's
+    DistributedTokenLoader; tests/test_parity.py compares the two). Rank r's micro-batch m is part
+    m*world + r, so 2 ranks x 1 micro-batch see exactly the tokens of 1 rank x 2 micro-batches (the DDP
+    parity test relies on this).
     """
 
     def __init__(self, dataset: Dataset):
@@ -120,12 +123,11 @@ class TokenStream:
         per_part = batch_tokens // parts // seq_len  # sequences per micro-batch
         if per_part < 1:
             raise GolfError(f"train.batch_tokens={batch_tokens} is too small for {parts} micro-batches of seq_len {seq_len}")
-        n = parts * per_part * seq_len
-        chunk = self._take(n + 1).astype(np.int64)
-        # overlapping windows of seq_len+1 so that every position has its next-token target
-        starts = np.arange(parts * per_part) * seq_len
-        windows = np.stack([chunk[s : s + seq_len + 1] for s in starts])
-        return windows.reshape(parts, per_part, seq_len + 1)
+        span = per_part * seq_len + 1  # one part's tokens: inputs plus the last target
+        spans = self._take(parts * span).astype(np.int64).reshape(parts, span)
+        # overlapping windows of seq_len+1 within a part so that every position has its next-token target
+        starts = np.arange(per_part) * seq_len
+        return np.stack([spans[:, s : s + seq_len + 1] for s in starts], axis=1)  # (parts, per_part, T+1)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -184,6 +186,29 @@ class MetricsWriter:
             self.f.close()
 
 
+def micro_batches(train_cfg, world: int) -> int:
+    """Micro-batches per step and rank: train.grad_accum, or for 0 the baseline's 8 // world size."""
+    if train_cfg.grad_accum:
+        return train_cfg.grad_accum
+    if 8 % world:
+        raise GolfError(f"train.grad_accum=0 means 8 // world size, but world size {world} does not divide 8; "
+                        "set train.grad_accum explicitly")
+    return 8 // world
+
+
+def apply_param_dtypes(model: torch.nn.Module, device: torch.device, train_cfg) -> None:
+    """The baseline's parameter dtypes: on CUDA its token embedding (the tied head too) is a bf16 parameter.
+
+    train_gpt.py casts the whole model to bf16, then puts the linear layers and every small or control
+    tensor back to float32; of golf's baseline tensors only `tok_emb.weight` stays bf16, and Adam then
+    updates it in bf16. CPU runs keep float32 (no bf16 autocast there). Changed in place (`.data`), so the
+    Parameter, and any optimizer holding it, stays the same object.
+    """
+    if device.type == "cuda" and train_cfg.bf16_embedding:
+        emb = model.tok_emb.weight
+        emb.data = emb.data.to(torch.bfloat16)
+
+
 def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | None = None,
           device: torch.device | None = None, dist_info: Dist | None = None) -> TrainResult:
     """Train `model` in place under `cfg` (a RunConfig). The EMA weights, if any, are copied in at the end."""
@@ -191,6 +216,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     device = device or pick_device(tc.device)
     d = dist_info or Dist()
     model.to(device)
+    apply_param_dtypes(model, device, tc)
+    accum = micro_batches(tc, d.world)
     switches = qat.attach(model, tc.qat_bits) if tc.qat_threshold > 0 else []
     opts = build_optimizers(model, tc)
     ddp_model = model
@@ -203,7 +230,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     writer = MetricsWriter(metrics_path if d.main else None)
 
     def run_step(stream: TokenStream, step: int, elapsed_s: float) -> tuple[float, float]:
-        scale = lr_scale(step, tc.max_steps, tc.warmdown_steps, elapsed_s, tc.wallclock_s)
+        scale = lr_scale(step, tc.max_steps, tc.warmdown_steps, elapsed_s, tc.wallclock_s, tc.warmdown_mode)
         for opt in opts:
             for group in opt.param_groups:
                 group["lr"] = group["base_lr"] * scale
@@ -213,15 +240,15 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
         model.set_progress(min(frac, 1.0))
         if switches:
             qat.set_enabled(switches, scale < tc.qat_threshold)
-        batches = torch.from_numpy(stream.next_step(tc.batch_tokens, tc.seq_len, d.world, tc.grad_accum))
+        batches = torch.from_numpy(stream.next_step(tc.batch_tokens, tc.seq_len, d.world, accum))
         total = torch.zeros((), device=device)
-        for m in range(tc.grad_accum):
+        for m in range(accum):
             micro = batches[m * d.world + d.rank].to(device, non_blocking=True)
             x, y = micro[:, :-1], micro[:, 1:]
-            sync = m == tc.grad_accum - 1
+            sync = m == accum - 1
             ctx = ddp_model.no_sync() if (d.world > 1 and not sync) else nullcontext()
             with ctx, autocast(device):
-                loss = fwd(x, y) / tc.grad_accum
+                loss = fwd(x, y) / accum
             loss.backward()
             total += loss.detach()
         if d.world > 1:
@@ -249,7 +276,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
 
     ema = EMA(model, tc.ema_decay) if tc.ema_decay > 0 else None
     stream = TokenStream(dataset)
-    step_tokens = (tc.batch_tokens // (d.world * tc.grad_accum) // tc.seq_len) * tc.seq_len * d.world * tc.grad_accum
+    step_tokens = (tc.batch_tokens // (d.world * accum) // tc.seq_len) * tc.seq_len * d.world * accum
     last_finite: float | None = None
     loss_value: float | None = None
     t0 = time.perf_counter()

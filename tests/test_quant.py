@@ -17,6 +17,7 @@ from torch import nn
 
 from golf.errors import GolfError
 from golf.quant import (
+    QUANTIZERS,
     QuantConfig,
     classify_param,
     collect_hessians,
@@ -144,22 +145,40 @@ def test_int6_uses_the_records_grid():
 
 
 def test_int8_baseline_clips_at_the_percentile():
-    w = heavy_tailed(32, 512, seed=1)
+    # rows from far below to far above the 1/127 floor (clip 0.02 .. 20): both regimes of the baseline
+    w = heavy_tailed(32, 512, seed=1) * torch.logspace(0, 3, 32).unsqueeze(1)
     r = quantize_int8_baseline(w)
     clip = torch.quantile(w.abs(), INT8_CLIP_QUANTILE, dim=1)
-    # s = clip/127 stored in fp16, rounded up by at most one fp16 ulp (~1e-3 relative); 1e-5 of slack
-    # because torch.quantile places the percentile in float32 arithmetic, golf in float64
-    ratio = r.scales.float() * 127 / clip
-    assert bool((ratio >= 1 - 1e-5).all()) and bool((ratio < 1 + 2e-3).all())
-    assert_within_half_step(w, r.q, r.scales, 8)
+    scale = torch.clamp(clip / 127, min=1 / 127)
+    floored = clip < 1.0
+    assert 0 < int(floored.sum()) < 32  # the test covers rows on each side of the floor
+    # stored: the float32 scale rounded to the *nearest* fp16 (the baseline's storage)
+    assert torch.equal(r.scales, scale.to(torch.float16))
+    assert int(r.q.min()) >= -127 and int(r.q.max()) <= 127
+    # rounded with the float32 scale: every clipped element within s/2 of q * s (float32 s, not fp16)
+    target = torch.maximum(torch.minimum(w, clip[:, None]), -clip[:, None])
+    assert bool(((target - r.q.float() * scale[:, None]).abs() <= scale[:, None] / 2 * (1 + 1e-5)).all())
+    # a floored row uses the grid k/127 whatever its own range: its symbols are round(127 w)
+    assert torch.equal(r.q[floored].float(), torch.round(127 * target[floored]).clamp(-127, 127))
+
+
+def test_int8_stored_scale_rounds_with_what_it_stores():
+    w = heavy_tailed(32, 512, seed=1) * torch.logspace(0, 3, 32).unsqueeze(1)
+    r = QUANTIZERS["int8_stored_scale"]("w", w, 8, QuantConfig(method="int8_stored_scale"), None)
+    base = quantize_int8_baseline(w)
+    # same clip and floor, scale rounded up instead of to nearest: at most one fp16 ulp above
+    assert bool((r.scales.float() >= base.scales.float()).all())
+    assert bool((r.scales.float() <= base.scales.float() * (1 + 2**-10)).all())
+    assert_within_half_step(torch.clamp(w, -127 * r.scales.float()[:, None], 127 * r.scales.float()[:, None]),
+                            r.q, r.scales, 8)
 
 
 def test_row_quantiles_match_torch_quantile():
     w = heavy_tailed(20, 1000, seed=4).abs()
     quantiles = (*GPTQ_LITE_QUANTILES, INT8_CLIP_QUANTILE, 0.5)
     for q, got in zip(quantiles, row_quantiles(w, quantiles)):
-        # torch.quantile places the percentile in float32, golf in float64: agree to ~1e-5 relative
-        torch.testing.assert_close(got, torch.quantile(w, q, dim=1), rtol=1e-4, atol=0)
+        # bit-identical: the int8 clip must be the baseline's (torch.quantile) to the last bit
+        assert torch.equal(got, torch.quantile(w, q, dim=1)), q
 
 
 def test_gptq_lite_never_worse_than_rowmax_per_row():

@@ -130,16 +130,18 @@ def test_artifact_inspect_json(run_dir):
 
 
 def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_path):
-    out = tmp_path / "int6"
+    out = tmp_path / "int4"
     proc = golf_run(
-        tiny_dataset, out, *TINY_TRAIN, "-s", "quant.method=int6", "-s", "quant.compressor=brotli", "--json"
+        tiny_dataset, out, *TINY_TRAIN, "-s", "quant.method=int4", "-s", "quant.compressor=brotli", "--json"
     )
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     first = json.loads((run_dir / "result.json").read_text())
     assert result["train"]["cached"] is True and result["train"]["cache_key"] == first["train"]["cache_key"]
     assert result["eval"]["val_bpb_prequant"] == first["eval"]["val_bpb_prequant"]  # the same trained weights
-    assert result["artifact"]["bytes_model"] < first["artifact"]["bytes_model"]  # int6 + brotli is smaller
+    # int4 + brotli is smaller. (Not int6: on these briefly trained small weights int8's 1/127 scale floor
+    # is a coarser grid than int6's rowmax/31, so the int8 artifact is the smaller of those two.)
+    assert result["artifact"]["bytes_model"] < first["artifact"]["bytes_model"]
 
 
 def test_bad_input_fails_cleanly(tmp_path, tiny_dataset):

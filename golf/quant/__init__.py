@@ -17,7 +17,8 @@ Which tensors are quantized (the baseline's rules, made explicit):
 Tied weights appear under two names in `state_dict()`; the second is stored as an alias, not twice.
 
 Methods (`QUANTIZERS`, name -> callable(name, w2d, bits, cfg, hessian) -> RowQuant): the baseline's
-`int8`; `int4`..`int7` (rowmax grids); `gptq_lite`; `gptq` (needs Hessians from `collect_hessians`;
+`int8` (symbol for symbol; tests/test_parity.py checks it against train_gpt.py); `int8_stored_scale` (its
+clip and floor, rounded with the stored fp16 scale); `int4`..`int7` (rowmax grids); `gptq_lite`; `gptq` (needs Hessians from `collect_hessians`;
 a tensor without one falls back to gptq_lite, recorded in `QuantizedState.notes`); `sdclip`; and
 `mixed`, which picks a method and bit width per tensor class (attn / mlp / embed / other) from
 `QuantConfig.mixed`, e.g. {"attn": "gptq:6", "mlp": "gptq:5", "embed": "sdclip:8"}.
@@ -43,6 +44,7 @@ from golf.quant.rowwise import (
     qrange,
     quantize_gptq_lite,
     quantize_int8_baseline,
+    quantize_int8_stored_scale,
     quantize_rowmax,
     quantize_sdclip,
     sdclip_scales,
@@ -71,7 +73,7 @@ CONTROL_PATTERNS = ("scale", "gain", "mix", "skip", "gate", "lambda")
 # Grid choices for full GPTQ's fixed per-row scales.
 GPTQ_SCALES = ("rowmax", "search", "sdclip")
 # Methods whose bit width is fixed by their name.
-_FIXED_BITS = {"int8": 8, "int7": 7, "int6": 6, "int5": 5, "int4": 4}
+_FIXED_BITS = {"int8": 8, "int8_stored_scale": 8, "int7": 7, "int6": 6, "int5": 5, "int4": 4}
 # Methods that take `bits` (default 6, the records' width for matrices).
 _FREE_BITS = ("gptq", "gptq_lite", "sdclip")
 _DEFAULT_FREE_BITS = 6
@@ -253,6 +255,12 @@ def _q_int8(
     return quantize_int8_baseline(w)
 
 
+def _q_int8_stored_scale(
+    name: str, w: torch.Tensor, bits: int, cfg: QuantConfig, hessian: torch.Tensor | None
+) -> RowQuant:
+    return quantize_int8_stored_scale(w)
+
+
 def _q_rowmax(
     name: str, w: torch.Tensor, bits: int, cfg: QuantConfig, hessian: torch.Tensor | None
 ) -> RowQuant:
@@ -298,6 +306,7 @@ def _q_mixed(
 
 QUANTIZERS: dict[str, Callable[..., RowQuant]] = {
     "int8": _q_int8,
+    "int8_stored_scale": _q_int8_stored_scale,
     "int7": _q_rowmax,
     "int6": _q_rowmax,
     "int5": _q_rowmax,

@@ -3,9 +3,15 @@
 All four share one grid: row r of a weight matrix W (rows, cols) is stored as int8 symbols q[r, :] and
 one fp16 scale s[r], and read back as q * s. They differ only in how s is chosen:
 
-- `int8` (the parameter-golf baseline): clip |w| at the 99.99984th percentile of its row, s = clip/127.
-  The percentile drops the one or two most extreme weights of a 512-wide row, which buys resolution for
-  all the others.
+- `int8` (the parameter-golf baseline, exactly): clip |w| at the 99.99984th percentile of its row,
+  s = max(clip/127, 1/127). The percentile drops the one or two most extreme weights of a 512-wide row,
+  which buys resolution for all the others; the floor puts every row whose clip is below 1.0 on the same
+  absolute grid of 1/127, which is what keeps the baseline's artifact small for small weights (on
+  freshly initialised baseline weights, where every row is below the floor, dropping it doubles the
+  int8+zlib bytes). The symbols are rounded with the float32 s and s is *stored* rounded to the nearest
+  fp16, so q * s_fp16 is off from q * s by up to half an fp16 ulp (2^-11 relative), as in the baseline.
+- `int8_stored_scale`: the same clip and floor, but rounded with the fp16 scale that is stored (rounded
+  up, as below), so the reader reconstructs exactly the grid the rounding used. Not the baseline.
 - `intN` (int6 / int5 / int4, as in late-QAT records): s = rowmax/qmax with qmax = 2^(N-1)-1, symbols
   clamped to [-(qmax+1), qmax] (int6: [-32, 31]). Nothing is clipped.
 - `gptq_lite` (records' "GPTQ-lite"): per row, try clip percentiles {0.999, 0.9995, 0.9999, 0.99999, 1.0}
@@ -15,9 +21,9 @@ one fp16 scale s[r], and read back as q * s. They differ only in how s is chosen
   grid is coarser than rowmax's, which costs reconstruction error but lowers the symbols' entropy, and
   so the compressed size. That trade is the point of the method; it is not "clipping outliers".
 
-Scales are stored in fp16, and the symbols are computed from the fp16 value actually stored (rounded
-*up* to the next fp16 when rounding to nearest would shrink it), so every element with |w| <= qmax*s
-is reproduced within s/2 and the reader needs nothing but q and s.
+Scales are stored in fp16. Except for `int8` (which follows the baseline), the symbols are computed from
+the fp16 value actually stored (rounded *up* to the next fp16 when rounding to nearest would shrink it),
+so every element with |w| <= qmax*s is reproduced within s/2 and the reader needs nothing but q and s.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from golf.errors import GolfError
 
 # The baseline's clip percentile for int8 (train_gpt.py: 99.99984th percentile of |w| per row).
 INT8_CLIP_QUANTILE = 0.9999984
+# The baseline's smallest int8 scale: rows whose clip is below 1.0 share the grid k/127.
+INT8_MIN_SCALE = 1.0 / 127.0
 # GPTQ-lite's candidate clip percentiles (as quantiles of |w| within the row).
 GPTQ_LITE_QUANTILES = (0.999, 0.9995, 0.9999, 0.99999, 1.0)
 # SDClip's published k (clip = k * std(row)): 12.85 for int6 matrices, 20 for int8 embeddings.
@@ -90,22 +98,24 @@ def dequantize_rows(q: torch.Tensor, scales16: torch.Tensor) -> torch.Tensor:
 
 
 def row_quantiles(abs_w: torch.Tensor, quantiles: tuple[float, ...]) -> list[torch.Tensor]:
-    """Per-row quantiles of |w| (rows, cols), linear interpolation exactly like torch.quantile.
+    """Per-row quantiles of |w| (rows, cols), bit-identical to torch.quantile(abs_w, q, dim=1).
 
     Only the top of each row matters for clip percentiles (0.999 of a 1024-wide row is the 3rd largest
     value), so a small topk replaces a full sort: several times faster on the baseline's matrices, and
     no size limit (torch.quantile refuses inputs above 2^24 elements, an sp8192 embedding is larger).
+    Bit-identical because the int8 clip must be the baseline's to the last bit: the rank is placed in
+    the input's float dtype, q * (n - 1), and the two neighbours are blended with torch.lerp, as
+    torch.quantile does (tests/test_quant.py compares them).
     """
     n = abs_w.shape[1]
-    lowest = int(min(quantiles) * (n - 1))  # smallest ascending rank any quantile needs
+    ranks = [torch.tensor(quantile, dtype=abs_w.dtype) * (n - 1) for quantile in quantiles]
+    lowest = min(int(r.floor()) for r in ranks)  # smallest ascending rank any quantile needs
     top = abs_w.topk(n - lowest, dim=1).values  # (rows, k) descending: column j is ascending rank n-1-j
     out = []
-    for quantile in quantiles:
-        pos = quantile * (n - 1)
-        lo = int(pos)  # floor, pos >= 0
-        hi = min(lo + 1, n - 1)
-        frac = pos - lo
-        out.append(top[:, n - 1 - lo] * (1.0 - frac) + top[:, n - 1 - hi] * frac)
+    for rank in ranks:
+        lo, hi = int(rank.floor()), int(rank.ceil())
+        below, above = top[:, n - 1 - lo], top[:, n - 1 - hi]
+        out.append(torch.lerp(below, above, (rank - lo).expand_as(below)))
     return out
 
 
@@ -114,11 +124,30 @@ def row_quantiles(abs_w: torch.Tensor, quantiles: tuple[float, ...]) -> list[tor
 # ---------------------------------------------------------------------------------------------------------
 
 
+def int8_clip_scales(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The baseline's int8 grid of each row: (clip, float32 scale = max(clip/127, 1/127)), both (rows,)."""
+    (clip,) = row_quantiles(w.abs(), (INT8_CLIP_QUANTILE,))
+    return clip, (clip / 127.0).clamp_min(INT8_MIN_SCALE)
+
+
 def quantize_int8_baseline(w: torch.Tensor) -> RowQuant:
-    """The baseline's int8: clip at the 99.99984th percentile of |w| per row, s = clip/127."""
-    (clip,) = row_quantiles(w.abs(), (INT8_CLIP_QUANTILE,))  # (rows,)
-    scales = fp16_scales(clip / 127.0)
-    return RowQuant(round_rows(w, scales, 8), scales, "int8", 8)
+    """The baseline's int8, symbol for symbol: clip, round with the float32 scale, store it as nearest fp16.
+
+    Symbols stay in [-127, 127] (the clip keeps |w/s| <= 127); -128 is never used, as in the baseline.
+    """
+    clip, scale = int8_clip_scales(w)
+    clipped = torch.clamp(w, -clip[:, None], clip[:, None])
+    q = torch.clamp(torch.round(clipped / scale[:, None]), -127, 127).to(torch.int8)
+    return RowQuant(q, scale.to(torch.float16), "int8", 8)
+
+
+def quantize_int8_stored_scale(w: torch.Tensor) -> RowQuant:
+    """int8 with the baseline's clip and floor, rounded with the fp16 scale it stores (rounded up)."""
+    clip, scale = int8_clip_scales(w)
+    scales16 = fp16_scales(scale)
+    clipped = torch.clamp(w, -clip[:, None], clip[:, None])
+    q = torch.clamp(torch.round(clipped / scales16.float()[:, None]), -127, 127).to(torch.int8)
+    return RowQuant(q, scales16, "int8_stored_scale", 8)
 
 
 def quantize_rowmax(w: torch.Tensor, bits: int) -> RowQuant:
