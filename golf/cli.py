@@ -84,11 +84,17 @@ def cmd_model(args) -> int:
 
 def cmd_run(args) -> int:
     from golf.config import build_config
-    from golf.run import run
+    from golf.run import run, source_config
 
-    cfg = build_config(preset=args.preset, config_file=args.config, overrides=(args.set or []) +
-                       ([f"data.path={args.data}"] if args.data else []))
-    result = run(cfg, args.out)
+    overrides = (args.set or []) + ([f"data.path={args.data}"] if args.data else [])
+    if args.source:
+        if args.config or args.preset:
+            raise GolfError("golf run --from takes its config from RUN_DIR/config.json; drop CONFIG.yaml and "
+                            "--preset (use -s key=value for what should change)")
+        cfg = source_config(args.source, overrides)
+    else:
+        cfg = build_config(preset=args.preset, config_file=args.config, overrides=overrides)
+    result = run(cfg, args.out, source=args.source)
     if not result:  # a non-main torchrun rank
         return 0
     if args.json:
@@ -103,6 +109,22 @@ def cmd_run(args) -> int:
         print(f"golf: error: artifact is {result['artifact']['bytes_total']} bytes, over the "
               f"{result['artifact']['limit']}-byte limit", file=sys.stderr)
         return 1
+    return 0
+
+
+# --- import --------------------------------------------------------------------------------------------
+
+
+def cmd_import(args) -> int:
+    from golf.pgformat import import_reference
+
+    info = import_reference(args.path, args.out, data=args.data, overrides=args.set)
+    if args.json:
+        _print_json({"out": str(args.out), **info})
+    else:
+        print(f"imported {info['format']} {info['params']:,} parameters ({info['tensors']} tensors) "
+              f"sha256 {info['sha256'][:12]} -> {args.out}")
+        print(f"next: golf run --from {args.out} --out RUN_DIR [-s ttt.strategy=...]")
     return 0
 
 
@@ -209,10 +231,21 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--preset")
     r.add_argument("--data", help="dataset directory (default: the offline default corpus)")
     r.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("--from", dest="source", metavar="RUN_DIR",
+                   help="skip training: take the model from a golf import (or run) folder")
     r.add_argument("--out", required=True, help="run folder")
     r.add_argument("--json", action="store_true")
     r.add_argument("--strict", action="store_true", help="exit 1 if the artifact is over 16,000,000 bytes")
     r.set_defaults(func=cmd_run)
+
+    im = sub.add_parser("import", help="a reference final_model.pt / final_model.int8.ptz -> a golf run folder")
+    im.add_argument("path", help="final_model.pt (state dict) or final_model.int8.ptz (zlib int8 export)")
+    im.add_argument("--out", required=True, help="run folder to write (then: golf run --from it)")
+    im.add_argument("--data", help="dataset directory the model reads (recorded as data.path, vocab checked)")
+    im.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="what the weights cannot tell, e.g. model.logit_softcap=30")
+    im.add_argument("--json", action="store_true")
+    im.set_defaults(func=cmd_import)
 
     a = sub.add_parser("artifact", help="artifact tools").add_subparsers(dest="artifact_command", required=True)
     ai = a.add_parser("inspect", help="byte breakdown by tensor, entropy bound")

@@ -35,6 +35,7 @@ import golf
 from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
+from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol
 from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream
@@ -147,6 +148,48 @@ def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.dev
     return model, {**info, "cached": False, "cache_key": key}
 
 
+def source_config(source: str | Path, overrides: list[str] | None = None) -> RunConfig:
+    """`golf run --from RUN_DIR`: the folder's config.json with `-s` overrides on top; the model may not change.
+
+    RUN_DIR is a `golf import` folder or any finished golf run folder (both hold config.json and a float
+    checkpoint.pt). TTT, quantization, evaluation and data may be overridden; the architecture is fixed by
+    the weights, so a model.* override that changes it is refused.
+    """
+    from golf.config import _merge, config_from_dict, parse_overrides
+
+    source = Path(source)
+    for name in ("config.json", "checkpoint.pt"):
+        if not (source / name).is_file():
+            raise GolfError(f"golf run --from {source}: no {name} there; give a golf import folder or a run "
+                            "folder written with train.checkpoint=true")
+    try:
+        resolved = json.loads((source / "config.json").read_text())
+    except json.JSONDecodeError as e:
+        raise GolfError(f"{source / 'config.json'}: invalid JSON ({e.msg})") from None
+    saved = dict(resolved.get("model", {}))
+    _merge(resolved, parse_overrides(overrides or []))  # unknown keys fail with the valid list
+    cfg = config_from_dict(resolved)
+    changed = sorted(k for k, v in cfg.model.to_dict().items() if saved.get(k) != v)
+    if changed:
+        raise GolfError(f"golf run --from: model.{changed[0]} cannot change; the checkpoint in {source} fixes "
+                        "the architecture")
+    return cfg
+
+
+def load_source(source: Path, cfg: RunConfig, ds: Dataset, device: torch.device) -> tuple[GPT, dict]:
+    """The float model of a --from folder, loaded strictly, and what result.json says about where it came from."""
+    if cfg.model.vocab_size != ds.vocab_size:
+        raise GolfError(f"golf run --from {source}: the model's vocabulary is {cfg.model.vocab_size} tokens, "
+                        f"the dataset {ds.directory} has {ds.vocab_size}; pass the data it was trained on")
+    state = torch.load(source / "checkpoint.pt", map_location="cpu", weights_only=True)
+    model = GPT(cfg.model)
+    model.load_state_dict(state, strict=True)
+    origin = {"from": str(source.resolve())}
+    if (source / "import.json").is_file():
+        origin["import"] = json.loads((source / "import.json").read_text())
+    return model.to(device), origin
+
+
 def calibration_batches(ds: Dataset, cfg: RunConfig, device: torch.device):
     """GPTQ calibration from the *training* stream (never validation): its last calib_tokens tokens."""
     last = np.asarray(ds.train_tokens(len(ds.train_shards) - 1))
@@ -163,7 +206,9 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
         model.eval()
         with torch.no_grad(), autocast(device):
             hessians = collect_hessians(model, calibration_batches(ds, cfg, device))
-    state = {k: v.detach().float().cpu() for k, v in model.state_dict().items()}
+    # tensors keep their dtypes (a bf16 embedding is recorded as bf16 and read back through bf16, as the
+    # baseline's round trip does); the quantizers compute in float32 whatever the stored dtype
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
     t0 = time.perf_counter()
     qs = quantize_state_dict(state, cfg.quant, hessians)
     path = out / ARTIFACT_NAME
@@ -181,13 +226,18 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
 # ---------------------------------------------------------------------------------------------------------
 
 
-def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> dict:
-    """Run the whole pipeline into `out`; returns the result dict (also written as result.json)."""
+def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, source: str | Path | None = None) -> dict:
+    """Run the whole pipeline into `out`; returns the result dict (also written as result.json).
+
+    With `source` (golf run --from), training is skipped: the float weights come from that folder's
+    checkpoint.pt (see `source_config`), and everything after training runs as usual.
+    """
     from golf.ttt.strategies import TTTContext, get_strategy, probe_split
 
     out = Path(out)
     ds = resolve_dataset(cfg)
-    with_dataset_vocab(cfg, ds.vocab_size)
+    if source is None:
+        with_dataset_vocab(cfg, ds.vocab_size)
     strategy = get_strategy(cfg.ttt)  # refuses illegal strategies without ttt.allow_illegal before any work
     device = pick_device(cfg.train.device)
     d = init_distributed(device)
@@ -197,7 +247,15 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
     if d.main:
         write_json(out / "config.json", cfg.to_dict())
 
-    model, train_info = train_or_load_base(cfg, ds, out, device, d)
+    origin = None
+    if source is not None:
+        if d.world > 1:
+            raise GolfError("golf run --from runs in one process; start it without torchrun")
+        (out / "metrics.jsonl").unlink(missing_ok=True)  # TTT lines only; no training happens
+        model, origin = load_source(Path(source), cfg, ds, device)
+        train_info = {"steps": 0, "tokens": 0, "wall_s": 0.0, "tokens_per_s": 0.0, "cached": False}
+    else:
+        model, train_info = train_or_load_base(cfg, ds, out, device, d)
     if d.main and cfg.train.checkpoint:
         with atomic_path(out / "checkpoint.pt") as tmp:
             torch.save(model.state_dict(), tmp)  # a plain state_dict of tensors: loads with weights_only=True
@@ -259,6 +317,8 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
         "env": {"golf": golf.__version__, "torch": torch.__version__, "device": device_name(device),
                 "git_sha": git_sha, "dirty": dirty},
     }
+    if origin is not None:
+        result["source"] = origin
     if study_params is not None:
         result["study_params"] = study_params
     write_json(out / "result.json", result)

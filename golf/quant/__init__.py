@@ -50,7 +50,7 @@ from golf.quant.rowwise import (
     sdclip_scales,
     search_clip_scales,
 )
-from golf.quant.state import QuantizedState, TensorRecord, dtype_name
+from golf.quant.state import DTYPES, QuantizedState, TensorRecord, dtype_name
 
 __all__ = [
     "QUANTIZERS",
@@ -409,19 +409,27 @@ def _quantize_all(
 
 
 def dequantize_state(qs: QuantizedState) -> dict[str, torch.Tensor]:
-    """Float32 tensors (integer buffers in their own dtype) in state_dict order, for `load_state_dict`."""
+    """Float32 tensors (integer buffers in their own dtype) in state_dict order, for `load_state_dict`.
+
+    A float tensor whose original dtype was narrower (a bf16 embedding) is read back through that dtype,
+    as the baseline's dequantizer casts to the recorded dtype: the values are the ones it would load.
+    """
     out: dict[str, torch.Tensor] = {}
     for r in qs.records:
         if r.kind == "alias":
             continue
         assert r.data is not None
+        if r.kind == "raw":
+            out[r.name] = r.data.reshape(r.shape).clone()
+            continue
         if r.is_int:
             assert r.scales is not None
-            out[r.name] = dequantize_rows(r.data, r.scales).reshape(r.shape)
-        elif r.kind == "raw":
-            out[r.name] = r.data.reshape(r.shape).clone()
+            w = dequantize_rows(r.data, r.scales).reshape(r.shape)
         else:
-            out[r.name] = r.data.float().reshape(r.shape)
+            w = r.data.float().reshape(r.shape)
+        if r.dtype in ("bfloat16", "float16"):
+            w = w.to(DTYPES[r.dtype]).float()
+        out[r.name] = w
     # aliases point at their stored tensor, then restore the original key order
     for r in qs.records:
         if r.kind == "alias":
