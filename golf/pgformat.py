@@ -10,7 +10,7 @@ The challenge's baseline script (train_gpt.py) writes two files at the end of a 
                            a control tensor), optional "qmeta", optional "passthrough_orig_dtypes"}
 
 `golf import` reads either into golf's `GPT` (whose tensor names are the baseline's) and writes a run
-folder (`config.json`, `checkpoint.pt`, `import.json`) that `golf run --from RUN_DIR` then takes through TTT,
+folder (`config.json`, `checkpoint.pt` in the file's dtypes, `import.json`) that `golf run --from RUN_DIR` then takes through TTT,
 quantization and scoring like a model golf trained itself.
 
 Safety: a torch.save file is a zip archive holding a pickle. We look at the archive before unpickling (a
@@ -21,7 +21,9 @@ file is not.
 
 Dequantization follows the format's definition: per-row w[r] = q[r] * s[r] (s read as float32), per-tensor
 w = q * s, each cast to its recorded dtype; passthrough tensors cast back to their recorded original dtype.
-The result is then held by golf in float32, which represents bf16 and fp16 values exactly.
+golf's model then holds them in float32 (which represents bf16 and fp16 values exactly); `golf run --from`
+hands the quantizer each tensor in its original dtype again, so a bf16 embedding is exported and read back
+through bf16 as the reference's round trip does.
 
 `load_script_definitions` imports a train_gpt.py as a module without running its `main()` (the parity tests
 and benchmarks/parity_speed.py use the reference's own functions that way).
@@ -268,7 +270,7 @@ def import_reference(path: str | Path, out: str | Path, data: str | None = None,
     info.update({"params": sum(int(t.numel()) for t in state.values()), "tensors": len(state),
                  "model": model_keys})
     with atomic_dir(out) as tmp:
-        torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, tmp / "checkpoint.pt")
+        torch.save(state, tmp / "checkpoint.pt")  # the file's own dtypes (golf run --from records them)
         write_json(tmp / "config.json", cfg.to_dict())
         write_json(tmp / "import.json", info)
     return info

@@ -41,7 +41,15 @@ from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
 from golf.quant import collect_hessians, dequantize_state, quantize_state_dict
-from golf.train import Dist, TrainingDiverged, autocast, init_distributed, pick_device, train
+from golf.train import (
+    Dist,
+    TrainingDiverged,
+    apply_param_dtypes,
+    autocast,
+    init_distributed,
+    pick_device,
+    train,
+)
 
 ARTIFACT_NAME = "model.golfart"
 
@@ -124,6 +132,8 @@ def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.dev
     if (entry / "checkpoint.pt").exists() and (entry / "train.json").exists():
         state = torch.load(entry / "checkpoint.pt", map_location="cpu", weights_only=True)
         model.load_state_dict(state, strict=True)
+        model.to(device)
+        apply_param_dtypes(model, device, cfg.train)  # as the trainer left it (a bf16 embedding on CUDA)
         info = json.loads((entry / "train.json").read_text())
         if (entry / "metrics.jsonl").exists() and d.main:
             shutil.copy(entry / "metrics.jsonl", out / "metrics.jsonl")
@@ -176,18 +186,21 @@ def source_config(source: str | Path, overrides: list[str] | None = None) -> Run
     return cfg
 
 
-def load_source(source: Path, cfg: RunConfig, ds: Dataset, device: torch.device) -> tuple[GPT, dict]:
-    """The float model of a --from folder, loaded strictly, and what result.json says about where it came from."""
+def load_source(source: Path, cfg: RunConfig, ds: Dataset, device: torch.device) -> tuple[GPT, dict, dict]:
+    """The model of a --from folder, loaded strictly; what result.json says about where it came from; and
+    the dtypes its float tensors had where they were not float32 (a reference checkpoint trained on CUDA
+    holds a bf16 embedding), so that the artifact records them as the reference's export does."""
     if cfg.model.vocab_size != ds.vocab_size:
         raise GolfError(f"golf run --from {source}: the model's vocabulary is {cfg.model.vocab_size} tokens, "
                         f"the dataset {ds.directory} has {ds.vocab_size}; pass the data it was trained on")
     state = torch.load(source / "checkpoint.pt", map_location="cpu", weights_only=True)
     model = GPT(cfg.model)
-    model.load_state_dict(state, strict=True)
+    model.load_state_dict(state, strict=True)  # into float32 parameters: bf16 and fp16 values are exact there
     origin = {"from": str(source.resolve())}
     if (source / "import.json").is_file():
         origin["import"] = json.loads((source / "import.json").read_text())
-    return model.to(device), origin
+    dtypes = {k: v.dtype for k, v in state.items() if v.is_floating_point() and v.dtype != torch.float32}
+    return model.to(device), origin, dtypes
 
 
 def calibration_batches(ds: Dataset, cfg: RunConfig, device: torch.device):
@@ -199,8 +212,12 @@ def calibration_batches(ds: Dataset, cfg: RunConfig, device: torch.device):
     return [tokens[i : i + 8].to(device) for i in range(0, tokens.size(0), 8)]
 
 
-def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, device: torch.device) -> tuple[GPT, dict]:
-    """Quantize, write the artifact, read it back, dequantize and strictly load a fresh model from it."""
+def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
+                        dtypes: dict | None = None) -> tuple[GPT, dict]:
+    """Quantize, write the artifact, read it back, dequantize and strictly load a fresh model from it.
+
+    `dtypes` (name -> dtype) casts those tensors before quantizing, so the artifact records the dtype the
+    weights had in their source checkpoint (see load_source)."""
     hessians = None
     if cfg.quant.uses_gptq():
         model.eval()
@@ -208,7 +225,7 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
             hessians = collect_hessians(model, calibration_batches(ds, cfg, device))
     # tensors keep their dtypes (a bf16 embedding is recorded as bf16 and read back through bf16, as the
     # baseline's round trip does); the quantizers compute in float32 whatever the stored dtype
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    state = {k: v.detach().cpu().to((dtypes or {}).get(k, v.dtype)) for k, v in model.state_dict().items()}
     t0 = time.perf_counter()
     qs = quantize_state_dict(state, cfg.quant, hessians)
     path = out / ARTIFACT_NAME
@@ -247,18 +264,19 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
     if d.main:
         write_json(out / "config.json", cfg.to_dict())
 
-    origin = None
+    origin, dtypes = None, {}
     if source is not None:
         if d.world > 1:
             raise GolfError("golf run --from runs in one process; start it without torchrun")
         (out / "metrics.jsonl").unlink(missing_ok=True)  # TTT lines only; no training happens
-        model, origin = load_source(Path(source), cfg, ds, device)
+        model, origin, dtypes = load_source(Path(source), cfg, ds, device)
         train_info = {"steps": 0, "tokens": 0, "wall_s": 0.0, "tokens_per_s": 0.0, "cached": False}
     else:
         model, train_info = train_or_load_base(cfg, ds, out, device, d)
     if d.main and cfg.train.checkpoint:
         with atomic_path(out / "checkpoint.pt") as tmp:
-            torch.save(model.state_dict(), tmp)  # a plain state_dict of tensors: loads with weights_only=True
+            # a plain state_dict of tensors (loads with weights_only=True), in the source's dtypes if any
+            torch.save({k: v.to(dtypes.get(k, v.dtype)) for k, v in model.state_dict().items()}, tmp)
     if d.world > 1:
         torch.distributed.barrier()
     if not d.main:  # evaluation, TTT and the artifact are the main rank's
@@ -281,7 +299,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         ttt_out = strategy.run(model, ctx)
     prequant = base if ttt_out is None else diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n)
 
-    restored, report = quantize_round_trip(model, cfg, ds, out, device)
+    restored, report = quantize_round_trip(model, cfg, ds, out, device, dtypes)
     postquant = None
     if strategy.stage == "postquant":
         postquant = diagnose(restored, stream, cfg.eval, seq_len, device, 1, stream.n)

@@ -46,11 +46,13 @@ def ref():
 
 def ref_gpt(ref, vocab=VOCAB, tie=True, **shape):
     dims = {**SMALL, **shape}
+    torch.manual_seed(0)  # its nn.Linear init draws from the global generator: seeded, so runs repeat
     return ref.GPT(vocab_size=vocab, tie_embeddings=tie, tied_embed_init_std=0.005, logit_softcap=30.0,
                    rope_base=10000.0, qk_gain_init=1.5, **dims)
 
 
 def golf_gpt(vocab=VOCAB, tie=True, num_layers=3, model_dim=64, num_heads=4, num_kv_heads=2, mlp_mult=2):
+    torch.manual_seed(0)
     return GPT(ModelConfig(n_layer=num_layers, d_model=model_dim, n_head=num_heads, n_kv_head=num_kv_heads,
                            mlp_mult=float(mlp_mult), vocab_size=vocab, tie_embeddings=tie, max_seq_len=1024))
 
@@ -272,6 +274,19 @@ def test_training_stream_reads_like_the_reference(ref, tiny_dataset, world, accu
                 assert torch.equal(part[:, :-1], x) and torch.equal(part[:, 1:], y)
 
 
+def test_baseline_defaults_are_the_references():
+    """8 micro-batches per step in all (8 // world per rank), warmdown by time, bf16 embedding on CUDA."""
+    from golf.errors import GolfError
+    from golf.train import micro_batches
+
+    tc = build_config("baseline").train
+    assert (tc.grad_accum, tc.warmdown_mode, tc.bf16_embedding) == (0, "pg", True)
+    assert [micro_batches(tc, w) for w in (1, 2, 4, 8)] == [8, 4, 2, 1]  # train_gpt.py: 8 // WORLD_SIZE
+    with pytest.raises(GolfError, match="does not divide 8"):
+        micro_batches(tc, 3)
+    assert micro_batches(build_config("tiny").train, 2) == 1  # the CPU presets keep one micro-batch
+
+
 # ---------------------------------------------------------------------------------------------------------
 # golf import -> golf run --from, scored against the reference's eval_val
 # ---------------------------------------------------------------------------------------------------------
@@ -301,11 +316,15 @@ def reference_files(ref, tiny_dataset, tmp_path_factory):
         for p in model.parameters():
             p.mul_(0.15)
     ds = Dataset.open(tiny_dataset)
-    torch.save(model.state_dict(), out / "final_model.pt")
+    # as train_gpt.py saves it after CUDA training: the token embedding a bf16 tensor, the rest float32
+    state = model.state_dict()
+    state["tok_emb.weight"] = state["tok_emb.weight"].bfloat16()
+    model.load_state_dict(state)  # the reference model evaluated below holds exactly these values
+    torch.save(state, out / "final_model.pt")
     old = ref.INT8_KEEP_FLOAT_MAX_NUMEL
     ref.INT8_KEEP_FLOAT_MAX_NUMEL = 1024  # quantize this small model's matrices too (the baseline's are large)
     try:
-        obj, _ = ref.quantize_state_dict_int8(model.state_dict())
+        obj, _ = ref.quantize_state_dict_int8(state)
     finally:
         ref.INT8_KEEP_FLOAT_MAX_NUMEL = old
     buf = io.BytesIO()
@@ -328,6 +347,7 @@ def test_imported_checkpoint_scores_as_in_the_reference(reference_files, tiny_da
     assert _golf("import", pg / "final_model.pt", "--data", tiny_dataset, "--out", tmp_path / "imp") == 0
     info = json.loads((tmp_path / "imp" / "import.json").read_text())
     assert info["format"] == "pg_state_dict" and info["model"]["n_layer"] == 3
+    assert info["dtypes"] == ["bfloat16", "float32"]
     assert _golf("run", "--from", tmp_path / "imp", *RUN_FROM, "--out", tmp_path / "run") == 0
     result = json.loads((tmp_path / "run" / "result.json").read_text())
     loss, bpb, targets = scores["float"]
