@@ -412,6 +412,11 @@ def test_import_refuses_what_it_cannot_read(reference_files, tiny_dataset, tmp_p
         err = capsys.readouterr().err
         assert err.startswith("golf: error:") and message in err and err.count("\n") == 1, (name, err)
         assert not (tmp_path / name).exists()  # nothing half-written
+    taken = tmp_path / "taken"
+    taken.mkdir()
+    (taken / "result.json").write_text("{}")  # somebody's run folder: never replaced by an import
+    assert _golf("import", pg / "final_model.pt", "--out", taken) == 2
+    assert "not an earlier golf import" in capsys.readouterr().err and (taken / "result.json").exists()
     monkeypatch.setattr("golf.pgformat.MAX_DECOMPRESSED_BYTES", 1000)  # a bounded inflate: no zlib bomb
     assert _golf("import", pg / "final_model.int8.ptz", "--out", tmp_path / "bomb") == 2
     assert "more than 1000 bytes" in capsys.readouterr().err

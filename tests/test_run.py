@@ -58,6 +58,7 @@ def test_result_has_every_contract_key(run_dir):
     assert result["schema"] == 1 and result["artifact"]["limit"] == 16_000_000
     assert result["ttt"] == {**result["ttt"], "strategy": "none", "legal": True, "violations": []}
     assert result["eval"]["mode"] == "windows"
+    assert result["eval"]["protocol"] == "all"  # eval.protocol=auto on a corpus that is not FineWeb
     # every validation token after the first was scored, and val_bytes is the manifest's byte count
     manifest = json.loads((__import__("pathlib").Path(result["data"]["path"]) / "manifest.json").read_text())
     assert result["data"]["val_tokens_scored"] == manifest["val"]["tokens"] - 1
