@@ -181,6 +181,19 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
 # ---------------------------------------------------------------------------------------------------------
 
 
+def baselines_for(cfg: RunConfig, ds: Dataset, train_info: dict, val: np.ndarray, stream: ValidationStream,
+                  world: int) -> dict:
+    """n-gram baselines on the tokens this run's model consumed, scored on the targets its official pass
+    scored (golf/baselines.py); cached per (data, token budget, targets) beside the base-model cache."""
+    from golf.baselines import run_baselines
+
+    budget = {"steps": int(train_info["steps"]), "batch_tokens": cfg.train.batch_tokens,
+              "seq_len": cfg.train.seq_len, "world": world, "accum": cfg.train.grad_accum}
+    positions = np.flatnonzero(stream.scored > 0)
+    return run_baselines(ds, budget, val, positions, data_identity(ds),
+                         cache_root().parent / "baselines")
+
+
 def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> dict:
     """Run the whole pipeline into `out`; returns the result dict (also written as result.json)."""
     from golf.ttt.strategies import TTTContext, get_strategy, probe_split
@@ -233,6 +246,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
     postquant = postquant or official
     eval_s = time.perf_counter() - t_eval
     legal, violations = stream.verdict()
+    baselines = baselines_for(cfg, ds, train_info, val, stream, d.world)
 
     git_sha, dirty = git_state()
     result = {
@@ -250,7 +264,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
                  "val_bpb_prequant": prequant["val_bpb"], "val_bpb_postquant": postquant["val_bpb"],
                  "val_bpb": official["val_bpb"], "mode": cfg.eval.mode,
                  "stride": cfg.eval.stride if cfg.eval.mode == "sliding" else seq_len, "seq_len": seq_len,
-                 "wall_s": eval_s},
+                 "wall_s": eval_s, "baselines": baselines},
         "artifact": report,
         "ttt": {"strategy": cfg.ttt.strategy, "epochs": ttt_out.epochs if ttt_out else 0, "legal": legal,
                 "violations": violations, "per_epoch": ttt_out.per_epoch if ttt_out else [],
