@@ -71,6 +71,19 @@ def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
     return cfg
 
 
+def validation_tokens(ds: Dataset, data_cfg, bos_id: int) -> np.ndarray:
+    """The validation stream a run scores: all of it, or its first `max_val_docs` documents and/or
+    `max_val_tokens` tokens (a document starts at its BOS)."""
+    val = np.asarray(ds.val_tokens)
+    if data_cfg.max_val_docs:
+        starts = np.flatnonzero(val == bos_id)
+        if data_cfg.max_val_docs < starts.size:
+            val = val[: starts[data_cfg.max_val_docs]]
+    if data_cfg.max_val_tokens:
+        val = val[: data_cfg.max_val_tokens]
+    return val
+
+
 def data_identity(ds: Dataset) -> dict:
     """What makes two datasets the same for training: tokenizer and the training stream's shape."""
     sizes = [p.stat().st_size for p in ds.train_shards]
@@ -220,9 +233,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
         return {}
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
-    val = np.asarray(ds.val_tokens)
-    if cfg.data.max_val_tokens:
-        val = val[: cfg.data.max_val_tokens]
+    val = validation_tokens(ds, cfg.data, cfg.model.bos_id)
     stream = ValidationStream(val, ds.byte_table)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     ctx = TTTContext(cfg=cfg, stream=stream, dataset=ds, device=device, seq_len=seq_len,

@@ -173,3 +173,23 @@ def test_bad_input_fails_cleanly(tmp_path, tiny_dataset):
         proc = golf_run(tiny_dataset, out, *args, timeout=300)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert not (out / "result.json").exists()
+
+
+def test_max_val_docs_keeps_whole_documents(tiny_dataset):
+    import numpy as np
+
+    from golf.config import DataConfig
+    from golf.errors import GolfError
+    from golf.data.dataset import Dataset
+    from golf.run import validation_tokens
+
+    ds = Dataset.open(tiny_dataset)
+    full = np.asarray(ds.val_tokens)
+    starts = np.flatnonzero(full == 1)
+    assert starts.size == 4 and starts[0] == 0
+    two = validation_tokens(ds, DataConfig(max_val_docs=2), 1)
+    assert two.size == starts[2] and np.flatnonzero(two == 1).size == 2
+    assert validation_tokens(ds, DataConfig(max_val_docs=9), 1).size == full.size
+    assert validation_tokens(ds, DataConfig(max_val_docs=2, max_val_tokens=5), 1).size == 5
+    with pytest.raises(GolfError, match="max_val_docs"):
+        DataConfig(max_val_docs=-1)
