@@ -179,8 +179,8 @@ def test_max_val_docs_keeps_whole_documents(tiny_dataset):
     import numpy as np
 
     from golf.config import DataConfig
-    from golf.errors import GolfError
     from golf.data.dataset import Dataset
+    from golf.errors import GolfError
     from golf.run import validation_tokens
 
     ds = Dataset.open(tiny_dataset)
