@@ -14,6 +14,12 @@ noise (+-10% between identical runs) is larger than the target, so a bookkeeping
 same comparison on a 1-layer, width-16 model whose step costs a few milliseconds, over --probe-steps
 steps, gives what the trainer adds per step in absolute CPU milliseconds; `bookkeeping_pct_of_step` puts
 that against each preset's step time. GPU numbers belong to the GPU issue.
+
+MFU: `flops_per_token` is counted, not derived: one forward + backward of a training batch under
+`torch.utils.flop_counter.FlopCounterMode` (every matmul and attention product, forward and backward;
+elementwise ops, norms and the optimizer are not counted), divided by the batch's tokens. `peak_gflops` is
+this machine's measured fp32 matmul rate at the same threads (best of --repeats 2048 x 2048 products), so
+`mfu = flops_per_token * trainer_tokens_per_s / peak`: the share of what the machine's best matmul does.
 """
 
 from __future__ import annotations
@@ -106,6 +112,32 @@ def compare(cfg, ds, steps: int, repeats: int) -> dict:
             "bare_runs_cpu_s": [c for _, c in bare], "trainer_runs_cpu_s": [c for _, c in ours]}
 
 
+def matmul_peak_gflops(repeats: int, n: int = 2048) -> float:
+    """This machine's fp32 matmul rate (GFLOP/s): the best of `repeats` n x n products at torch's threads."""
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b  # warm-up
+    best = min(_timed(lambda: a @ b) for _ in range(repeats))
+    return 2 * n**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def flops_per_token(cfg, ds) -> float:
+    """Training FLOPs per token of one forward + backward, counted by torch's FlopCounterMode."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    torch.manual_seed(cfg.seed)
+    model = GPT(cfg.model)
+    batch = torch.from_numpy(TokenStream(ds).next_step(cfg.train.batch_tokens, cfg.train.seq_len, 1, 1))[0]
+    with FlopCounterMode(display=False) as counter:
+        model(batch[:, :-1], batch[:, 1:]).backward()
+    return counter.get_total_flops() / batch[:, 1:].numel()
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--presets", nargs="+", default=["tiny", "tiny1127", "tiny1550", "tiny1554"])
@@ -128,6 +160,8 @@ def main() -> None:
     # (in a profile the softcap's tanh and the cross-entropy ran 20-27% slower in the trainer's runs).
     common = ["train.log_every=1", f"model.vocab_size={ds.vocab_size}", "train.checkpoint=false",
               "train.warmdown_steps=0", "train.muon_momentum_warmup_steps=0"]
+    peak = matmul_peak_gflops(args.repeats)
+    print(json.dumps({"peak_gflops": peak}))
     probe = None
     if args.probe_steps > 0:
         cfg = build_config("tiny", overrides=[*PROBE, *common, f"train.max_steps={args.probe_steps}"])
@@ -137,6 +171,8 @@ def main() -> None:
     for preset in args.presets:
         cfg = build_config(preset, overrides=[*common, f"train.max_steps={args.steps}"])
         row = {"preset": preset, **compare(cfg, ds, args.steps, args.repeats)}
+        row["flops_per_token"] = flops_per_token(cfg, ds)
+        row["mfu"] = row["flops_per_token"] * row["trainer_tokens_per_s"] / (peak * 1e9)
         if probe is not None:  # the probe's absolute per-step cost as a share of this preset's step
             # (from the medians: one unusually fast run on either side moves the minimum of a 1 s run)
             row["bookkeeping_pct_of_step"] = probe["extra_cpu_ms_per_step_median"] / row["bare_ms_per_step"] * 100
@@ -144,7 +180,7 @@ def main() -> None:
         print(json.dumps(rows[-1]))
     result = {"benchmark": "train_throughput", "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
               "torch": torch.__version__, "threads": torch.get_num_threads(), "target_overhead_pct": 5.0,
-              "repeats": args.repeats, "bookkeeping_probe": probe, "presets": rows,
+              "repeats": args.repeats, "peak_gflops": peak, "bookkeeping_probe": probe, "presets": rows,
               "command": " ".join(["python", *sys.argv])}
     write_json(args.out, result)
 

@@ -38,10 +38,16 @@ from golf.quant import QuantConfig
 class DataConfig:
     path: str | None = None  # dataset directory; None = the offline default corpus (`golf data fetch`)
     max_val_tokens: int = 0  # 0 = the whole validation stream; >0 scores only its first N tokens (quick runs)
+    # 0 = every validation document; >0 scores only the first K whole documents (the default corpus's
+    # validation set is a stratified shuffle, so its first 64 sample every register). With both set, the
+    # stream ends at whichever comes first.
+    max_val_docs: int = 0
 
     def __post_init__(self):
         if self.max_val_tokens < 0:
             raise GolfError("data.max_val_tokens must be >= 0 (0 = whole validation stream)")
+        if self.max_val_docs < 0:
+            raise GolfError("data.max_val_docs must be >= 0 (0 = every validation document)")
 
 
 @dataclass

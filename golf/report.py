@@ -67,9 +67,15 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "eval.mode": "eval_mode",
     "train.wall_s": "train_wall_s",
     "eval.val_bpb_base": "val_bpb_base",
+    # count-based models of the run's own training tokens on its scored targets (golf/baselines.py)
+    "eval.baselines.unigram": "unigram",
+    "eval.baselines.bigram_kn": "bigram_kn",
+    "eval.baselines.trigram_kn": "trigram_kn",
 }
 NUMERIC = {"val_bpb", "val_bpb_prequant", "val_bpb_postquant", "bytes_total", "params", "train_wall_s",
-           "val_bpb_base"}
+           "val_bpb_base", "unigram", "bigram_kn", "trigram_kn"}
+# The n-gram baselines the summary sets each configuration against (margin = val_bpb - baseline).
+BASELINE_COLUMNS = ["bigram_kn", "trigram_kn"]
 
 # Columns that identify a configuration (runs sharing all of them are seeds of one cell), in table order.
 BASE_KEYS = ["preset", "strategy", "epochs", "legal", "quant", "compressor", "eval_mode"]
@@ -439,6 +445,9 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
             for field in ("mean", "std", "ci_low", "ci_high", "half_width"):
                 row[f"{metric}_{field}"] = s[field]
         row["fits_all"] = bool(group["fits"].all())
+        for name in BASELINE_COLUMNS:  # per-seed margin (val_bpb - baseline): < 0 means the model beats it
+            row[f"{name}_mean"] = stats.mean_std_ci(_finite(group[name]), CONFIDENCE)["mean"]
+            row[f"margin_{name}_mean"] = stats.mean_std_ci(_finite(group["val_bpb"] - group[name]), CONFIDENCE)["mean"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -449,6 +458,8 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
     shown = varying_keys(frame, keys) or ["strategy"]
     headers = [k.removeprefix("p_") for k in keys if k in shown]
     headers += ["val_bpb mean ± std", "95% CI", "n seeds", "pre-quant", "post-quant", "bytes_total", "fits"]
+    with_baselines = [b for b in BASELINE_COLUMNS if table[f"{b}_mean"].notna().any()]
+    headers += [h for b in with_baselines for h in (b, f"vs {b}")]
     rows = []
     for _, r in table.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
@@ -456,13 +467,18 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
         rows.append(_key_cells(key, keys, shown) + [
             f"{_fmt(val['mean'])} ± {_fmt(val['std'])}", _ci_text(val), str(r["n_seeds"]),
             _fmt(r["val_bpb_prequant_mean"]), _fmt(r["val_bpb_postquant_mean"]),
-            _fmt(r["bytes_total_mean"], "bytes"), "yes" if r["fits_all"] else "NO"])
+            _fmt(r["bytes_total_mean"], "bytes"), "yes" if r["fits_all"] else "NO"]
+            + [c for b in with_baselines for c in (_fmt(r[f"{b}_mean"]), _fmt(r[f"margin_{b}_mean"], "gain"))])
     text = f"# {study}: summary\n\n"
     text += (f"{len(frame)} runs read from `runs/*/result.json`"
              f"{f', {len(skipped)} skipped' if skipped else ''}. val_bpb is the official score "
              f"(round-tripped artifact, after TTT); mean ± sample std over seeds; 95% CI is the "
              f"Student-t interval of the mean (n-1 degrees of freedom, n/a for one seed). "
-             f"bytes_total is the mean over seeds; the limit is {BYTES_LIMIT:,} bytes.\n\n")
+             f"bytes_total is the mean over seeds; the limit is {BYTES_LIMIT:,} bytes."
+             + (" bigram_kn / trigram_kn: interpolated Kneser-Ney count models fitted on the training tokens"
+                " the run's model consumed and scored on its scored targets (`golf/baselines.py`); 'vs' is"
+                " the mean per-seed margin val_bpb - baseline (negative: the model beats it)."
+                if with_baselines else "") + "\n\n")
     text += _constants_line(frame, keys, shown)
     text += "\n" + _md_table(headers, rows)
     if figures:

@@ -47,6 +47,7 @@ from golf.train import (
     apply_param_dtypes,
     autocast,
     init_distributed,
+    micro_batches,
     pick_device,
     train,
 )
@@ -78,6 +79,19 @@ def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
     if cfg.model.vocab_size != vocab_size:
         cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": vocab_size})
     return cfg
+
+
+def validation_tokens(ds: Dataset, data_cfg, bos_id: int) -> np.ndarray:
+    """The validation stream a run scores: all of it, or its first `max_val_docs` documents and/or
+    `max_val_tokens` tokens (a document starts at its BOS)."""
+    val = np.asarray(ds.val_tokens)
+    if data_cfg.max_val_docs:
+        starts = np.flatnonzero(val == bos_id)
+        if data_cfg.max_val_docs < starts.size:
+            val = val[: starts[data_cfg.max_val_docs]]
+    if data_cfg.max_val_tokens:
+        val = val[: data_cfg.max_val_tokens]
+    return val
 
 
 def data_identity(ds: Dataset) -> dict:
@@ -243,6 +257,22 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
 # ---------------------------------------------------------------------------------------------------------
 
 
+def baselines_for(cfg: RunConfig, ds: Dataset, train_info: dict, val: np.ndarray, stream: ValidationStream,
+                  world: int) -> dict | None:
+    """n-gram baselines on the tokens this run's model consumed, scored on the targets its official pass
+    scored (golf/baselines.py); cached per (data, token budget, targets) beside the base-model cache.
+    None when golf did not train the model (`golf run --from` an import): its training tokens are unknown."""
+    from golf.baselines import run_baselines
+
+    if not train_info.get("steps"):
+        return None
+    budget = {"steps": int(train_info["steps"]), "batch_tokens": cfg.train.batch_tokens,
+              "seq_len": cfg.train.seq_len, "world": world, "accum": micro_batches(cfg.train, world)}
+    positions = np.flatnonzero(stream.scored > 0)
+    return run_baselines(ds, budget, val, positions, data_identity(ds),
+                         cache_root().parent / "baselines")
+
+
 def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, source: str | Path | None = None) -> dict:
     """Run the whole pipeline into `out`; returns the result dict (also written as result.json).
 
@@ -283,9 +313,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         return {}
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
-    val = np.asarray(ds.val_tokens)
-    if cfg.data.max_val_tokens:
-        val = val[: cfg.data.max_val_tokens]
+    val = validation_tokens(ds, cfg.data, cfg.model.bos_id)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     protocol = resolve_protocol(cfg.eval.protocol, ds.name)
     stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)
@@ -310,6 +338,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
     postquant = postquant or official
     eval_s = time.perf_counter() - t_eval
     legal, violations = stream.verdict()
+    baselines = baselines_for(cfg, ds, train_info, val, stream, d.world)
 
     git_sha, dirty = git_state()
     result = {
@@ -327,7 +356,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
                  "val_bpb_prequant": prequant["val_bpb"], "val_bpb_postquant": postquant["val_bpb"],
                  "val_bpb": official["val_bpb"], "mode": cfg.eval.mode, "protocol": protocol,
                  "stride": cfg.eval.stride if cfg.eval.mode == "sliding" else seq_len, "seq_len": seq_len,
-                 "wall_s": eval_s},
+                 "wall_s": eval_s, "baselines": baselines},
         "artifact": report,
         "ttt": {"strategy": cfg.ttt.strategy, "epochs": ttt_out.epochs if ttt_out else 0, "legal": legal,
                 "violations": violations, "per_epoch": ttt_out.per_epoch if ttt_out else [],

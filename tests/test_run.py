@@ -25,7 +25,7 @@ CONTRACT_KEYS = {
     "data": {"name", "val_tokens", "val_bytes", "tokenizer_sha256"},
     "model": {"preset", "params"},
     "train": {"steps", "tokens", "wall_s", "tokens_per_s"},
-    "eval": {"val_loss", "val_bpb_prequant", "val_bpb_postquant", "val_bpb", "mode", "stride"},
+    "eval": {"val_loss", "val_bpb_prequant", "val_bpb_postquant", "val_bpb", "mode", "stride", "baselines"},
     "artifact": {"bytes_model", "bytes_code", "bytes_total", "limit", "fits", "quant", "compressor", "path"},
     "ttt": {"strategy", "epochs", "legal", "violations", "per_epoch"},
     "env": {"golf", "torch", "device", "git_sha", "dirty"},
@@ -63,6 +63,27 @@ def test_result_has_every_contract_key(run_dir):
     manifest = json.loads((__import__("pathlib").Path(result["data"]["path"]) / "manifest.json").read_text())
     assert result["data"]["val_tokens_scored"] == manifest["val"]["tokens"] - 1
     assert result["data"]["val_bytes"] == manifest["val"]["bytes"]
+
+
+def test_baselines_are_fitted_on_the_runs_own_tokens(run_dir, tiny_dataset):
+    """eval.baselines is what golf.baselines gives for the run's training budget and scored targets, and
+    it is cached: a second computation reads the cache entry the run wrote."""
+    import numpy as np
+
+    from golf.baselines import BASELINES, NGramModel, consumed_training_windows
+    from golf.data.dataset import Dataset
+
+    result = json.loads((run_dir / "result.json").read_text())
+    got = result["eval"]["baselines"]
+    assert set(got) == set(BASELINES)
+    ds = Dataset.open(tiny_dataset)
+    tr = result["config"]["train"]
+    windows = consumed_training_windows(ds, result["train"]["steps"], tr["batch_tokens"], tr["seq_len"])
+    assert windows.size // (tr["seq_len"] + 1) * tr["seq_len"] == result["train"]["tokens"]
+    val = np.asarray(ds.val_tokens)
+    want = NGramModel(windows, ds.vocab_size, tr["seq_len"] + 1).score(val, np.arange(1, val.size), ds.byte_table)
+    assert got == pytest.approx(want, rel=1e-12)
+    assert got["trigram_kn"] < got["bigram_kn"] < got["unigram"]
 
 
 def test_byte_counts_are_file_sizes(run_dir):
@@ -155,3 +176,23 @@ def test_bad_input_fails_cleanly(tmp_path, tiny_dataset):
         proc = golf_run(tiny_dataset, out, *args, timeout=300)
         assert proc.returncode == 2 and message in proc.stderr and proc.stderr.count("\n") == 1, proc.stderr
         assert not (out / "result.json").exists()
+
+
+def test_max_val_docs_keeps_whole_documents(tiny_dataset):
+    import numpy as np
+
+    from golf.config import DataConfig
+    from golf.data.dataset import Dataset
+    from golf.errors import GolfError
+    from golf.run import validation_tokens
+
+    ds = Dataset.open(tiny_dataset)
+    full = np.asarray(ds.val_tokens)
+    starts = np.flatnonzero(full == 1)
+    assert starts.size == 4 and starts[0] == 0
+    two = validation_tokens(ds, DataConfig(max_val_docs=2), 1)
+    assert two.size == starts[2] and np.flatnonzero(two == 1).size == 2
+    assert validation_tokens(ds, DataConfig(max_val_docs=9), 1).size == full.size
+    assert validation_tokens(ds, DataConfig(max_val_docs=2, max_val_tokens=5), 1).size == 5
+    with pytest.raises(GolfError, match="max_val_docs"):
+        DataConfig(max_val_docs=-1)
