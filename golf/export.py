@@ -505,20 +505,16 @@ def flatten(entry: str, minify: bool = True, replace: dict[str, ast.expr] | None
     # 3. tree shaking over all top-level statements
     stmts = [(m, s) for m in fl.order for s in bodies[m]]
     binds = [_bound_names(s) for _, s in stmts]
+    refs = [_references(s) for _, s in stmts]
     keep = [not _is_definition(s) for _, s in stmts]
-    needed: set[str] = set()
+    needed: set[str] = set().union(*(r for r, k in zip(refs, keep) if k))
     changed = True
     while changed:
         changed = False
-        for i, (_, s) in enumerate(stmts):
-            if keep[i]:
-                refs = _references(s) - needed
-                if refs:
-                    needed |= refs
-                    changed = True
-        for i, (m, s) in enumerate(stmts):
+        for i in range(len(stmts)):
             if not keep[i] and binds[i] & needed:
                 keep[i] = changed = True
+                needed |= refs[i]
     broken = sorted(needed & set(errors))
     if broken:
         raise GolfError(f"bundle: {errors[broken[0]]}")
@@ -559,12 +555,30 @@ def exported_config(config: dict) -> dict:
     return out
 
 
+_CONFIG_SLOT = "__golf_export_config__"  # stands for the config literal in the cached flattened text
+
+
+def _sources_fingerprint() -> tuple:
+    """(path, mtime, size) of every golf source file: a flattening cached under it is never stale."""
+    root = Path(__file__).resolve().parent
+    return tuple((str(p), p.stat().st_mtime_ns, p.stat().st_size) for p in sorted(root.rglob("*.py")))
+
+
+@functools.lru_cache(maxsize=32)
+def _flat_body(strategy: str, minify: bool, fingerprint: tuple) -> str:
+    replace = {"CONFIG": ast.Name(_CONFIG_SLOT, ast.Load()), "TTT_STRATEGY": ast.Constant(strategy)}
+    body = flatten(ENTRY, minify=minify, replace=replace)
+    if body.count(_CONFIG_SLOT) != 1:
+        raise GolfError(f"golf export: {ENTRY} must assign CONFIG exactly once at module level")
+    return body
+
+
 def script_text(config: dict, wrap: bool = True) -> str:
     """train_gpt.py for a resolved run config: the flattened golf code and entry point, with the config
-    inlined; with `wrap`, minified and lzma + base85 wrapped in a one-line exec loader (as records ship)."""
-    literal = ast.parse(repr(exported_config(config)), mode="eval").body
-    strategy = ast.Constant(config["ttt"]["strategy"])
-    body = flatten(ENTRY, minify=wrap, replace={"CONFIG": literal, "TTT_STRATEGY": strategy})
+    inlined; with `wrap`, minified and lzma + base85 wrapped in a one-line exec loader (as records ship).
+    The flattening depends only on the TTT strategy (and golf's sources), so it is cached."""
+    cfg = exported_config(config)
+    body = _flat_body(cfg["ttt"]["strategy"], wrap, _sources_fingerprint()).replace(_CONFIG_SLOT, repr(cfg))
     if wrap:
         return wrap_code(body)
     head = ('"""Parameter Golf submission written by `golf export` (golf %s): golf\'s modules inlined, '
@@ -574,14 +588,14 @@ def script_text(config: dict, wrap: bool = True) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _script_bytes(config_json: str, wrap: bool) -> int:
+def _script_bytes(config_json: str, wrap: bool, fingerprint: tuple) -> int:
     return len(script_text(json.loads(config_json), wrap).encode("utf-8"))
 
 
 def script_bytes(config: dict, wrap: bool = True) -> int:
     """Byte size of the train_gpt.py `golf export` writes for this config: result.json's bytes_code.
-    Cached per config (one flattening costs a fraction of a second)."""
-    return _script_bytes(json.dumps(exported_config(config), sort_keys=True), wrap)
+    Cached per config and state of golf's sources."""
+    return _script_bytes(json.dumps(exported_config(config), sort_keys=True), wrap, _sources_fingerprint())
 
 
 def _read_run(run_dir: Path) -> tuple[dict, dict | None]:
