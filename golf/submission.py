@@ -32,7 +32,7 @@ import numpy as np
 import torch
 
 from golf.artifact import load_artifact, save_artifact
-from golf.data.dataset import BOS_ID, _find_tokenizer
+from golf.data.dataset import BOS_ID, _find_tokenizer, _vocab_from_dirname
 from golf.data.shards import read_shard
 from golf.evaluate import make_windows
 from golf.ledger import plain_windows
@@ -296,7 +296,8 @@ def main() -> None:
 
     code_bytes = os.path.getsize(__file__)
     log0(f"golf_export run_id:{args.run_id} python:{sys.version.split()[0]} torch:{torch.__version__}")
-    tokenizer = args.tokenizer_path or str(_find_tokenizer(Path(args.data_path), None))
+    data_dir = Path(args.data_path)  # golf: its .model inside; parameter-golf: ../../tokenizers/fineweb_<vocab>_bpe.model
+    tokenizer = args.tokenizer_path or str(_find_tokenizer(data_dir, _vocab_from_dirname(data_dir)))
     table = build_byte_table(load_tokenizer(tokenizer))
     model_cfg = ModelConfig(**{**args.model, "vocab_size": table.vocab_size})
     data = TrainShards(args.data_path)

@@ -51,15 +51,29 @@ def test_the_runner_cannot_import_golf(tmp_path):
     assert "No module named 'golf'" in proc.stderr  # the runner started the file; its import failed
 
 
+def parameter_golf_layout(dataset, root):
+    """The dataset as parameter-golf lays it out: data/datasets/fineweb10B_spV/fineweb_{train,val}_*.bin and
+    data/tokenizers/fineweb_V_bpe.model (no manifest)."""
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    vocab = manifest["vocab_size"]
+    shards = root / "data" / "datasets" / f"fineweb10B_sp{vocab}"
+    shards.mkdir(parents=True)
+    for f in sorted(dataset.glob(f"{manifest['name']}_*.bin")):
+        (shards / f.name.replace(f"{manifest['name']}_", "fineweb_", 1)).symlink_to(f)
+    (root / "data" / "tokenizers").mkdir()
+    (root / "data" / "tokenizers" / f"fineweb_{vocab}_bpe.model").symlink_to(dataset / manifest["tokenizer"]["file"])
+    return shards
+
+
 @pytest.mark.parametrize(
-    "overrides",
+    "overrides, layout",
     [
-        [],  # no TTT: the round trip alone
-        ["ttt.strategy=score_first", "ttt.probe=false", "ttt.chunk_tokens=1024", "ttt.epochs=1"],
+        ([], "golf"),  # no TTT: the round trip alone, on golf's dataset directory
+        (["ttt.strategy=score_first", "ttt.probe=false", "ttt.chunk_tokens=1024", "ttt.epochs=1"], "parameter-golf"),
     ],
-    ids=["none", "score_first"],
+    ids=["none-golf-data", "score_first-fineweb-names"],
 )
-def test_exported_script_runs_without_golf_and_prints_golfs_score(tiny_dataset, tmp_path, overrides):
+def test_exported_script_runs_without_golf_and_prints_golfs_score(tiny_dataset, tmp_path, overrides, layout):
     cfg = build_config("tiny", overrides=[f"data.path={tiny_dataset}", "train.max_steps=4",
                                           "data.max_val_tokens=3000", *overrides])
     result = run(cfg, tmp_path / "run")
@@ -71,7 +85,8 @@ def test_exported_script_runs_without_golf_and_prints_golfs_score(tiny_dataset, 
 
     work = tmp_path / "work"
     work.mkdir()
-    proc = run_isolated(script, tiny_dataset, work)
+    data = tiny_dataset if layout == "golf" else parameter_golf_layout(tiny_dataset, work)
+    proc = run_isolated(script, data, work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
     exact = re.search(r"^final_int8_zlib_roundtrip_exact val_loss:(\S+) val_bpb:(\S+)$", out, re.M)
@@ -79,6 +94,7 @@ def test_exported_script_runs_without_golf_and_prints_golfs_score(tiny_dataset, 
     # same seed, same steps, same machine: the same weights, so the same artifact and the same score
     assert exact.group(2) == f"{result['eval']['val_bpb']:.8f}"
     assert exact.group(1) == f"{result['eval']['val_loss']:.8f}"
+    assert ("tokenizers/fineweb_512_bpe.model" in out) == (layout == "parameter-golf")  # found as the reference's
     assert f"Code size: {size} bytes" in out
     assert f"Serialized model int8_zlib: {result['artifact']['bytes_model']} bytes" in out
     assert os.path.getsize(work / "final_model.golfart") == result["artifact"]["bytes_model"]
