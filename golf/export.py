@@ -270,6 +270,18 @@ class _Rename(ast.NodeTransformer):
             node.id = new
         return node
 
+    def visit_Global(self, node):
+        node.names = [self.scopes[0].get(n, n) for n in node.names]
+        return node
+
+
+def _is_main_guard(stmt: ast.stmt) -> bool:
+    """`if __name__ == "__main__":` (only the entry module's runs in the flattened file)."""
+    t = stmt.test if isinstance(stmt, ast.If) else None
+    return (isinstance(t, ast.Compare) and isinstance(t.left, ast.Name) and t.left.id == "__name__"
+            and len(t.comparators) == 1 and isinstance(t.comparators[0], ast.Constant)
+            and t.comparators[0].value == "__main__")
+
 
 class _Flattener:
     def __init__(self, entry: str):
@@ -500,7 +512,7 @@ def flatten(entry: str, minify: bool = True, replace: dict[str, ast.expr] | None
                         s.value = replace[t.id]
             consts = {k: v.value for k, v in replace.items() if isinstance(v, ast.Constant)}
             body = [ast.fix_missing_locations(_Fold(consts).visit(s)) for s in body]
-        bodies[m] = [s for s in body if not isinstance(s, ast.Pass)
+        bodies[m] = [s for s in body if not isinstance(s, ast.Pass) and (m == entry or not _is_main_guard(s))
                      and not (isinstance(s, ast.Expr) and isinstance(s.value, ast.Constant))]  # module docstrings
     # 3. tree shaking over all top-level statements
     stmts = [(m, s) for m in fl.order for s in bodies[m]]
@@ -527,9 +539,15 @@ def flatten(entry: str, minify: bool = True, replace: dict[str, ast.expr] | None
             continue
         if isinstance(s, (ast.Import, ast.ImportFrom)):
             for a in s.names:
-                one = ast.Import([a]) if isinstance(s, ast.Import) else ast.ImportFrom(s.module, [a], s.level)
+                bound = a.asname or a.name.split(".")[0]
+                name = flat.get((m, bound), bound)  # an import renamed for a clash binds the new name
+                if isinstance(s, ast.Import):
+                    target = a.name if a.asname else bound
+                    one = ast.Import([ast.alias(target, None if name == target else name)])
+                else:
+                    one = ast.ImportFrom(s.module, [ast.alias(a.name, None if name == a.name else name)], s.level)
                 text = ast.unparse(one)
-                if (a.asname or a.name.split(".")[0]) in needed and text not in seen_imports:
+                if name in needed and text not in seen_imports:
                     seen_imports.add(text)
                     imports.append(text)
             continue
