@@ -563,6 +563,7 @@ def flatten(entry: str, minify: bool = True, replace: dict[str, ast.expr] | None
 
 ENTRY = "golf.submission"  # the exported script's own code (train, quantize, round trip, TTT, score)
 SCRIPT_NAME = "train_gpt.py"
+RECORD_FILES = (SCRIPT_NAME, "submission.json", "README.md")
 
 
 def exported_config(config: dict) -> dict:
@@ -696,6 +697,10 @@ def export(run_dirs: list[str | Path] | None = None, out: str | Path = "export",
                 raise GolfError(f"golf export: {rd} has another config than {run_dirs[0]} (only the seed may differ)")
     if config is None:
         raise GolfError("golf export: give a run folder or a config")
+    out = Path(out)
+    if out.exists() and not (out.is_dir() and {p.name for p in out.iterdir()} <= set(RECORD_FILES)):
+        # the folder is replaced whole: only an earlier export may be overwritten, never other files
+        raise GolfError(f"golf export: {out} exists and is not a golf export folder; choose a new --out")
     text = script_text(config, wrap)
     size = len(text.encode("utf-8"))
     for r in results:

@@ -151,3 +151,7 @@ def test_export_bad_input_is_one_line_and_writes_nothing(tmp_path, capsys, tiny_
     with pytest.raises(Exception, match="another config"):
         export([tmp_path / "a", tmp_path / "b"], out)
     assert not out.exists()
+    # the record folder is replaced whole, so an --out holding anything but an earlier export is refused
+    assert cli_main(["export", str(tmp_path / "a"), "--out", str(tmp_path)]) == 2
+    assert "is not a golf export folder" in capsys.readouterr().err
+    assert (tmp_path / "a" / "config.json").exists()
