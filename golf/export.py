@@ -1,32 +1,40 @@
-"""Flatten golf modules into one plain Python file: the body of an exported `train_gpt.py`.
+"""`golf export`: a runnable parameter-golf record (train_gpt.py, submission.json, README.md) from a run.
 
-A submission is one script that runs with only third-party packages installed, and `golf check` must be
-able to read all of it (an `exec` of a string it cannot decode makes its verdict `unknown`). So the golf
-code a script needs is not embedded as strings behind an import hook: it is *inlined*, one module after
-the other, as ordinary top-level definitions.
+train_gpt.py is golf's own code: the entry point `golf/submission.py` and every golf function it uses,
+flattened into one plain Python file (`flatten`), with the run's resolved config inlined. Its size is
+`artifact.bytes_code` in result.json (`script_bytes`), so bytes_total and fits describe a file that exists.
+
+Why flattened, not embedded: a submission is one script that runs with only third-party packages
+installed, and `golf check` must be able to read all of it (an `exec` of a string it cannot decode makes
+its verdict `unknown`). So the golf code is not hidden as strings behind an import hook: it is *inlined*,
+one module after the other, as ordinary top-level definitions.
 
 How (`flatten`):
 1. Starting from the entry module, every golf module it imports (at module level or inside functions),
    and so on, is parsed. Modules are ordered so that a module comes after the modules it imports at
    module level (the order Python's own imports would run them in).
-2. Golf imports disappear. `from golf.x import y as z` becomes `z = y` when the names differ (or nothing);
-   `from golf import qat` followed by `qat.attach(...)` becomes `attach(...)`. A name is resolved through
-   re-exports (`from golf.quant import QuantizedState` finds golf.quant.state's class).
+2. Golf imports disappear. At module level `from golf.x import y as z` renames z to y in that module;
+   inside a function it becomes `z = y`; `from golf import qat` followed by `qat.attach(...)` becomes
+   `attach(...)`. A name is resolved through re-exports (`from golf.quant import QuantizedState` finds
+   golf.quant.state's class).
 3. Two modules defining the same top-level name differently: the later one's is renamed `name__module`
    in its module (scope-aware: a function's own local of that name is left alone).
-4. Tree shaking: only the top-level statements the entry needs, transitively, are kept (a definition is
+4. The entry's `if TTT_STRATEGY == "...":` branches are decided (`_Fold`), so only the configured
+   strategy's path remains.
+5. Tree shaking: only the top-level statements the entry needs, transitively, are kept (a definition is
    kept when a kept statement names it; statements that define nothing, like a registry fill, are kept
    whole). This is what keeps unreachable code out: `golf check` calls a script `unknown` when it holds
    gradient code it cannot reach, and every byte counts against the 16 MB.
-5. Third-party and standard imports are hoisted, one statement per distinct binding.
+6. Third-party and standard imports are hoisted, one statement per distinct binding.
 
-Annotations are not references (they are strings under `from __future__ import annotations`, which every
-golf module uses), so a type named only in an annotation pulls nothing in. With `minify`, docstrings and
-argument/return annotations are dropped; dataclass fields keep theirs (dataclasses reads them).
+Annotations are not references (they are strings under postponed evaluation, which every golf module
+uses), so a type named only in an annotation pulls nothing in. With `minify` (the wrapped form),
+docstrings and argument/return annotations are dropped; dataclass fields keep theirs (dataclasses reads
+them). Module docstrings and other modules' `__main__` blocks are always dropped.
 
-Anything the flattener cannot express (a golf module used as a value, `import golf`, a star import)
-raises GolfError naming the module and line, so a new pattern in golf fails the export loudly instead of
-writing a broken script.
+Anything the flattener cannot express (a golf module used as a value, a star import, a name it cannot
+resolve) raises GolfError naming the module and line, but only if the code holding it is kept, so a new
+pattern in golf fails the export loudly instead of writing a broken script.
 """
 
 from __future__ import annotations
