@@ -51,6 +51,7 @@ from golf import __version__
 from golf.artifact import wrap_code
 from golf.errors import GolfError
 from golf.io import atomic_dir, write_json, write_text
+from golf.ttt.strategies import STRATEGY_CLASSES
 
 
 def _is_golf(name: str | None) -> bool:
@@ -646,11 +647,16 @@ def _readme(name: str, config: dict, results: list[dict], script_bytes_: int, wr
     rows = "\n".join(f"| {r['seed']} | {r['val_bpb']:.8f} | {r['bytes_total']:,} |" for r in results)
     seeds = " ".join(str(r["seed"]) for r in results) or str(config["seed"])
     probe = ttt["strategy"] not in ("none", "train_slice") and ttt.get("probe")
+    vocab = config["model"]["vocab_size"]  # the parameter-golf names of that vocabulary's data
+    illegal = ("**Not a valid record**: this TTT strategy trains on validation tokens before scoring them "
+               "(golf's token ledger and `golf check` call it illegal); exported for study.\n\n"
+               if STRATEGY_CLASSES[ttt["strategy"]].declared_illegal else "")
     return f"""# {name}
 
 Written by `golf export` (golf {__version__}) from a golf run; preset `{config.get("preset")}`,
 quantization `{quant["method"]}` + `{quant["compressor"]}`, TTT `{ttt["strategy"]}`.
-`train_gpt.py` ({script_bytes_:,} bytes{", lzma + base85 wrapped" if wrapped else ""}) holds golf's model, optimizer,
+
+{illegal}`train_gpt.py` ({script_bytes_:,} bytes{", lzma + base85 wrapped" if wrapped else ""}) holds golf's model, optimizer,
 trainer, quantizer, compressor and artifact code inlined, and runs with torch, numpy, sentencepiece, zstandard and
 brotli installed (no golf).
 
@@ -659,8 +665,8 @@ brotli installed (no golf).
 ```bash
 # 8 GPUs, the challenge's 10-minute budget (set ITERATIONS / MAX_WALLCLOCK_SECONDS as the record needs)
 for SEED in {seeds}; do
-  RUN_ID=seed$SEED SEED=$SEED DATA_PATH=./data/datasets/fineweb10B_sp1024 \\
-  TOKENIZER_PATH=./data/tokenizers/fineweb_1024_bpe.model MAX_WALLCLOCK_SECONDS=600 \\
+  RUN_ID=seed$SEED SEED=$SEED DATA_PATH=./data/datasets/fineweb10B_sp{vocab} \\
+  TOKENIZER_PATH=./data/tokenizers/fineweb_{vocab}_bpe.model MAX_WALLCLOCK_SECONDS=600 \\
   torchrun --standalone --nproc_per_node=8 train_gpt.py
 done
 # one process (CPU or one GPU)
