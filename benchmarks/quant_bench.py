@@ -34,7 +34,7 @@ from pathlib import Path
 
 import torch
 
-from golf.artifact import code_bytes, entropy_bound_bytes, payload_bytes, save_artifact
+from golf.artifact import entropy_bound_bytes, payload_bytes, save_artifact
 from golf.compress import COMPRESSORS
 from golf.io import write_json
 from golf.quant import QuantConfig, quantize_state_dict
@@ -187,7 +187,11 @@ def main(argv: list[str] | None = None) -> dict:
                         file=sys.stderr,
                     )
 
-    result["code_bytes"] = {"minified": code_bytes(minify=True), "plain": code_bytes(minify=False)}
+    from golf.config import build_config
+    from golf.export import script_bytes
+
+    baseline = build_config("baseline").to_dict()  # the exported train_gpt.py of the baseline preset
+    result["code_bytes"] = {"wrapped": script_bytes(baseline, wrap=True), "plain": script_bytes(baseline, wrap=False)}
     print(json.dumps(result, indent=2))
     if args.out:
         write_json(args.out, result)

@@ -23,15 +23,13 @@ elements wider than one byte is byte-shuffled (see golf.compress) in place; the 
 Integrity: a file shorter than its header, a stream that does not decompress, a payload of the wrong
 length or with the wrong sha256 all raise GolfError naming the file ("truncated" / "checksum mismatch").
 
-Code bytes (`code_bytes`): see its docstring for the exact definition.
+Code bytes (`code_bytes`): the size of the exported train_gpt.py (golf.export); see its docstring.
 """
 
 from __future__ import annotations
 
-import ast
 import base64
 import hashlib
-import importlib.util
 import json
 import lzma
 import math
@@ -45,7 +43,7 @@ import torch
 
 from golf.compress import byte_shuffle, byte_unshuffle, compress, decompress
 from golf.errors import GolfError
-from golf.io import write_bytes, write_text
+from golf.io import write_bytes
 from golf.quant import QuantConfig
 from golf.quant.state import DTYPES, QuantizedState, TensorRecord
 
@@ -404,129 +402,8 @@ def inspect_artifact(path: str | os.PathLike) -> dict[str, Any]:
 # Code bytes
 # ---------------------------------------------------------------------------------------------------------
 
-DEFAULT_CODE_MODULES = (
-    "golf.model",
-    "golf.optim",
-    "golf.train",
-    "golf.metric",
-    "golf.evaluate",
-    "golf.quant.*",
-    "golf.compress",
-    "golf.artifact",
-)
-
-# The bundle's module loader: a meta-path finder serving the embedded sources by module name, so
-# `import golf.x` inside the bundle works without golf being installed. Written compactly on purpose:
-# these bytes are counted.
-_BUNDLE_LOADER = (
-    "import sys,importlib.abc as A,importlib.util as U\n"
-    "class F(A.MetaPathFinder,A.Loader):\n"
-    " def find_spec(s,n,p=None,t=None):return U.spec_from_loader(n,s,is_package=n in P)if n in S else None\n"
-    " def create_module(s,c):return None\n"
-    " def exec_module(s,m):exec(compile(S[m.__name__],m.__name__,'exec'),m.__dict__)\n"
-    "sys.meta_path.insert(0,F())\n"
-)
 # The self-extracting wrapper (as records ship their scripts): {} is the base85 text of the lzma bytes.
 _WRAPPER = 'import lzma,base64;exec(lzma.decompress(base64.b85decode("{}")))\n'
-
-
-def _spec_files(modname: str) -> tuple[Path, bool] | None:
-    """(source file, is_package) of a module, or None if it does not exist (yet)."""
-    try:
-        spec = importlib.util.find_spec(modname)
-    except (ImportError, ValueError):
-        return None
-    if spec is None or not spec.origin or not spec.origin.endswith(".py"):
-        return None
-    return Path(spec.origin), spec.submodule_search_locations is not None
-
-
-def _expand(pattern: str) -> list[str]:
-    """'golf.quant.*' -> the package and every module under it; 'golf.x' -> ['golf.x'] if it exists."""
-    if pattern.endswith(".*"):
-        pkg = pattern[:-2]
-        found = _spec_files(pkg)
-        if found is None or not found[1]:
-            return []
-        root = found[0].parent
-        names = [pkg]
-        for f in sorted(root.rglob("*.py")):
-            rel = f.relative_to(root).with_suffix("")
-            parts = [p for p in rel.parts if p != "__init__"]
-            if parts:
-                names.append(".".join([pkg, *parts]))
-        return names
-    return [pattern] if _spec_files(pattern) else []
-
-
-def _golf_imports(modname: str, source: str, is_package: bool) -> set[str]:
-    """golf modules imported by `source` (absolute and relative), as dotted names that exist."""
-    out: set[str] = set()
-    package = modname if is_package else modname.rpartition(".")[0]
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            out.update(a.name for a in node.names)
-        elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")[: len(package.split(".")) - node.level + 1]
-                mod = ".".join(base + ([node.module] if node.module else []))
-            else:
-                mod = node.module or ""
-            out.add(mod)
-            out.update(f"{mod}.{a.name}" for a in node.names)  # `from golf.quant import gptq`
-    return {m for m in out if (m == "golf" or m.startswith("golf.")) and _spec_files(m)}
-
-
-def _strip_docstrings(tree: ast.AST) -> ast.AST:
-    """Remove module/class/function docstrings (comments vanish in ast.unparse by themselves)."""
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
-            body = node.body
-            if (
-                body
-                and isinstance(body[0], ast.Expr)
-                and isinstance(body[0].value, ast.Constant)
-                and isinstance(body[0].value.value, str)
-            ):
-                body.pop(0)
-                if not body and not isinstance(node, ast.Module):
-                    body.append(ast.Pass())
-    return tree
-
-
-def code_bundle(modules: list[str] | None = None, minify: bool = True, entry: str = "") -> str:
-    """The single-file submission text for `modules` (default DEFAULT_CODE_MODULES) and their golf imports.
-
-    Modules that do not exist yet are skipped; every golf module they import (and their parent
-    packages) is added, so the bundle is self-contained. With `minify`, docstrings and comments are
-    removed (ast round trip; the code is unchanged). `entry` is appended as the bundle's last lines
-    (e.g. "from golf.train import main\\nmain()").
-    """
-    wanted: list[str] = []
-    for pattern in modules if modules is not None else DEFAULT_CODE_MODULES:
-        wanted.extend(_expand(pattern))
-    sources: dict[str, str] = {}
-    packages: set[str] = set()
-    queue = list(wanted)
-    while queue:
-        name = queue.pop(0)
-        if name in sources:
-            continue
-        found = _spec_files(name)
-        if found is None:
-            continue
-        path, is_package = found
-        text = path.read_text(encoding="utf-8")
-        if minify:
-            text = ast.unparse(_strip_docstrings(ast.parse(text)))
-            compile(text, name, "exec")  # the minified module must still be valid Python
-        sources[name] = text
-        if is_package:
-            packages.add(name)
-        parents = [".".join(name.split(".")[:i]) for i in range(1, name.count(".") + 1)]
-        queue.extend(parents + sorted(_golf_imports(name, text, is_package)))
-    ordered = {k: sources[k] for k in sorted(sources)}
-    return f"S={ordered!r}\nP={sorted(packages)!r}\n" + _BUNDLE_LOADER + entry
 
 
 def wrap_code(text: str) -> str:
@@ -535,25 +412,12 @@ def wrap_code(text: str) -> str:
     return _WRAPPER.format(base64.b85encode(packed).decode("ascii"))
 
 
-def code_bytes(modules: list[str] | None = None, minify: bool = True, entry: str = "") -> int:
-    """Bytes of the code a submission built from this run must ship.
+def code_bytes(config: dict) -> int:
+    """Bytes of the code a submission of this run ships: the size of the train_gpt.py that `golf export`
+    writes for the run's resolved config (golf.export.script_bytes: golf's modules flattened into one file,
+    minified, lzma-compressed and base85-wrapped in the one-line loader
+    `import lzma,base64;exec(lzma.decompress(base64.b85decode("...")))`). Third-party packages (torch,
+    numpy, ...) are not counted, as in the challenge."""
+    from golf.export import script_bytes  # golf.export inlines this module: imported late, no cycle
 
-    Definition: `code_bundle(modules, minify, entry)` (the golf modules needed to build the model,
-    load and dequantize the artifact, train and evaluate: by default golf.model, golf.optim,
-    golf.train, golf.metric, golf.evaluate, golf.quant.*, golf.compress, golf.artifact, those that
-    exist, plus every golf module they import; sources embedded in one file with a 6-line import hook),
-    lzma-compressed (preset 9 extreme), base85-encoded and wrapped in the one-line loader
-    `import lzma,base64;exec(lzma.decompress(base64.b85decode("...")))` plus a newline. The count is the
-    UTF-8 length of that whole line: a real, runnable file (`write_code_bundle` writes it). Third-party
-    packages (torch, numpy, ...) are not counted, as in the challenge.
-    """
-    return len(wrap_code(code_bundle(modules, minify, entry)).encode("utf-8"))
-
-
-def write_code_bundle(
-    path: str | os.PathLike, modules: list[str] | None = None, minify: bool = True, entry: str = ""
-) -> int:
-    """Write the self-extracting code file whose length `code_bytes` reports; return its size."""
-    text = wrap_code(code_bundle(modules, minify, entry))
-    write_text(path, text)
-    return os.path.getsize(path)
+    return script_bytes(config)

@@ -136,9 +136,13 @@ def cmd_artifact_inspect(args) -> int:
 
     report = inspect_artifact(args.path)
     bytes_model = report["totals"]["bytes_file"]
-    bytes_code = code_bytes()
-    report.update({"bytes_model": bytes_model, "bytes_code": bytes_code, "bytes_total": bytes_model + bytes_code,
-                   "limit": LIMIT_BYTES, "fits": bytes_model + bytes_code <= LIMIT_BYTES})
+    config = Path(args.path).parent / "config.json"  # code bytes are those of the run's exported script
+    bytes_code = code_bytes(json.loads(config.read_text())) if config.is_file() else None
+    total = None if bytes_code is None else bytes_model + bytes_code
+    report.update({"bytes_model": bytes_model, "bytes_code": bytes_code, "bytes_total": total,
+                   "limit": LIMIT_BYTES, "fits": None if total is None else total <= LIMIT_BYTES})
+    if args.strict and total is None:
+        raise GolfError(f"{args.path}: no config.json beside it (a run folder's): code bytes unknown, cannot check the limit")
     if args.json:
         _print_json(report)
     else:
@@ -169,6 +173,27 @@ def cmd_check(args) -> int:
     from golf.check import main as check_main
 
     return check_main([args.script] + (["--json"] if args.json else []))
+
+
+def cmd_export(args) -> int:
+    from golf.config import build_config
+    from golf.export import SCRIPT_NAME, export
+    from golf.ttt.strategies import STRATEGY_CLASSES
+
+    if args.runs and (args.preset or args.set):
+        raise GolfError("golf export: give run folders or --preset/-s, not both")
+    if not args.runs and not args.preset:
+        raise GolfError("golf export: give a run folder (RUN_DIR) or --preset")
+    config = None if args.runs else build_config(preset=args.preset, overrides=args.set).to_dict()
+    sub = export(args.runs, args.out, config=config, wrap=not args.no_wrap, name=args.name)
+    if STRATEGY_CLASSES[sub["ttt"]].declared_illegal:
+        print(f"golf: warning: ttt.strategy={sub['ttt']} trains on validation tokens before scoring them; "
+              "the leaderboard does not accept this record", file=sys.stderr)
+    if args.json:
+        _print_json(sub)
+    else:
+        print(f"{Path(args.out) / SCRIPT_NAME}: {sub['bytes_code']:,} bytes; submission.json, README.md")
+    return 0
 
 
 def cmd_study_run(args) -> int:
@@ -258,6 +283,16 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("script")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
+
+    e = sub.add_parser("export", help="a runnable parameter-golf record folder (train_gpt.py without golf)")
+    e.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folder(s); several seeds of one config")
+    e.add_argument("--out", required=True, help="record folder to write")
+    e.add_argument("--preset", help="export a preset (with -s overrides) instead of a run")
+    e.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("--no-wrap", action="store_true", help="plain, readable source instead of lzma + base85")
+    e.add_argument("--name", help="record name for submission.json")
+    e.add_argument("--json", action="store_true")
+    e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("study", help="papermill studies").add_subparsers(dest="study_command", required=True)
     sr = s.add_parser("run", help="run a study grid (cached, resumable)")

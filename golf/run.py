@@ -247,7 +247,7 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
     quant_s = time.perf_counter() - t0
     restored = GPT(cfg.model)
     restored.load_state_dict(dequantize_state(art.load_artifact(path)), strict=True)
-    report = art.byte_report(path, art.code_bytes())
+    report = art.byte_report(path, art.code_bytes(cfg.to_dict()))  # the size of `golf export`'s train_gpt.py
     report["quant_s"] = quant_s
     return restored.to(device), report
 

@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,12 +13,9 @@ from torch import nn
 from golf.artifact import (
     FILE_HEADER_BYTES,
     byte_report,
-    code_bundle,
-    code_bytes,
     inspect_artifact,
     load_artifact,
     save_artifact,
-    write_code_bundle,
 )
 from golf.compress import COMPRESSORS, byte_shuffle, byte_unshuffle, compress, decompress
 from golf.errors import GolfError
@@ -226,53 +221,3 @@ def test_inspect_totals_are_consistent_with_the_file(tmp_path):
     assert tot["file_over_entropy_bound"] == pytest.approx(size / tot["entropy_bound_bytes"])
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Code bytes
-# ---------------------------------------------------------------------------------------------------------
-
-
-def test_code_bytes_counts_a_real_runnable_bundle(tmp_path):
-    _, cfg, qs = quantized("int8", compressor="zstd", shuffle=True)
-    art = tmp_path / "a.golf"
-    save_artifact(art, qs, cfg)
-    mods = ["golf.quant.*", "golf.compress", "golf.artifact"]
-    entry = (
-        "import sys,golf.artifact as A,golf.quant as Q\n"
-        "assert getattr(A,'__file__',None) is None  # served from the bundle, not the installed package\n"
-        "d=Q.dequantize_state(A.load_artifact(sys.argv[1]))\n"
-        "print(repr(sum(float(t.double().abs().sum()) for t in d.values())))\n"
-    )
-    bundle_path = tmp_path / "submission.py"
-    n = write_code_bundle(bundle_path, mods, entry=entry)
-    assert n == os.path.getsize(bundle_path) == code_bytes(mods, entry=entry)
-    assert bundle_path.read_text().startswith("import lzma,base64;exec(")
-    # run it in a fresh interpreter from an unrelated directory
-    out = subprocess.run(
-        [sys.executable, str(bundle_path), str(art)],
-        cwd=tmp_path,
-        check=False,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert out.returncode == 0, out.stderr[-2000:]
-    expected = sum(float(t.double().abs().sum()) for t in dequantize_state(qs).values())
-    assert float(out.stdout.strip()) == expected
-
-
-def test_code_bundle_closure_and_missing_modules():
-    text = code_bundle(["golf.artifact"], minify=True)
-    # golf.artifact imports golf.quant, golf.compress, golf.io, golf.errors: all pulled in with parents
-    for mod in (
-        "'golf'",
-        "'golf.quant'",
-        "'golf.quant.gptq'",
-        "'golf.compress'",
-        "'golf.io'",
-        "'golf.errors'",
-    ):
-        assert mod in text
-    assert code_bytes(["golf.does_not_exist"]) < code_bytes(["golf.compress"]) < code_bytes(["golf.artifact"])
-    # minification removes docstrings and comments, never code
-    assert code_bytes(["golf.artifact"], minify=True) < code_bytes(["golf.artifact"], minify=False)
-    assert code_bytes() > 0  # the default module list works whichever modules exist yet

@@ -46,6 +46,7 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import re
 import sys
 from dataclasses import dataclass
@@ -422,7 +423,8 @@ class Analyzer:
         self.loop_lines[loop_id] = node.lineno
         label = ("iter", loop_id)
         items = self.eval(node.iter if not isinstance(node, ast.While) else node.test, frame)
-        element = join(*items.items) if isinstance(items, Tup) and items.items else flat(items)
+        # a loop over a tuple literal of any length (join takes two values at a time)
+        element = functools.reduce(join, items.items) if isinstance(items, Tup) and items.items else flat(items)
         before, record = dict(frame.env), self.record
         # loop-carried names vary per iteration, unless they already held validation tokens on entry
         # (`x = x[perm]` reshuffles the same tokens, it does not move to new ones)
