@@ -33,6 +33,18 @@ def resolve_protocol(protocol: str, dataset_name: str) -> str:
     return "pg" if dataset_name == FINEWEB_NAME else "all"
 
 
+def validation_subset(tokens: np.ndarray, data_cfg, bos_id: int) -> np.ndarray:
+    """The validation stream a run scores: all of it, or its first `data.max_val_docs` documents and/or
+    `data.max_val_tokens` tokens (a document starts at its BOS; with both set, whichever ends first)."""
+    if data_cfg.max_val_docs:
+        starts = np.flatnonzero(tokens == bos_id)
+        if data_cfg.max_val_docs < starts.size:
+            tokens = tokens[: starts[data_cfg.max_val_docs]]
+    if data_cfg.max_val_tokens:
+        tokens = tokens[: data_cfg.max_val_tokens]
+    return tokens
+
+
 def official_tokens(tokens: np.ndarray, protocol: str, seq_len: int) -> np.ndarray:
     """The validation tokens whose targets are official: all of them, or (pg) the baseline's prefix."""
     if protocol == "all":

@@ -36,7 +36,7 @@ from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
 from golf.errors import GolfError
-from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol
+from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol, validation_subset
 from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
@@ -79,19 +79,6 @@ def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
     if cfg.model.vocab_size != vocab_size:
         cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": vocab_size})
     return cfg
-
-
-def validation_tokens(ds: Dataset, data_cfg, bos_id: int) -> np.ndarray:
-    """The validation stream a run scores: all of it, or its first `max_val_docs` documents and/or
-    `max_val_tokens` tokens (a document starts at its BOS)."""
-    val = np.asarray(ds.val_tokens)
-    if data_cfg.max_val_docs:
-        starts = np.flatnonzero(val == bos_id)
-        if data_cfg.max_val_docs < starts.size:
-            val = val[: starts[data_cfg.max_val_docs]]
-    if data_cfg.max_val_tokens:
-        val = val[: data_cfg.max_val_tokens]
-    return val
 
 
 def data_identity(ds: Dataset) -> dict:
@@ -313,7 +300,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         return {}
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
-    val = validation_tokens(ds, cfg.data, cfg.model.bos_id)
+    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, cfg.model.bos_id)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     protocol = resolve_protocol(cfg.eval.protocol, ds.name)
     stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)

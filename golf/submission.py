@@ -34,7 +34,7 @@ import torch
 from golf.artifact import load_artifact, save_artifact
 from golf.data.dataset import BOS_ID, _find_tokenizer, _vocab_from_dirname
 from golf.data.shards import read_shard
-from golf.evaluate import make_windows
+from golf.evaluate import make_windows, official_tokens, resolve_protocol, validation_subset
 from golf.ledger import plain_windows
 from golf.metric import BpbMeter, build_byte_table, load_tokenizer
 from golf.model import GPT, ModelConfig
@@ -106,7 +106,7 @@ class Hyperparameters:
         self.train = SimpleNamespace(**cfg["train"])
         self.eval = SimpleNamespace(**cfg["eval"])
         self.ttt = SimpleNamespace(**cfg["ttt"])
-        self.max_val_tokens = cfg["data"]["max_val_tokens"]
+        self.data = SimpleNamespace(**cfg["data"])
         if "VAL_BATCH_SIZE" in os.environ:  # tokens per evaluation batch, as in the reference
             self.eval.batch_seqs = max(1, int(os.environ["VAL_BATCH_SIZE"]) // (self.eval.seq_len or self.train.seq_len))
         seed = SEED_DEFAULTS.get(self.ttt.strategy, {"epochs": 0, "lr": 0.0})
@@ -137,16 +137,19 @@ class TrainShards:
         return read_shard(self.train_shards[index])
 
 
-def load_validation_tokens(directory: str, limit: int) -> torch.Tensor:
-    """The whole validation stream (BOS-separated documents) as int64, or its first `limit` tokens."""
+def load_validation_tokens(directory: str, args, seq_len: int) -> tuple[torch.Tensor, str]:
+    """The official validation targets as golf's run scores them (the config's documents/tokens, then the
+    eval protocol: FineWeb's `pg` range by default) as int64, and the protocol used."""
     files = sorted(glob.glob(os.path.join(directory, "fineweb_val_*.bin")))
-    files = files or sorted(glob.glob(os.path.join(directory, "*_val_[0-9][0-9][0-9][0-9][0-9][0-9].bin")))
+    name = "fineweb"
+    if not files:
+        files = sorted(glob.glob(os.path.join(directory, "*_val_[0-9][0-9][0-9][0-9][0-9][0-9].bin")))
+        name = os.path.basename(files[0]).rsplit("_val_", 1)[0] if files else ""
     if not files:
         raise SystemExit(f"train_gpt.py: no validation shards (fineweb_val_*.bin or *_val_*.bin) in {directory}")
-    tokens = np.concatenate([np.asarray(read_shard(f)) for f in files])
-    if limit:
-        tokens = tokens[:limit]
-    return torch.from_numpy(tokens.astype(np.int64))
+    tokens = validation_subset(np.concatenate([np.asarray(read_shard(f)) for f in files]), args.data, BOS_ID)
+    protocol = resolve_protocol(args.eval.protocol, name)
+    return torch.from_numpy(official_tokens(tokens, protocol, seq_len).astype(np.int64)), protocol
 
 
 def window_batch(tokens: torch.Tensor, windows) -> tuple[torch.Tensor, torch.Tensor]:
@@ -301,11 +304,12 @@ def main() -> None:
     table = build_byte_table(load_tokenizer(tokenizer))
     model_cfg = ModelConfig(**{**args.model, "vocab_size": table.vocab_size})
     data = TrainShards(args.data_path)
-    val_tokens = load_validation_tokens(args.data_path, args.max_val_tokens)
     args.eval_seq_len = args.eval.seq_len or args.train.seq_len
+    val_tokens, protocol = load_validation_tokens(args.data_path, args, args.eval_seq_len)
     log0(f"val_bpb:enabled tokenizer_kind=sentencepiece tokenizer_path={tokenizer}")
     log0(f"train_loader:dataset:{os.path.basename(os.path.normpath(args.data_path))} train_shards:{len(data.train_shards)}")
-    log0(f"val_loader:tokens:{val_tokens.numel() - 1}" + (f" (first {args.max_val_tokens} only: not a full validation)" if args.max_val_tokens else ""))
+    partial = args.data.max_val_tokens or args.data.max_val_docs
+    log0(f"val_loader:tokens:{val_tokens.numel() - 1} protocol:{protocol}" + (" (a subset only: not a full validation)" if partial else ""))
     if args.val_loss_every:
         log0("val_loss_every: ignored; golf's trainer scores validation once, after training")
 

@@ -74,18 +74,20 @@ def parameter_golf_layout(dataset, root):
     ids=["none-golf-data", "score_first-fineweb-names"],
 )
 def test_exported_script_runs_without_golf_and_prints_golfs_score(tiny_dataset, tmp_path, overrides, layout):
-    cfg = build_config("tiny", overrides=[f"data.path={tiny_dataset}", "train.max_steps=4",
+    work = tmp_path / "work"
+    work.mkdir()
+    # golf runs on the same directory the script reads: on fineweb_* names both score eval.protocol=pg
+    data = tiny_dataset if layout == "golf" else parameter_golf_layout(tiny_dataset, work)
+    cfg = build_config("tiny", overrides=[f"data.path={data}", "train.max_steps=4",
                                           "data.max_val_tokens=3000", *overrides])
     result = run(cfg, tmp_path / "run")
+    assert result["eval"]["protocol"] == ("all" if layout == "golf" else "pg")
     sub = export([tmp_path / "run"], tmp_path / "record")
     script = tmp_path / "record" / "train_gpt.py"
     size = os.path.getsize(script)
     assert size == sub["bytes_code"] == result["artifact"]["bytes_code"]
     assert result["artifact"]["bytes_total"] == result["artifact"]["bytes_model"] + size
 
-    work = tmp_path / "work"
-    work.mkdir()
-    data = tiny_dataset if layout == "golf" else parameter_golf_layout(tiny_dataset, work)
     proc = run_isolated(script, data, work)
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout

@@ -184,10 +184,14 @@ def test_max_val_docs_keeps_whole_documents(tiny_dataset):
     from golf.config import DataConfig
     from golf.data.dataset import Dataset
     from golf.errors import GolfError
-    from golf.run import validation_tokens
+    from golf.evaluate import validation_subset
 
     ds = Dataset.open(tiny_dataset)
     full = np.asarray(ds.val_tokens)
+
+    def validation_tokens(ds, data_cfg, bos_id):
+        return validation_subset(full, data_cfg, bos_id)
+
     starts = np.flatnonzero(full == 1)
     assert starts.size == 4 and starts[0] == 0
     two = validation_tokens(ds, DataConfig(max_val_docs=2), 1)
