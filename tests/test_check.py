@@ -358,6 +358,11 @@ def test_exit_code_table():
 def _unreadable_inputs(tmp_path):
     (tmp_path / "latin1.py").write_bytes(b"x = '\xe9t\xe9'\n")
     (tmp_path / "broken.py").write_text("def f(:\n    pass\n")
+    return [tmp_path / "missing.py", tmp_path / "latin1.py", tmp_path / "broken.py"]
+
+
+def test_broken_payload_in_a_python_script_is_unknown_not_unreadable(tmp_path):
+    # the script is Python; only what it would exec is broken: the checker cannot see it -> unknown
     not_python = base64.b64encode(zlib.compress(b"this is not python (((")).decode()
     (tmp_path / "bad_payload.py").write_text(
         f'import zlib, base64\nexec(zlib.decompress(base64.b64decode("{not_python}")))\n'
@@ -365,14 +370,9 @@ def _unreadable_inputs(tmp_path):
     (tmp_path / "corrupt_payload.py").write_text(
         'import lzma, base64\nexec(lzma.decompress(base64.b85decode("VPRomVPRomVPRom")))\n'
     )
-    return [
-        tmp_path / "missing.py",
-        tmp_path,
-        tmp_path / "latin1.py",
-        tmp_path / "broken.py",
-        tmp_path / "bad_payload.py",
-        tmp_path / "corrupt_payload.py",
-    ]
+    for name, why in (("bad_payload.py", "not Python"), ("corrupt_payload.py", "does not decode")):
+        report = check_script(tmp_path / name)
+        assert report["verdict"] == "unknown" and why in report["reason"] and "line 2" in report["reason"]
 
 
 def test_unreadable_input_exits_3(tmp_path, capsys):

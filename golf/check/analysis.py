@@ -46,10 +46,12 @@ from __future__ import annotations
 
 import ast
 import builtins
+import functools
 import re
 import sys
 from dataclasses import dataclass
 
+from golf.check.parser import DROPPED_FIELD
 from golf.check.unwrap import module_aliases, qualname
 
 VAL = "val"
@@ -132,12 +134,16 @@ def join(a, b):
 
 
 def _is_ref(label) -> bool:
-    return isinstance(label, tuple) and label[0] in ("fn", "cls", "obj")
+    return isinstance(label, tuple) and label[0] in ("fn", "cls", "obj", "bound")
+
+
+# labels that describe configuration or bookkeeping, never the tokens a value holds
+_NOT_DATA = ("const", "env", "opt", "fwd")
 
 
 def data_of(v) -> frozenset:
-    """Labels describing data (VAL, iter, score), without references and string constants."""
-    return frozenset(x for x in flat(v) if not _is_ref(x) and x[0:1] != ("const",))
+    """Labels describing data (VAL, iter, score), without references, constants and switches."""
+    return frozenset(x for x in flat(v) if not _is_ref(x) and x[0:1] not in [(k,) for k in _NOT_DATA])
 
 
 def _strip(labels: frozenset) -> frozenset:
@@ -171,6 +177,9 @@ class Event:
     loops: tuple  # dynamic loop ids, outermost first
     data: frozenset  # data labels of the tokens involved
     pass_id: object  # scoring pass (no-grad region) for scores
+    branch: tuple = ()  # ((if-statement instance, arm taken, loop depth at the if), ...), outermost first
+    conds: tuple = ()  # ((environment switch, its default's truth, arm taken), ...) on the way here
+    refs: frozenset = EMPTY  # allocation sites of the objects a scoring call used (model, adapter)
 
 
 class Frame:
@@ -233,6 +242,15 @@ class Analyzer:
         self.loops: tuple = ()
         self.active: list[str] = []
         self.nograd, self.region, self.record, self.in_scoring = False, None, True, False
+        self.branch: tuple = ()  # the if-arms taken on the way to the current statement (see Event)
+        self.conds: tuple = ()  # the environment-switch arms among them
+        self.switches: dict[str, object] = {}  # environment switch -> its default (a literal)
+        self.optimizers: dict = {}  # torch.optim allocation site -> sites of the objects it updates
+        self.pending_grads: list[int] = []  # grad events not yet followed by an optimizer step
+        self.grad_owners: dict[int, frozenset] = {}  # grad event pos -> sites its optimizer step updates
+        self.deleted: set = set()  # allocation sites removed by `del` (throw-away copies)
+        self.control: frozenset = EMPTY  # loop labels of the enclosing if-tests (control dependence)
+        self.moving: list[tuple] = []  # (exit-test names, loop label, frame) of enclosing while loops
         self.steps = self.pos = 0
         self.module = Frame("<module>")
 
@@ -279,7 +297,13 @@ class Analyzer:
 
     # ---- statements -----------------------------------------------------------------------------
     def exec_block(self, stmts, frame: Frame) -> None:
-        for stmt in stmts:
+        for i, stmt in enumerate(stmts):
+            rest = stmts[i + 1 :]
+            if isinstance(stmt, ast.If) and rest and _ends(stmt.body) and not _ends(stmt.orelse):
+                # `if c: ...; return` (or continue/raise): the rest of the block is the else arm
+                self.steps += 1
+                self.exec_if(stmt, frame, orelse=[*stmt.orelse, *rest])
+                return
             self.exec_stmt(stmt, frame)
 
     def exec_stmt(self, node, frame: Frame) -> None:
@@ -303,6 +327,14 @@ class Analyzer:
         elif isinstance(node, ast.AugAssign):
             # `x += y` keeps what x held and adds y's labels (accumulators, loop counters)
             value = self.eval(node.value, frame)
+            if (
+                VAL in flat(value)
+                and _fwd_sites(flat(value)) is not None
+                and not self.in_scoring
+                and self.nograd
+            ):
+                # `with no_grad: loss_sum += per_token_loss.sum()`: a forward's losses summed into a score
+                self.event("score", node, frame, data_of(value), _fwd_sites(flat(value)))
             self.assign(node.target, join(self.eval(node.target, frame), value), frame)
         elif isinstance(node, ast.Expr):
             self.eval(node.value, frame)
@@ -311,18 +343,7 @@ class Analyzer:
             if node.value is not None:
                 frame.ret = join(frame.ret, self.eval(node.value, frame))
         elif isinstance(node, ast.If):
-            self.eval(node.test, frame)
-            self._note_choice(node.test, frame)
-            decided = self._decide(node.test, frame)
-            if decided is not None:  # `if split == "train":` inside get_batch("train")
-                self.exec_block(node.body if decided else node.orelse, frame)
-                return
-            # either branch may run: interpret both from the same state, then merge
-            before = dict(frame.env)
-            self.exec_block(node.body, frame)
-            then_env, frame.env = frame.env, before
-            self.exec_block(node.orelse, frame)
-            frame.env = _join_env(then_env, frame.env)
+            self.exec_if(node, frame, node.orelse)
         elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
             self.exec_loop(node, frame)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
@@ -338,7 +359,14 @@ class Analyzer:
             self.exec_block(node.finalbody, frame)
         elif isinstance(node, ast.Global):
             frame.globals.update(node.names)
-        elif isinstance(node, (ast.Assert, ast.Raise, ast.Delete)):
+        elif isinstance(node, ast.Delete):
+            # `del adapter, opt`: objects dropped here; a gradient step that only updated them and was
+            # never followed by scoring with them is a warm-up, not training (rules.py)
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    self.deleted |= _sites(flat(self.eval(target, frame)))
+                    frame.env.pop(target.id, None)
+        elif isinstance(node, (ast.Assert, ast.Raise)):
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.expr):
                     self.eval(child, frame)
@@ -346,6 +374,74 @@ class Analyzer:
             self.eval(node.subject, frame)
             for case in node.cases:
                 self.exec_block(case.body, frame)
+
+    def exec_if(self, node: ast.If, frame: Frame, orelse: list) -> None:
+        """Either arm may run, never both: each is interpreted from the same state and its events are
+        tagged with the arm (`Event.branch`), so the rules never order a gradient in one arm against a
+        scoring pass in the other. An arm chosen by an environment switch is also tagged with the
+        switch and whether the default run takes it (`Event.conds`)."""
+        test = self.eval(node.test, frame)
+        self._note_choice(node.test, frame)
+        decided = self._decide(node.test, frame)
+        if decided is not None:  # `if split == "train":` inside get_batch("train")
+            self.exec_block(node.body if decided else orelse, frame)
+            return
+        switch = self._switch(node.test, test)
+        key = (self.call_path, id(node))
+        saved = (self.branch, self.conds, self.control)
+        # what an arm assigns depends on the test: `if start < chunk_end: windows.append(ws)` makes
+        # `windows` vary with the chunk loop, like a comprehension's filter
+        self.control = self.control | iters_of(test)
+        before, envs = dict(frame.env), []
+        try:
+            for arm, body in ((True, node.body), (False, orelse)):
+                frame.env = dict(before)
+                self.branch = saved[0] + ((key, arm, len(self.loops)),)
+                self.conds = saved[1] + (((switch[0], switch[1], arm),) if switch else ())
+                self.exec_block(body, frame)
+                envs.append(frame.env)
+        finally:
+            self.branch, self.conds, self.control = saved
+        frame.env = _join_env(*envs) if len(envs) == 2 else _join_env(before, frame.env)
+
+    def _switch(self, test, value) -> tuple[str, bool] | None:
+        """(variable, does the default run take the `if` arm?) when the test reads one environment
+        variable through os.environ.get / os.getenv with a literal default, else None.
+
+        Submissions gate their TTT behind `TTT_ENABLED = bool(int(os.environ.get("TTT_ENABLED", "0")))`;
+        the default run is what the file does as submitted, the other arm what a flipped switch does.
+        """
+        negate = False
+        while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            negate, test = not negate, test.operand
+        labels = flat(value)
+        envs = {x for x in labels if x[0:1] == ("env",)}
+        if len({x[1] for x in envs}) != 1 or data_of(labels - envs):
+            return None
+        ((_, name, default),) = envs
+        typed = _typed(default)
+        if isinstance(test, ast.Compare) and len(test.ops) == 1:
+            other = test.comparators[0]
+            if isinstance(other, (ast.Tuple, ast.List, ast.Set)) and isinstance(
+                test.ops[0], (ast.In, ast.NotIn)
+            ):
+                if not all(isinstance(e, ast.Constant) for e in other.elts):
+                    return None
+                options = [e.value for e in other.elts]
+                inside = default in options or typed in options
+                truth = inside == isinstance(test.ops[0], ast.In)
+            elif isinstance(other, ast.Constant):
+                truth = _compare(test.ops[0], typed, other.value)
+                if truth is None:
+                    return None
+            else:
+                return None
+        elif isinstance(test, (ast.Name, ast.Attribute, ast.Call)):
+            truth = _truthy(default)
+        else:
+            return None
+        self.switches[name] = default
+        return name, truth != negate
 
     def _decide(self, test, frame: Frame) -> bool | None:
         """Outcome of `x == "lit"` / `x != "lit"` when x certainly holds one string literal, else None.
@@ -422,12 +518,15 @@ class Analyzer:
         self.loop_lines[loop_id] = node.lineno
         label = ("iter", loop_id)
         items = self.eval(node.iter if not isinstance(node, ast.While) else node.test, frame)
-        element = join(*items.items) if isinstance(items, Tup) and items.items else flat(items)
+        element = (
+            functools.reduce(join, items.items) if isinstance(items, Tup) and items.items else flat(items)
+        )
         before, record = dict(frame.env), self.record
         # loop-carried names vary per iteration, unless they already held validation tokens on entry
         # (`x = x[perm]` reshuffles the same tokens, it does not move to new ones)
         carried = {n for n in self._carried(node) if VAL not in flat(before.get(n, EMPTY))}
         self.loops += (loop_id,)
+        self.moving.append((self._exit_names(node), label, frame))
         try:
             for pass_index in (0, 1):  # pass 0 reaches the taint fixpoint, pass 1 records events
                 self.record = record and pass_index == 1
@@ -439,8 +538,20 @@ class Analyzer:
                 self.exec_block(node.body, frame)
         finally:
             self.loops, self.record = self.loops[:-1], record
+            self.moving.pop()
         frame.env = _join_env(before, frame.env)
         self.exec_block(node.orelse, frame)
+
+    @staticmethod
+    def _exit_names(node) -> set[str]:
+        """Names a while loop's exit tests read: `idx = claim_next(); if idx >= n: break` hands out a
+        new item each iteration, as a for loop's variable does, wherever `idx` is assigned."""
+        if not isinstance(node, ast.While):
+            return set()
+        tests = [node.test] + [
+            s.test for s in node.body if isinstance(s, ast.If) and _ends(s.body) and not s.orelse
+        ]
+        return {n.id for t in tests for n in ast.walk(t) if isinstance(n, ast.Name)}
 
     @staticmethod
     def _carried(node) -> set[str]:
@@ -472,7 +583,9 @@ class Analyzer:
 
     def assign(self, target, value, frame: Frame) -> None:
         if isinstance(target, ast.Name):
-            frame.set(target.id, value)
+            moving = {label for names, label, owner in self.moving if owner is frame and target.id in names}
+            moving |= self.control
+            frame.set(target.id, flat(value) | moving if moving else value)
         elif isinstance(target, (ast.Tuple, ast.List)):
             elts = target.elts
             exact = isinstance(value, Tup) and len(value.items) == len(elts)
@@ -498,7 +611,7 @@ class Analyzer:
             root = _root_name(target)
             self.eval(target.slice, frame)
             if root:
-                frame.set(root, join(frame.lookup(root) or EMPTY, flat(value)))
+                frame.set(root, join(frame.lookup(root) or EMPTY, flat(value) | self.control))
         elif isinstance(target, ast.Starred):
             self.assign(target.value, value, frame)
 
@@ -523,6 +636,10 @@ class Analyzer:
                 return frozenset({VAL})
             return EMPTY
         if isinstance(node, ast.Name):
+            if node.id == DROPPED_FIELD:  # see parser.py: a pre-3.12 parser could not keep this field
+                self.reasons[f"an f-string field at line {node.lineno} could not be read; cannot see it"] = (
+                    None
+                )
             value = frame.lookup(node.id)
             return EMPTY if value is None else value
         if isinstance(node, ast.Attribute):
@@ -605,6 +722,8 @@ class Analyzer:
         for label in refs:
             if label[0] == "obj":
                 out |= flat(self.heap.get((label[2], node.attr), EMPTY))
+                if self._method(label[1], node.attr):  # `model.forward_logits`: a bound method
+                    out.add(("bound", label[1], label[2], node.attr))
             if label[0] in ("obj", "cls"):
                 for info in self._class_chain(label[1]):
                     if node.attr in info["attrs"]:
@@ -639,8 +758,18 @@ class Analyzer:
     def eval_call(self, node: ast.Call, frame: Frame):
         func = node.func
         name = qualname(func, self.aliases)
-        args = [self.eval(a, frame) for a in node.args]
+        # `f(a, *rest)`: what follows the first starred argument has no known position; it may reach
+        # any remaining parameter (the `*` pool, see invoke), as `fn(*args, **kwargs)` helpers need
+        args, star = [], None
+        for a in node.args:
+            value = self.eval(a, frame)
+            if isinstance(a, ast.Starred) or star is not None:
+                star = join(star if star is not None else EMPTY, flat(value))
+            else:
+                args.append(value)
         kwargs = {k.arg or "**": self.eval(k.value, frame) for k in node.keywords}
+        if star is not None:
+            kwargs["*"] = star
         arg_labels = frozenset().union(*(flat(v) for v in [*args, *kwargs.values()]))
         recv, attr = None, None
         if isinstance(func, ast.Attribute) and name is None:
@@ -679,6 +808,35 @@ class Analyzer:
             if flags and (VAL in arg_labels):
                 dest = flags[-1].lstrip("-").replace("-", "_")
                 self.loose_attrs[dest] = frozenset({VAL})
+        # an environment switch read with a literal default (see Analyzer._switch)
+        if name in ("os.environ.get", "os.getenv") and node.args and isinstance(node.args[0], ast.Constant):
+            default = node.args[1] if len(node.args) > 1 else None
+            if default is None or isinstance(default, ast.Constant):
+                env = ("env", node.args[0].value, default.value if default is not None else None)
+                return _strip(arg_labels) | {env}
+        if (
+            builtin
+            and func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            # getattr(args, "slot_enabled", False) reads the field (and its switch) like args.slot_enabled
+            field_node = ast.copy_location(ast.Attribute(node.args[0], node.args[1].value, ast.Load()), node)
+            value = self.eval_attribute(field_node, frame)
+            return join(value, args[2]) if len(args) > 2 and value == EMPTY else value
+        if name == "copy.deepcopy" and args:
+            # a copy is a new object (a throw-away model for a warm-up is not the model that is scored)
+            site, out = (self.call_path, id(node)), set()
+            for label in flat(args[0]):
+                if label[0:1] == ("obj",):
+                    for (old, field_name), value in list(self.heap.items()):
+                        if old == label[2]:
+                            self.heap[(site, field_name)] = value
+                    out.add(("obj", label[1], site))
+                else:
+                    out.add(label)
+            return frozenset(out)
         # sizes are not tokens
         if (builtin and func.id in _SIZE_BUILTINS) or attr in _SIZE_METHODS:
             return iters_of(arg_labels | flat(recv or EMPTY))
@@ -700,6 +858,11 @@ class Analyzer:
                     if key:
                         targets.append((key, frozenset({label})))
                         model_like = True
+                elif label[0:1] == ("bound",):  # `fn = model.forward_logits; fn(x)`
+                    key = self._method(label[1], label[3])
+                    if key:
+                        targets.append((key, frozenset({("obj", label[1], label[2])})))
+                        model_like = model_like or self._method(label[1], "forward") is not None
         if recv is not None:
             objs = [x for x in flat(recv) if _is_ref(x) and x[0] in ("obj", "cls")]
             for label in objs:
@@ -714,8 +877,13 @@ class Analyzer:
         # a model-like call on validation tokens under no_grad is scoring; calls nested inside an
         # inlined model forward belong to this one scoring call, so they are not recorded again
         scoring = self.nograd and model_like and VAL in arg_labels and not self.in_scoring
+        used = _sites(arg_labels | flat(recv or EMPTY) | flat(callee or EMPTY))
         if scoring:
-            self.event("score", node, frame, data_of(arg_labels))
+            self.event("score", node, frame, data_of(arg_labels), used)
+        elif self.nograd and VAL in arg_labels and not self.in_scoring and _fwd_sites(arg_labels) is not None:
+            # scoring a forward computed earlier with gradients on (`with no_grad: accumulate(loss)`)
+            scoring = True
+            self.event("score", node, frame, data_of(arg_labels), _fwd_sites(arg_labels))
         extra = data_of(callee) if callee is not None else EMPTY  # e.g. functools.partial(f, val)
         outer, self.in_scoring = self.in_scoring, self.in_scoring or scoring
         try:
@@ -733,7 +901,7 @@ class Analyzer:
             if attr in _MUTATORS and isinstance(func, ast.Attribute):
                 root = _root_name(func.value)
                 if root:
-                    frame.set(root, join(frame.lookup(root) or EMPTY, data_of(arg_labels)))
+                    frame.set(root, join(frame.lookup(root) or EMPTY, data_of(arg_labels) | self.control))
             if name is not None:
                 model_like = name.startswith("torch.nn.functional.")
             elif recv is not None:
@@ -742,7 +910,23 @@ class Analyzer:
                 model_like = not builtin
             if self.nograd and model_like and VAL in arg_labels and not self.in_scoring:
                 scoring = True
-                self.event("score", node, frame, data_of(arg_labels))
+                self.event("score", node, frame, data_of(arg_labels), used)
+            if name and name.startswith("torch.optim.") and name.split(".")[-1][:1].isupper():
+                # a torch optimizer: remember whose parameters its step() updates (throw-away copies)
+                site = (self.call_path, id(node))
+                self.optimizers[site] = self.optimizers.get(site, EMPTY) | _sites(arg_labels)
+                result = flat(result) | {("opt", site)}
+            if attr == "step" and recv is not None:
+                steps = [x[1] for x in flat(recv) if x[0:1] == ("opt",)]
+                if steps and self.record:
+                    owners = frozenset().union(*(self.optimizers.get(site, EMPTY) for site in steps))
+                    for pos in self.pending_grads:
+                        self.grad_owners[pos] = self.grad_owners.get(pos, EMPTY) | owners
+                    self.pending_grads = []
+        if not scoring and model_like and VAL in arg_labels and not self.nograd and not self.in_scoring:
+            # a forward on validation tokens with gradients on: its output may be both scored (read
+            # under no_grad, or `.item()`-accumulated) and trained on, as per-document LoRA TTT does
+            result = flat(result) | {("fwd", used)}
         if scoring:
             result = flat(result) | {("score", self.region)}
         # stateful loaders hand out new tokens on each call inside a loop
@@ -783,6 +967,8 @@ class Analyzer:
                 value = values[i]
             elif param.arg in kwargs:
                 value = kwargs.pop(param.arg)
+            elif "*" in kwargs:
+                value = kwargs["*"]
             elif defaults[i] is not None:
                 value = self.eval(defaults[i], info.closure)
             else:
@@ -790,11 +976,16 @@ class Analyzer:
             frame.env[param.arg] = join(value, extra) if extra else value
         for param, default in zip(a.kwonlyargs, a.kw_defaults):
             value = kwargs.pop(param.arg, None)
+            if value is None and "**" in kwargs:
+                value = kwargs["**"]
             if value is None:
                 value = self.eval(default, info.closure) if default is not None else EMPTY
             frame.env[param.arg] = flat(value) | extra
         if a.vararg:
             frame.env[a.vararg.arg] = frozenset().union(*(flat(v) for v in values[len(positional) :])) | extra
+        if a.vararg and "*" in kwargs:
+            frame.env[a.vararg.arg] = flat(frame.env[a.vararg.arg]) | flat(kwargs.pop("*"))
+        kwargs.pop("*", None)
         if a.kwarg:
             frame.env[a.kwarg.arg] = frozenset().union(*(flat(v) for v in kwargs.values())) | extra
         # the call path keeps loops and allocation sites inside distinct per call site; a @no_grad /
@@ -816,7 +1007,7 @@ class Analyzer:
             self.call_path, self.nograd, self.region = saved
 
     # ---- events ---------------------------------------------------------------------------------
-    def event(self, kind: str, node, frame: Frame, data: frozenset) -> None:
+    def event(self, kind: str, node, frame: Frame, data: frozenset, refs: frozenset = EMPTY) -> None:
         # the first pass over a loop body only reaches the taint fixpoint; events come from the second
         if not self.record:
             return
@@ -833,8 +1024,13 @@ class Analyzer:
                 self.loops,
                 data,
                 self.region if kind == "score" else None,
+                self.branch,
+                self.conds,
+                refs,
             )
         )
+        if kind == "grad":
+            self.pending_grads.append(self.pos)
 
     def _note_passes(self, labels: frozenset, node, frame: Frame) -> None:
         passes = {x[1] for x in labels if isinstance(x, tuple) and x[0] == "score"}
@@ -846,6 +1042,74 @@ class Analyzer:
         for sub in ast.walk(test):
             if isinstance(sub, ast.Compare) and id(sub) in self.compares:
                 self._note_passes(self.compares[id(sub)], sub, frame)
+
+
+def _ends(body: list) -> bool:
+    """Does this block always leave (return, raise, continue, break), so what follows it is the else arm?"""
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+        return True
+    if isinstance(last, ast.If):
+        return _ends(last.body) and _ends(last.orelse)
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):  # sys.exit(...), exit(), quit()
+        func = last.value.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        return called in ("exit", "quit", "_exit")
+    return False
+
+
+def _typed(default):
+    """An environment default as the program will likely use it: "3" -> 3, "0.5" -> 0.5, else as is."""
+    if isinstance(default, str):
+        for kind in (int, float):
+            try:
+                return kind(default)
+            except ValueError:
+                pass
+    return default
+
+
+def _truthy(default) -> bool:
+    """Truth of a switch read as `bool(int(x))`, `x == "1"`-style flags or a plain string."""
+    if isinstance(default, str) and default.strip().lower() in ("", "0", "false", "no", "off", "none"):
+        return False
+    return bool(_typed(default))
+
+
+_CMP = {
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+}
+
+
+def _compare(op, default, literal) -> bool | None:
+    try:
+        if (
+            isinstance(op, (ast.Eq, ast.NotEq))
+            and isinstance(default, (int, float))
+            and isinstance(literal, str)
+        ):
+            default = str(default)  # `os.environ.get("X", "1") == "1"` compares strings
+        return _CMP[type(op)](default, literal) if type(op) in _CMP else None
+    except TypeError:
+        return None
+
+
+def _fwd_sites(labels: frozenset) -> frozenset | None:
+    """Objects used by the gradient-mode forwards these labels come from; None if none does."""
+    found = [x[1] for x in labels if isinstance(x, tuple) and x[0] == "fwd"]
+    return frozenset().union(*found) if found else None
+
+
+def _sites(labels: frozenset) -> frozenset:
+    """Allocation sites of the script objects among these labels."""
+    return frozenset(x[2] for x in labels if isinstance(x, tuple) and x[0] in ("obj", "bound"))
 
 
 def _dotted(node) -> str | None:

@@ -31,6 +31,7 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
+from golf.check.parser import parse_python
 from golf.errors import GolfError
 
 MAX_DEPTH = 4  # nested exec layers followed; real golfed scripts use one, rarely two
@@ -64,13 +65,9 @@ def read_source(path: str | os.PathLike) -> str:
 
 
 def parse_source(source: str, label: str) -> ast.Module:
-    """Parse Python text; GolfError naming `label` and the line if it is not Python."""
-    try:
-        return ast.parse(source, filename=label)
-    except SyntaxError as exc:
-        raise GolfError(f"{label}: not Python syntax (line {exc.lineno}: {exc.msg})") from None
-    except ValueError as exc:  # e.g. source holding NUL bytes
-        raise GolfError(f"{label}: not Python source ({exc})") from None
+    """Parse Python text with current Python's grammar (`parser.py`); GolfError naming `label` and the
+    line if it is not Python."""
+    return parse_python(source, label)[0]
 
 
 def module_aliases(tree: ast.AST) -> dict[str, str]:
@@ -118,7 +115,16 @@ def _bounded(decompressor, data: bytes, name: str) -> bytes:
     return out
 
 
-def _zlib(data: bytes, wbits: int = zlib.MAX_WBITS) -> bytes:
+def _lzma_decoder(format: int = lzma.FORMAT_AUTO, memlimit: int | None = None, filters=None):
+    """`lzma.decompress`'s options, checked: a raw stream needs its filter chain (given as literals)."""
+    if format == lzma.FORMAT_RAW:
+        return lzma.LZMADecompressor(format=format, filters=filters)
+    if filters is not None:
+        raise ValueError("lzma filters are only valid with FORMAT_RAW")
+    return lzma.LZMADecompressor(format=format, memlimit=memlimit)
+
+
+def _zlib(data: bytes, wbits: int = zlib.MAX_WBITS, bufsize: int = 0) -> bytes:
     d = zlib.decompressobj(wbits)
     out = d.decompress(data, MAX_PAYLOAD_BYTES + 1)
     if len(out) > MAX_PAYLOAD_BYTES or d.unconsumed_tail:
@@ -132,19 +138,19 @@ def _as_bytes(data: bytes | str) -> bytes:
 
 # dotted name -> decoder(data, *constant extra args); base64 variants never grow their input
 _DECODERS = {
-    "lzma.decompress": lambda d, *a: _bounded(lzma.LZMADecompressor(), _as_bytes(d), "lzma"),
-    "zlib.decompress": lambda d, *a: _zlib(_as_bytes(d), *a[:1]),
-    "gzip.decompress": lambda d, *a: _zlib(_as_bytes(d), 31),
-    "bz2.decompress": lambda d, *a: _bounded(bz2.BZ2Decompressor(), _as_bytes(d), "bz2"),
-    "base64.b85decode": lambda d, *a: base64.b85decode(d),
-    "base64.b64decode": lambda d, *a: base64.b64decode(d),
-    "base64.a85decode": lambda d, *a: base64.a85decode(d),
-    "base64.b32decode": lambda d, *a: base64.b32decode(d),
-    "base64.b16decode": lambda d, *a: base64.b16decode(d),
-    "base64.urlsafe_b64decode": lambda d, *a: base64.urlsafe_b64decode(d),
-    "base64.decodebytes": lambda d, *a: base64.decodebytes(_as_bytes(d)),
-    "binascii.a2b_base64": lambda d, *a: binascii.a2b_base64(d),
-    "binascii.unhexlify": lambda d, *a: binascii.unhexlify(d),
+    "lzma.decompress": lambda d, *a, **k: _bounded(_lzma_decoder(*a, **k), _as_bytes(d), "lzma"),
+    "zlib.decompress": lambda d, *a, **k: _zlib(_as_bytes(d), *a[:1], **k),
+    "gzip.decompress": lambda d, *a, **k: _zlib(_as_bytes(d), 31),
+    "bz2.decompress": lambda d, *a, **k: _bounded(bz2.BZ2Decompressor(), _as_bytes(d), "bz2"),
+    "base64.b85decode": lambda d, *a, **k: base64.b85decode(d, *a, **k),
+    "base64.b64decode": lambda d, *a, **k: base64.b64decode(d, *a, **k),
+    "base64.a85decode": lambda d, *a, **k: base64.a85decode(d, *a, **k),
+    "base64.b32decode": lambda d, *a, **k: base64.b32decode(d, *a, **k),
+    "base64.b16decode": lambda d, *a, **k: base64.b16decode(d, *a, **k),
+    "base64.urlsafe_b64decode": lambda d, *a, **k: base64.urlsafe_b64decode(d, *a, **k),
+    "base64.decodebytes": lambda d, *a, **k: base64.decodebytes(_as_bytes(d)),
+    "binascii.a2b_base64": lambda d, *a, **k: binascii.a2b_base64(d, **k),
+    "binascii.unhexlify": lambda d, *a, **k: binascii.unhexlify(d),
 }
 
 
@@ -181,12 +187,15 @@ class _Splicer(ast.NodeTransformer):
             self.reasons[line] = f"exec() at line {line}: {exc}; refused to unwrap"
             return node
         except (ValueError, TypeError, LookupError, lzma.LZMAError, zlib.error, OSError, EOFError) as exc:
-            raise GolfError(f"{self.label}: exec payload at line {line} does not decode ({exc})") from None
+            # the script is Python; only its payload is broken (it would fail at run time): not exit 3
+            self.reasons[line] = f"exec() payload at line {line} does not decode ({exc}); cannot see it"
+            return node
         if isinstance(payload, bytes):
             try:
                 payload = payload.decode("utf-8")
             except UnicodeDecodeError:
-                raise GolfError(f"{self.label}: exec payload at line {line} is not UTF-8 text") from None
+                self.reasons[line] = f"exec() payload at line {line} is not UTF-8 text; cannot see it"
+                return node
         if self.depth + 1 > MAX_DEPTH:
             self.reasons[line] = f"exec payloads nested more than {MAX_DEPTH} deep at line {line}; refused"
             return node
@@ -194,7 +203,11 @@ class _Splicer(ast.NodeTransformer):
         if self.budget[0] < 0:
             self.reasons[line] = f"exec payloads exceed {MAX_TOTAL_BYTES} bytes in total; refused to unwrap"
             return node
-        inner = parse_source(payload, f"{self.label} (payload at line {line})")
+        try:
+            inner = parse_source(payload, f"{self.label} (payload at line {line})")
+        except GolfError as exc:
+            self.reasons[line] = f"exec() payload at line {line} is not Python ({exc}); cannot see it"
+            return node
         sub = _Splicer(inner, self.depth + 1, self.budget, self.label)
         inner = sub.visit(inner)
         self.reasons.update(sub.reasons)
@@ -214,7 +227,7 @@ class _Splicer(ast.NodeTransformer):
             if type(left) is not type(right):
                 raise _NotStatic("adds str to bytes")
             return left + right
-        if isinstance(node, ast.Call) and not node.keywords:
+        if isinstance(node, ast.Call):
             func = node.func
             # `.decode()` / `.encode()` on a static value: text <-> bytes, UTF-8 unless a literal says
             if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode"):
@@ -234,9 +247,46 @@ class _Splicer(ast.NodeTransformer):
             name = qualname(func, self.aliases)
             if name in _DECODERS and node.args:
                 data = self._static(node.args[0], depth + 1)
-                return _DECODERS[name](data, *_const_args(node.args[1:]))
+                # keyword arguments must be literals too: raw LZMA2 payloads are opened with
+                # `format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]`
+                kwargs = {k.arg: self._literal(k.value) for k in node.keywords if k.arg}
+                if len(kwargs) != len(node.keywords):
+                    raise _NotStatic("decoder called with **kwargs")
+                return _DECODERS[name](data, *_const_args(node.args[1:]), **kwargs)
             raise _NotStatic(f"call to {name or ast.unparse(func)}")
         raise _NotStatic(f"{type(node).__name__} expression")
+
+    def _literal(self, node: ast.AST, depth: int = 0):
+        """A decoder option: a number/str/bool/None, a `lzma.FORMAT_*`/`FILTER_*`/`CHECK_*`/`PRESET_*`
+        integer constant, or lists/tuples/dicts of these. Nothing else is accepted (nothing is run)."""
+        if depth > 8:
+            raise _NotStatic("decoder option nested too deeply")
+        if isinstance(node, ast.Constant) and isinstance(
+            node.value, (int, float, str, bytes, bool, type(None))
+        ):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            value = self._literal(node.operand, depth + 1)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return -value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # PRESET_DEFAULT | PRESET_EXTREME
+            left, right = self._literal(node.left, depth + 1), self._literal(node.right, depth + 1)
+            if isinstance(left, int) and isinstance(right, int):
+                return left | right
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self._literal(e, depth + 1) for e in node.elts]
+        if isinstance(node, ast.Dict) and None not in node.keys:
+            return {
+                self._literal(k, depth + 1): self._literal(v, depth + 1)
+                for k, v in zip(node.keys, node.values)
+            }
+        name = qualname(node, self.aliases)
+        if name and name.startswith(("lzma.", "zlib.")):
+            module, _, attr = name.partition(".")
+            value = getattr(lzma if module == "lzma" else zlib, attr, None)
+            if attr.isupper() and isinstance(value, int):
+                return value
+        raise _NotStatic(f"decoder option {ast.unparse(node)[:60]} is not a literal")
 
 
 def _const_args(args: list[ast.expr]) -> list:
