@@ -49,6 +49,7 @@ import builtins
 import functools
 import re
 import sys
+import time
 from dataclasses import dataclass
 
 from golf.check.parser import DROPPED_FIELD
@@ -57,7 +58,8 @@ from golf.check.unwrap import module_aliases, qualname
 VAL = "val"
 EMPTY: frozenset = frozenset()
 
-STEP_BUDGET = 300_000  # statements interpreted; a 1,500-line script needs a few thousand
+STEP_BUDGET = 200_000  # statements interpreted; real 3,000-line records need up to ~50,000
+TIME_BUDGET_S = 10.0  # wall clock; the issue's ceiling is 15 s a script on a 2-core CPU
 MAX_CALL_DEPTH = 24  # inlining depth; deeper calls are summarised conservatively
 MAX_EVENTS = 50_000
 
@@ -97,6 +99,11 @@ _KNOWN_MODULES = set(sys.stdlib_module_names) | {
     "torch", "numpy", "sentencepiece", "triton", "flash_attn", "flash_attn_interface", "zstandard",
     "zstd", "brotli", "einops", "tqdm", "huggingface_hub", "tiktoken", "safetensors", "wandb",
     "kernels",
+    # public libraries: they may be handed validation data, which the analysis then follows as calls
+    "scipy", "sklearn", "pandas", "mlx", "jax", "numba", "cupy", "python_minifier", "yaml", "datasets",
+    "transformers", "tokenizers", "accelerate", "bitsandbytes", "xformers", "apex", "liger_kernel",
+    "matplotlib", "psutil", "pynvml", "lz4", "blosc", "blosc2", "lrzip", "msgpack", "requests",
+    "flash_attn_3", "cutlass", "cuda", "tilelang", "deepspeed", "fla", "mamba_ssm", "causal_conv1d",
 }
 # fmt: on
 _BUILTINS = set(dir(builtins))
@@ -250,18 +257,21 @@ class Analyzer:
         self.grad_owners: dict[int, frozenset] = {}  # grad event pos -> sites its optimizer step updates
         self.deleted: set = set()  # allocation sites removed by `del` (throw-away copies)
         self.control: frozenset = EMPTY  # loop labels of the enclosing if-tests (control dependence)
+        self.unseen: dict[str, int] = {}  # modules the checker cannot read -> line of the import
         self.moving: list[tuple] = []  # (exit-test names, loop label, frame) of enclosing while loops
-        self.steps = self.pos = 0
+        self.steps = self.pos = self.line = 0
+        self.deadline = float("inf")
         self.module = Frame("<module>")
 
     # ---- driver ---------------------------------------------------------------------------------
     def run(self) -> None:
+        self.deadline = time.perf_counter() + TIME_BUDGET_S
         self._check_imports()
         try:
             self.exec_block(self.tree.body, self.module)
-        except _OutOfBudget:
+        except _OutOfBudget as exc:
             self.reasons[
-                f"analysis budget of {STEP_BUDGET} steps exhausted; script too complex to follow"
+                f"analysis budget ({exc}) exhausted at line {self.line}; did not follow the rest"
             ] = None
         except RecursionError:
             self.reasons["expressions nested too deeply to analyse"] = None
@@ -282,10 +292,22 @@ class Analyzer:
                 names = ["." if node.level else (node.module or "")]
             for name in names:
                 top = name.split(".")[0]
-                if top not in _KNOWN_MODULES:
+                if name == ".":
                     self.reasons[
-                        f"imports {name or '.'} (line {node.lineno}), code the checker cannot see"
+                        f"imports from its own package (line {node.lineno}), code the checker cannot see"
                     ] = None
+                elif top not in _KNOWN_MODULES:
+                    # a helper file shipped next to the script (kernels, an n-gram tilt): what it does is
+                    # unseen, so handing it validation data, a model or an optimizer loses track (eval_call)
+                    self.unseen[top] = node.lineno
+
+    def _in_model_code(self) -> bool:
+        """Is a method of a script module (a class with `forward`) on the call stack? A kernel called
+        from a model's forward computes activations; it does not train."""
+        return any(
+            key.split(".")[0] in self.classes and self._method(key.split(".")[0], "forward")
+            for key in self.active
+        )
 
     def _is_grad_call(self, node) -> bool:
         """`x.backward()` (any receiver) or `torch.autograd.grad(...)` under any import alias."""
@@ -308,8 +330,11 @@ class Analyzer:
 
     def exec_stmt(self, node, frame: Frame) -> None:
         self.steps += 1
+        self.line = node.lineno
         if self.steps > STEP_BUDGET:
-            raise _OutOfBudget
+            raise _OutOfBudget(f"{STEP_BUDGET} statements")
+        if self.steps % 1024 == 0 and time.perf_counter() > self.deadline:
+            raise _OutOfBudget(f"{TIME_BUDGET_S:.0f} s")
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             # a def only binds a reference; its body runs when called, with that call's argument taints
             key = node.name if frame is self.module else f"{frame.function}.{node.name}"
@@ -630,7 +655,7 @@ class Analyzer:
             for part in node.values:
                 if isinstance(part, ast.FormattedValue):
                     self.eval(part.value, frame)
-            text = "".join(p.value if isinstance(p, ast.Constant) else "*" for p in node.values)
+            text = "".join(_fstring_part(p) for p in node.values)
             if is_val_string(text):
                 self.val_lines.add(node.lineno)
                 return frozenset({VAL})
@@ -673,9 +698,9 @@ class Analyzer:
                 return _strip(flat(left))  # "%s" % x formats a message
             return _strip(flat(left) | flat(right))
         if isinstance(node, ast.Compare):
-            value = frozenset().union(*(flat(self.eval(e, frame)) for e in [node.left, *node.comparators]))
-            self.compares[id(node)] = value
-            return value
+            sides = [flat(self.eval(e, frame)) for e in [node.left, *node.comparators]]
+            self.compares[id(node)] = sides
+            return frozenset().union(*sides)
         if isinstance(node, ast.Lambda):
             key = f"{frame.function}.<lambda:{node.lineno}>"
             self.functions[key] = _Func(node, frame, None)
@@ -795,19 +820,37 @@ class Analyzer:
                 f"validation data written to a file at line {node.lineno}; "
                 "the checker cannot follow data through files"
             ] = None
-        literal = [
-            isinstance(a, ast.Constant)
-            or (isinstance(a, (ast.List, ast.Tuple)) and all(isinstance(e, ast.Constant) for e in a.elts))
-            for a in node.args
-        ]
-        if name and (name.startswith("subprocess.") or name in _SHELL) and not all(literal):
-            self.reasons[f"shell command built at run time at line {node.lineno}"] = None
+        if (
+            name
+            and (name.startswith("subprocess.") or name in _SHELL)
+            and node.args
+            and _runs_code(node.args[0])
+        ):
+            self.reasons[
+                f"shell command built at run time at line {node.lineno}; cannot see what it runs"
+            ] = None
         # argparse flags naming validation data become attributes of the parsed namespace
         if attr == "add_argument":
             flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             if flags and (VAL in arg_labels):
                 dest = flags[-1].lstrip("-").replace("-", "_")
                 self.loose_attrs[dest] = frozenset({VAL})
+        if name and name.split(".")[0] in self.unseen:
+            handed = [
+                what
+                for what, present in (
+                    ("validation data", VAL in arg_labels and not self._in_model_code()),
+                    ("an optimizer", any(x[0:1] == ("opt",) for x in arg_labels)),
+                    ("a model", any(self._method(x[1], "forward") for x in arg_labels if x[0:1] == ("obj",))),
+                )
+                if present
+            ]
+            if handed:
+                module = name.split(".")[0]
+                self.reasons[
+                    f"line {node.lineno} hands {' and '.join(handed)} to {name}, from {module} (imported at "
+                    f"line {self.unseen[module]}), code the checker cannot see"
+                ] = None
         # an environment switch read with a literal default (see Analyzer._switch)
         if name in ("os.environ.get", "os.getenv") and node.args and isinstance(node.args[0], ast.Constant):
             default = node.args[1] if len(node.args) > 1 else None
@@ -841,7 +884,10 @@ class Analyzer:
         if (builtin and func.id in _SIZE_BUILTINS) or attr in _SIZE_METHODS:
             return iters_of(arg_labels | flat(recv or EMPTY))
         if builtin and func.id in ("min", "max", "sorted"):
-            self._note_passes(arg_labels, node, frame)
+            operands = [*args, *kwargs.values()]
+            if len(operands) == 1 and isinstance(operands[0], Tup):  # min([a, b]) / max((a, b))
+                operands = list(operands[0].items)
+            self._note_passes([flat(v) for v in operands], node, frame)
 
         # calls into script code: functions, constructors, methods, model forwards
         result, resolved, model_like = EMPTY, False, False
@@ -1032,9 +1078,14 @@ class Analyzer:
         if kind == "grad":
             self.pending_grads.append(self.pos)
 
-    def _note_passes(self, labels: frozenset, node, frame: Frame) -> None:
-        passes = {x[1] for x in labels if isinstance(x, tuple) and x[0] == "score"}
-        if len(passes) >= 2 and self.record:
+    def _note_passes(self, operands: list, node, frame: Frame) -> None:
+        """Choosing among passes: two operands holding the results of different scoring passes
+        (`min(bpb_plain, bpb_ttt)`), not one value that mixes passes (`max(token_count, 1)`)."""
+        per_operand = [{x[1] for x in ops if isinstance(x, tuple) and x[0] == "score"} for ops in operands]
+        per_operand = [p for p in per_operand if p]
+        passes = set().union(*per_operand)
+        distinct = any(a != b for a in per_operand for b in per_operand)
+        if len(per_operand) >= 2 and distinct and len(passes) >= 2 and self.record:
             self.choices.append((node.lineno, frame.function, len(passes)))
 
     def _note_choice(self, test, frame: Frame) -> None:
@@ -1107,9 +1158,46 @@ def _fwd_sites(labels: frozenset) -> frozenset | None:
     return frozenset().union(*found) if found else None
 
 
+_INTERPRETERS = {"python", "python3", "torchrun", "bash", "sh", "zsh", "env", "exec"}
+
+
+def _runs_code(command) -> bool:
+    """Could this subprocess command run code the checker cannot see? A named tool given file
+    arguments (`["lrzip", "-d", path]`, `[shutil.which("pyminify"), path]`, `["nvidia-smi"]`) cannot;
+    a command string built at run time, `sys.executable ...` or an interpreter with computed arguments can.
+    """
+    if isinstance(command, ast.Constant):
+        return False
+    if not isinstance(command, (ast.List, ast.Tuple)) or not command.elts:
+        return True  # a string built at run time (shell=True style), or a command held in a variable
+    prog, rest = command.elts[0], command.elts[1:]
+    programs = [prog.body, prog.orelse] if isinstance(prog, ast.IfExp) else [prog]
+    literal_rest = all(isinstance(e, ast.Constant) for e in rest)
+    for p in programs:
+        if isinstance(p, ast.Constant) and isinstance(p.value, str):
+            if p.value.rsplit("/", 1)[-1] in _INTERPRETERS and not literal_rest:
+                return True
+        elif _dotted(p) == "sys.executable":
+            if not literal_rest:
+                return True
+        elif not isinstance(p, (ast.Name, ast.Attribute, ast.Call)):
+            return True
+    return False
+
+
 def _sites(labels: frozenset) -> frozenset:
     """Allocation sites of the script objects among these labels."""
     return frozenset(x[2] for x in labels if isinstance(x, tuple) and x[0] in ("obj", "bound"))
+
+
+def _fstring_part(part) -> str:
+    """An f-string part as text: literal parts and literal fields (`{"val"}`) as written, others `*`."""
+    if isinstance(part, ast.Constant):
+        return str(part.value)
+    value = getattr(part, "value", None)
+    if isinstance(value, ast.Constant) and isinstance(value.value, str) and part.format_spec is None:
+        return value.value
+    return "*"
 
 
 def _dotted(node) -> str | None:

@@ -43,7 +43,8 @@ def parse_python(source: str, label: str) -> tuple[ast.Module, list[int]]:
         first = exc
     except ValueError as exc:  # e.g. NUL bytes
         raise GolfError(f"{label}: not Python source ({exc})") from None
-    if sys.version_info < (3, 12) and "f-string" in str(first.msg):
+    # the old tokenizer's message may be anything ("invalid decimal literal" for `f"{f"{x:.4f}"}"`)
+    if sys.version_info < (3, 12):
         try:
             rewritten, dropped = requote_fstrings(source)
             return ast.parse(rewritten, filename=label), dropped

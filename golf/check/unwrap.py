@@ -37,6 +37,7 @@ from golf.errors import GolfError
 MAX_DEPTH = 4  # nested exec layers followed; real golfed scripts use one, rarely two
 MAX_PAYLOAD_BYTES = 4 * 2**20  # one decoded layer; a 1,500-line script is about 60 KB
 MAX_TOTAL_BYTES = 16 * 2**20  # all layers together, so many small layers cannot add up to a bomb
+MAX_LZMA_DICT_BYTES = 64 * 2**20  # raw LZMA2 filters name their dictionary; preset 9 uses 64 MiB
 
 
 class _Refused(Exception):
@@ -59,7 +60,7 @@ def read_source(path: str | os.PathLike) -> str:
     except OSError as exc:
         raise GolfError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte-order mark is valid in Python source
     except UnicodeDecodeError as exc:
         raise GolfError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
@@ -118,6 +119,13 @@ def _bounded(decompressor, data: bytes, name: str) -> bytes:
 def _lzma_decoder(format: int = lzma.FORMAT_AUTO, memlimit: int | None = None, filters=None):
     """`lzma.decompress`'s options, checked: a raw stream needs its filter chain (given as literals)."""
     if format == lzma.FORMAT_RAW:
+        # the decoder allocates the dictionary a filter asks for up front: a literal `dict_size` of
+        # gigabytes would be a memory bomb before a single byte is decoded
+        for f in filters or []:
+            if isinstance(f, dict) and f.get("dict_size", 0) > MAX_LZMA_DICT_BYTES:
+                raise _Refused(
+                    f"lzma filter asks for a {f['dict_size']}-byte dictionary (over {MAX_LZMA_DICT_BYTES})"
+                )
         return lzma.LZMADecompressor(format=format, filters=filters)
     if filters is not None:
         raise ValueError("lzma filters are only valid with FORMAT_RAW")
