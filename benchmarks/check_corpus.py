@@ -8,7 +8,9 @@ never raised.
 
 The targets it reports against (issue #18): no crash; no illegal script called legal; no legal or no-TTT
 script called illegal; at least 90% of the illegal ones flagged illegal; at most 10% unknown overall; at
-most 15 s for any script and a median under 2 s on a 2-core CPU.
+most 15 s for any script and a median under 2 s on a 2-core CPU. Both wall-clock and CPU seconds
+(`time.process_time`, this process only) are reported: on a shared machine the wall clock also counts
+other people's work.
 
 Usage: python benchmarks/check_corpus.py DIR [--out results/benchmarks/check_corpus.json] [--md PATH]
 Prints the matrix, the wrong and unknown verdicts with their reasons, and the per-script times; with
@@ -44,7 +46,7 @@ def run(folder: Path) -> dict:
         label = entry.get("label")
         if label not in LABELS or "file" not in entry:
             raise GolfError(f"{labels_path}: entry {entry!r} needs a file and a label in {LABELS}")
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         try:
             report = check_script(folder / entry["file"])
             verdict, reason = report["verdict"], report["reason"]
@@ -58,6 +60,7 @@ def run(folder: Path) -> dict:
                 "label": label,
                 "verdict": verdict,
                 "seconds": round(time.perf_counter() - t0, 3),
+                "cpu_seconds": round(time.process_time() - c0, 3),
                 "reason": reason,
             }
         )
@@ -70,6 +73,7 @@ def summarise(rows: list[dict]) -> dict:
         matrix[r["label"]][r["verdict"]] += 1
     illegal = [r for r in rows if r["label"] == "illegal"]
     seconds = [r["seconds"] for r in rows]
+    cpu = [r["cpu_seconds"] for r in rows]
     wrong = [r for r in rows if _wrong(r)]
     return {
         "scripts": len(rows),
@@ -77,10 +81,14 @@ def summarise(rows: list[dict]) -> dict:
         "crashes": sum(r["verdict"] == "crash" for r in rows),
         "illegal_called_legal": sum(r["label"] == "illegal" and r["verdict"] == "legal" for r in rows),
         "legal_called_illegal": sum(r["label"] != "illegal" and r["verdict"] == "illegal" for r in rows),
-        "illegal_flagged_share": (sum(r["verdict"] == "illegal" for r in illegal) / len(illegal)) if illegal else None,
+        "illegal_flagged_share": (sum(r["verdict"] == "illegal" for r in illegal) / len(illegal))
+        if illegal
+        else None,
         "unknown_share": sum(r["verdict"] == "unknown" for r in rows) / len(rows) if rows else None,
         "seconds_max": max(seconds, default=None),
         "seconds_median": statistics.median(seconds) if seconds else None,
+        "cpu_seconds_max": max(cpu, default=None),
+        "cpu_seconds_median": statistics.median(cpu) if cpu else None,
         "wrong": [r["file"] for r in wrong],
         "rows": rows,
     }
@@ -106,16 +114,21 @@ def render(summary: dict) -> str:
         f"scripts: {summary['scripts']}; crashes: {summary['crashes']}; illegal called legal: "
         f"{summary['illegal_called_legal']}; legal or no-TTT called illegal: {summary['legal_called_illegal']}; "
         f"illegal flagged: {share:.0%}; unknown: {summary['unknown_share']:.0%}; "
-        f"seconds per script: median {summary['seconds_median']:.2f}, max {summary['seconds_max']:.2f}",
+        f"wall seconds per script: median {summary['seconds_median']:.2f}, max {summary['seconds_max']:.2f}; "
+        f"CPU seconds: median {summary['cpu_seconds_median']:.2f}, max {summary['cpu_seconds_max']:.2f}",
         "",
     ]
     for r in summary["rows"]:
         if _wrong(r) or r["verdict"] == "unknown":
             tag = "WRONG" if _wrong(r) else "unknown"
-            lines.append(f"- {tag}: `{r['file']}` (label {r['label']}, verdict {r['verdict']}): {r['reason']}")
-    lines += ["", "| seconds | label | verdict | script |", "| ---: | --- | --- | --- |"]
+            lines.append(
+                f"- {tag}: `{r['file']}` (label {r['label']}, verdict {r['verdict']}): {r['reason']}"
+            )
+    lines += ["", "| wall s | CPU s | label | verdict | script |", "| ---: | ---: | --- | --- | --- |"]
     for r in summary["rows"]:
-        lines.append(f"| {r['seconds']:.2f} | {r['label']} | {r['verdict']} | `{r['file']}` |")
+        lines.append(
+            f"| {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['label']} | {r['verdict']} | `{r['file']}` |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -133,9 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     text = render(summary)
     print(text, end="")
     if args.out:
-        meta = {"command": "python benchmarks/check_corpus.py " + " ".join(argv or sys.argv[1:]),
-                "python": platform.python_version(), "machine": platform.machine(),
-                "folder": str(args.folder)}
+        meta = {
+            "command": "python benchmarks/check_corpus.py " + " ".join(argv or sys.argv[1:]),
+            "python": platform.python_version(),
+            "machine": platform.machine(),
+            "folder": str(args.folder),
+        }
         write_json(args.out, {**meta, **summary})
     if args.md:
         write_text(args.md, f"# golf check on `{args.folder}`\n\n{text}")

@@ -187,7 +187,7 @@ class _Splicer(ast.NodeTransformer):
             return self.generic_visit(node)
         line = node.lineno
         try:
-            payload = self._static(call.args[0])
+            payload = self._static(call.args[0], before=line)
         except _NotStatic as exc:
             self.reasons[line] = f"exec() at line {line} runs code built at run time ({exc}); cannot see it"
             return node
@@ -222,16 +222,23 @@ class _Splicer(ast.NodeTransformer):
         self.unwrapped = True
         return inner.body  # NodeTransformer splices a returned list into the enclosing body
 
-    def _static(self, node: ast.AST, depth: int = 0) -> bytes | str:
+    def _static(self, node: ast.AST, depth: int = 0, before: int = 1 << 30) -> bytes | str:
         """Value of a literal decode chain; raises _NotStatic for anything needing execution."""
         if depth > 32:
             raise _NotStatic("expression too deep")
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             return node.value
         if isinstance(node, ast.Name) and node.id in self.consts:
-            return self._static(self.consts[node.id], depth + 1)
+            # the module-level assignment in force at this point: `S = decompress(...); S = S.decode()`
+            earlier = [(line, value) for line, value in self.consts[node.id] if line < before]
+            if earlier:
+                line, value = earlier[-1]
+                return self._static(value, depth + 1, before=line)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            left, right = self._static(node.left, depth + 1), self._static(node.right, depth + 1)
+            left, right = (
+                self._static(node.left, depth + 1, before),
+                self._static(node.right, depth + 1, before),
+            )
             if type(left) is not type(right):
                 raise _NotStatic("adds str to bytes")
             return left + right
@@ -239,7 +246,7 @@ class _Splicer(ast.NodeTransformer):
             func = node.func
             # `.decode()` / `.encode()` on a static value: text <-> bytes, UTF-8 unless a literal says
             if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode"):
-                value = self._static(func.value, depth + 1)
+                value = self._static(func.value, depth + 1, before)
                 if isinstance(value, bytes) != (func.attr == "decode"):
                     raise _NotStatic(f".{func.attr}() on the wrong type")
                 enc = _const_args(node.args)[:1] or ["utf-8"]
@@ -251,10 +258,10 @@ class _Splicer(ast.NodeTransformer):
                 and node.args
                 and "compile" not in self.aliases
             ):
-                return self._static(node.args[0], depth + 1)
+                return self._static(node.args[0], depth + 1, before)
             name = qualname(func, self.aliases)
             if name in _DECODERS and node.args:
-                data = self._static(node.args[0], depth + 1)
+                data = self._static(node.args[0], depth + 1, before)
                 # keyword arguments must be literals too: raw LZMA2 payloads are opened with
                 # `format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]`
                 kwargs = {k.arg: self._literal(k.value) for k in node.keywords if k.arg}
@@ -318,15 +325,23 @@ def _is_exec(node: ast.AST) -> bool:
     )
 
 
-def _module_constants(tree: ast.Module) -> dict[str, ast.expr]:
-    """Top-level names assigned exactly once (golfed scripts often put the blob in a variable)."""
-    seen: dict[str, list[ast.expr]] = {}
+def _module_constants(tree: ast.Module) -> dict[str, list[tuple[int, ast.expr]]]:
+    """Names assigned at module level, each with its (line, value) assignments in order (golfed scripts
+    put the blob in a variable, sometimes in two steps). A name also bound anywhere else (in a def, a
+    loop, an augmented assignment) is left out: its value at the exec is not a literal fact."""
+    top: dict[str, list[tuple[int, ast.expr]]] = {}
     for stmt in tree.body:
-        if isinstance(stmt, ast.Assign):
-            for t in stmt.targets:
-                if isinstance(t, ast.Name):
-                    seen.setdefault(t.id, []).append(stmt.value)
-    return {name: values[0] for name, values in seen.items() if len(values) == 1}
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            top.setdefault(stmt.targets[0].id, []).append((stmt.lineno, stmt.value))
+    top_assigns = {
+        id(stmt.targets[0]) for stmt in tree.body if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+    }
+    elsewhere = {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)) and id(n) not in top_assigns
+    }
+    return {name: values for name, values in top.items() if name not in elsewhere}
 
 
 def unwrap(tree: ast.Module, label: str) -> Unwrapped:
