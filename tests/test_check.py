@@ -285,6 +285,17 @@ v = load(VAL)
 print(model(v[:-1][None], v[1:][None]).item())
 """,
     ),
+    # functools.partial binds the model in front: the partial's call scores validation tokens after
+    # a gradient step on them
+    "partial_scorer_after_training_on_val": (
+        "illegal",
+        """
+import functools
+scorer = functools.partial(score, model)
+step(model, opt, load(VAL))
+print(scorer(load(VAL)))
+""",
+    ),
     "local_module_import": (
         "unknown",
         """

@@ -141,7 +141,7 @@ def join(a, b):
 
 
 def _is_ref(label) -> bool:
-    return isinstance(label, tuple) and label[0] in ("fn", "cls", "obj", "bound")
+    return isinstance(label, tuple) and label[0] in ("fn", "cls", "obj", "bound", "pfn")
 
 
 # labels that describe configuration or bookkeeping, never the tokens a value holds
@@ -257,7 +257,9 @@ class Analyzer:
         self.grad_owners: dict[int, frozenset] = {}  # grad event pos -> sites its optimizer step updates
         self.deleted: set = set()  # allocation sites removed by `del` (throw-away copies)
         self.control: frozenset = EMPTY  # loop labels of the enclosing if-tests (control dependence)
-        self._compare_nodes: dict[int, list] = {}  # if-test node id -> the comparisons inside it
+        self._compare_nodes: dict[int, list] = {}
+        self._trains_cache: dict[int, bool] = {}  # function node id -> takes gradients or scores
+        self.partials: dict = {}  # functools.partial allocation site -> (bound args, bound kwargs)  # if-test node id -> the comparisons inside it
         self._loop_names: dict[int, tuple] = {}  # loop node id -> (carried names, exit-test names)
         self.unseen: dict[str, int] = {}  # modules the checker cannot read -> line of the import
         self.moving: list[tuple] = []  # (exit-test names, loop label, frame) of enclosing while loops
@@ -302,6 +304,20 @@ class Analyzer:
                     # a helper file shipped next to the script (kernels, an n-gram tilt): what it does is
                     # unseen, so handing it validation data, a model or an optimizer loses track (eval_call)
                     self.unseen[top] = node.lineno
+
+    def _trains_or_scores(self, fn) -> bool:
+        """Does this function's own body take a gradient or open a no_grad / inference_mode region?"""
+        if id(fn) not in self._trains_cache:
+            regions = [
+                item.context_expr
+                for n in ast.walk(fn)
+                if isinstance(n, (ast.With, ast.AsyncWith))
+                for item in n.items
+            ]
+            grads = any(self._is_grad_call(n) for n in ast.walk(fn))
+            decorated = not isinstance(fn, ast.Lambda) and self._decorator_mode(fn) is True
+            self._trains_cache[id(fn)] = grads or decorated or any(self._grad_mode(r) for r in regions)
+        return self._trains_cache[id(fn)]
 
     def _in_model_code(self) -> bool:
         """Is a method of a script module (a class with `forward`) on the call stack? A kernel called
@@ -894,13 +910,23 @@ class Analyzer:
                 operands = list(operands[0].items)
             self._note_passes([flat(v) for v in operands], node, frame)
 
+        if name == "functools.partial" and args:
+            # partial(f, a, k=v): a reference to f with those arguments bound in front (see invoke)
+            site = (self.call_path, id(node))
+            self.partials[site] = (args[1:], {k: v for k, v in kwargs.items() if k != "*"})
+            fns = [x for x in flat(args[0]) if x[0:1] == ("fn",)]
+            if fns:
+                return frozenset(("pfn", x[1], site) for x in fns)
+
         # calls into script code: functions, constructors, methods, model forwards
         result, resolved, model_like = EMPTY, False, False
-        targets: list[tuple[str, object]] = []
+        targets: list[tuple] = []  # (function key, self value[, arguments bound by a partial])
         if callee is not None:
             for label in flat(callee):
                 if label[0:1] == ("fn",):
-                    targets.append((label[1], None))
+                    targets.append((label[1], None, ((), {})))
+                elif label[0:1] == ("pfn",):
+                    targets.append((label[1], None, self.partials.get(label[2], ((), {}))))
                 elif label[0:1] == ("cls",):
                     result = join(result, self.construct(label[1], node, args, kwargs))
                     resolved = True
@@ -938,8 +964,14 @@ class Analyzer:
         extra = data_of(callee) if callee is not None else EMPTY  # e.g. functools.partial(f, val)
         outer, self.in_scoring = self.in_scoring, self.in_scoring or scoring
         try:
-            for key, self_value in targets:
-                result = join(result, self.invoke(key, args, kwargs, node, self_value, extra))
+            for key, self_value, *bound in targets:
+                call_args, call_kwargs = args, kwargs
+                if bound:  # a function value called by the script: partial's arguments come first
+                    call_args, call_kwargs = [*bound[0][0], *args], {**bound[0][1], **kwargs}
+                result = join(
+                    result,
+                    self.invoke(key, call_args, call_kwargs, node, self_value, extra, strict=bool(bound)),
+                )
                 resolved = True
         finally:
             self.in_scoring = outer
@@ -996,7 +1028,7 @@ class Analyzer:
         # validation data when handed to a library DataLoader and iterated there
         return obj | frozenset().union(*(data_of(v) for v in [*args, *kwargs.values()]))
 
-    def invoke(self, key: str, args, kwargs, node: ast.Call, self_value, extra):
+    def invoke(self, key: str, args, kwargs, node: ast.Call, self_value, extra, strict: bool = False):
         """Inline a script function with these argument values; return its return value."""
         info = self.functions.get(key)
         if info is None or key in self.active or len(self.call_path) >= MAX_CALL_DEPTH:
@@ -1024,6 +1056,12 @@ class Analyzer:
                 value = self.eval(defaults[i], info.closure)
             else:
                 value = kwargs.get("**", EMPTY)
+                if strict and "**" not in kwargs and self._trains_or_scores(fn):
+                    # Python would raise here; the analysis has lost which value reaches this parameter
+                    self.reasons[
+                        f"call at line {node.lineno} gives no value for parameter {param.arg!r} of {key}, "
+                        "which trains or scores; lost track of its data"
+                    ] = None
             frame.env[param.arg] = join(value, extra) if extra else value
         for param, default in zip(a.kwonlyargs, a.kw_defaults):
             value = kwargs.pop(param.arg, None)
