@@ -708,3 +708,21 @@ def test_real_submissions_meet_the_targets():
     assert summary["illegal_called_legal"] == 0 and summary["legal_called_illegal"] == 0
     assert summary["illegal_flagged_share"] >= 0.9 and summary["unknown_share"] <= 0.10
     assert summary["seconds_max"] <= 15
+
+
+def test_a_switch_that_picks_validation_data_is_not_merged_into_the_default_run(tmp_path):
+    # `files = VAL if TRAIN_ON_VAL else TRAIN` (off by default): the default run trains on TRAIN; the
+    # flipped run would train on validation data, which the analysis does not follow past that line
+    body = HEAD + (
+        'import os\nfiles = VAL if bool(int(os.environ.get("TRAIN_ON_VAL", "0"))) else TRAIN\n'
+        "step(model, opt, load(files))\nprint(score(model, load(VAL)))\n"
+    )
+    (tmp_path / "s.py").write_text(body)
+    report = check_script(tmp_path / "s.py")
+    assert report["verdict"] == "legal" and report["switches"] == {"TRAIN_ON_VAL=1": "unknown"}, report
+    statement = body.replace(
+        'files = VAL if bool(int(os.environ.get("TRAIN_ON_VAL", "0"))) else TRAIN\n',
+        'if bool(int(os.environ.get("TRAIN_ON_VAL", "0"))):\n    files = VAL\nelse:\n    files = TRAIN\n',
+    )
+    (tmp_path / "t.py").write_text(statement)
+    assert check_script(tmp_path / "t.py")["switches"] == {"TRAIN_ON_VAL=1": "unknown"}

@@ -71,6 +71,10 @@ _VAL_KEY = re.compile(
     r"([_-](files?|paths?|pattern|data|dir|shards?|glob|bin|split|set|dataset))?"
 )
 
+# words that make an environment variable a flag about validation, not the data (`TRAIN_ON_VAL`)
+_VAL_FLAG_WORDS = re.compile(
+    r"(?i)(^|_)(on|skip|no|use|do|every|enable|enabled|disable|batch|loss|log|max|calib)(_|$)"
+)
 _NOGRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode"}
 _ENABLEGRAD = {"torch.enable_grad", "torch.autograd.enable_grad"}
 _SIZE_METHODS = {"numel", "size", "dim", "nelement", "element_size", "__len__", "stride"}
@@ -251,7 +255,7 @@ class Analyzer:
         self.nograd, self.region, self.record, self.in_scoring = False, None, True, False
         self.branch: tuple = ()  # the if-arms taken on the way to the current statement (see Event)
         self.conds: tuple = ()  # the environment-switch arms among them
-        self.switches: dict[str, object] = {}  # environment switch -> its default (a literal)
+        self.switches: dict[str, tuple] = {}  # environment switch -> (its literal default, first test line)
         self.optimizers: dict = {}  # torch.optim allocation site -> sites of the objects it updates
         self.pending_grads: list[int] = []  # grad events not yet followed by an optimizer step
         self.grad_owners: dict[int, frozenset] = {}  # grad event pos -> sites its optimizer step updates
@@ -259,7 +263,10 @@ class Analyzer:
         self.control: frozenset = EMPTY  # loop labels of the enclosing if-tests (control dependence)
         self._compare_nodes: dict[int, list] = {}
         self._trains_cache: dict[int, bool] = {}  # function node id -> takes gradients or scores
-        self.partials: dict = {}  # functools.partial allocation site -> (bound args, bound kwargs)  # if-test node id -> the comparisons inside it
+        self.partials: dict = {}
+        self.unfollowed: dict[
+            str, int
+        ] = {}  # switch -> line where its flipped arm hands on val data  # functools.partial allocation site -> (bound args, bound kwargs)  # if-test node id -> the comparisons inside it
         self._loop_names: dict[int, tuple] = {}  # loop node id -> (carried names, exit-test names)
         self.unseen: dict[str, int] = {}  # modules the checker cannot read -> line of the import
         self.moving: list[tuple] = []  # (exit-test names, loop label, frame) of enclosing while loops
@@ -445,7 +452,18 @@ class Analyzer:
                 envs.append(frame.env)
         finally:
             self.branch, self.conds, self.control = saved
-        frame.env = _join_env(*envs) if len(envs) == 2 else _join_env(before, frame.env)
+        if len(envs) < 2:
+            frame.env = _join_env(before, frame.env)
+        elif switch:
+            # after a switch, the default run goes on with its own arm's values only (else every run
+            # would train on what `if TRAIN_ON_VAL: files = val_files` assigns); a flipped switch that
+            # would hand validation data onward is noted as not followed (rules.py: `unknown`)
+            default, other = (envs[0], envs[1]) if switch[1] else (envs[1], envs[0])
+            if any(VAL in flat(v) and VAL not in flat(default.get(k, EMPTY)) for k, v in other.items()):
+                self.unfollowed.setdefault(switch[0], node.lineno)
+            frame.env = default
+        else:
+            frame.env = _join_env(*envs)
 
     def _switch(self, test, value) -> tuple[str, bool] | None:
         """(variable, does the default run take the `if` arm?) when the test reads one environment
@@ -483,7 +501,7 @@ class Analyzer:
             truth = _truthy(default)
         else:
             return None
-        self.switches[name] = default
+        self.switches.setdefault(name, (default, getattr(test, "lineno", 0)))
         return name, truth != negate
 
     def _decide(self, test, frame: Frame) -> bool | None:
@@ -729,12 +747,19 @@ class Analyzer:
         if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             return self.eval_comprehension(node, frame)
         if isinstance(node, ast.IfExp):
-            self.eval(node.test, frame)
+            test = self.eval(node.test, frame)
             self._note_choice(node.test, frame)
             decided = self._decide(node.test, frame)
             if decided is not None:
                 return self.eval(node.body if decided else node.orelse, frame)
-            return join(self.eval(node.body, frame), self.eval(node.orelse, frame))
+            body, orelse = self.eval(node.body, frame), self.eval(node.orelse, frame)
+            switch = self._switch(node.test, test)
+            if switch:  # `files = VAL_FILES if TRAIN_ON_VAL else TRAIN_FILES`: as for an if statement
+                default, other = (body, orelse) if switch[1] else (orelse, body)
+                if VAL in flat(other) and VAL not in flat(default):
+                    self.unfollowed.setdefault(switch[0], node.lineno)
+                return default
+            return join(body, orelse)
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             if node.value is not None:
                 frame.ret = join(frame.ret, self.eval(node.value, frame))
@@ -877,7 +902,12 @@ class Analyzer:
             default = node.args[1] if len(node.args) > 1 else None
             if default is None or isinstance(default, ast.Constant):
                 env = ("env", node.args[0].value, default.value if default is not None else None)
-                return _strip(arg_labels) | {env}
+                # the variable's name says validation data only if it names a path or set
+                # (`VAL_FILES`), not a flag about it (`TRAIN_ON_VAL`, `SKIP_VAL`)
+                variable = str(node.args[0].value)
+                named = is_val_string(variable) and not _VAL_FLAG_WORDS.search(variable)
+                value = _strip(flat(args[1])) if len(args) > 1 else EMPTY
+                return value | {env} | (frozenset({VAL}) if named else EMPTY)
         if (
             builtin
             and func.id == "getattr"

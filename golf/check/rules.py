@@ -146,13 +146,13 @@ def _runs(events: list, flipped: str | None) -> list:
     return [e for e in events if all((arm == default) != (name == flipped) for name, default, arm in e.conds)]
 
 
-def _flip(name: str, default) -> str:
-    """How to spell the flipped switch for a reader: TTT_ENABLED=1, or NAME != '...'."""
+def _flip(name: str, default, line: int) -> str:
+    """How to spell the flipped switch for a reader: TTT_ENABLED=1, or the test it flips."""
     if str(default) in ("0", "1"):
         return f"{name}={1 - int(default)}"
     if default is None:
         return f"{name} set"
-    return f"{name} other than {default!r}"
+    return f"{name} changed from {default!r} (the test at line {line} flipped)"
 
 
 def verdict_of(an: Analyzer, events: list, hidden: list[str]) -> tuple[str, list[dict], str]:
@@ -198,17 +198,22 @@ def analyse(tree: ast.Module, hidden: list[str]) -> dict:
     default_run = _runs(an.events, None)
     verdict, findings, reason = verdict_of(an, default_run, hidden)
     switches, notes = {}, []
-    for name in sorted({name for e in an.events for name, _, _ in e.conds}):
+    for name in sorted({name for e in an.events for name, _, _ in e.conds} | set(an.unfollowed)):
         run = _runs(an.events, name)
-        if not any(e.kind == "score" for e in run):
+        if not any(e.kind == "score" for e in run) and name not in an.unfollowed:
             continue  # flipped, the script scores nothing (`if WORLD_SIZE <= 0: raise`): not a TTT switch
         flipped, _, flipped_reason = verdict_of(an, run, hidden)
-        spelled = _flip(name, an.switches.get(name))
+        if name in an.unfollowed and flipped != "illegal":
+            flipped = "unknown"
+            flipped_reason = (
+                f"line {an.unfollowed[name]} hands on validation data instead when it is flipped; "
+                "the flipped run is not followed past it"
+            )
+        spelled = _flip(name, *an.switches.get(name, (None, 0)))
         switches[spelled] = flipped
         if flipped != verdict:
-            notes.append(
-                f"{flipped} with {spelled}" + (f" ({flipped_reason})" if flipped == "illegal" else "")
-            )
+            shown = flipped == "illegal" or name in an.unfollowed
+            notes.append(f"{flipped} with {spelled}" + (f" ({flipped_reason})" if shown else ""))
     if notes:
         reason = f"{verdict} by default ({reason}); " + "; ".join(notes)
     return {"verdict": verdict, "findings": findings, "reason": reason, "switches": switches}
