@@ -296,6 +296,31 @@ step(model, opt, load(VAL))
 print(scorer(load(VAL)))
 """,
     ),
+    # a no_grad block inside the model's own forward (a detached target) is not a scoring pass: the
+    # chunk loop scores each chunk, then trains on it
+    "no_grad_inside_forward_is_not_scoring": (
+        "legal",
+        """
+class Smooth(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(1024, 64)
+
+    def forward(self, x, y):
+        logits = self.emb(x) @ self.emb.weight.T
+        with torch.no_grad():
+            target = F.softmax(logits.detach(), dim=-1)
+        return F.cross_entropy(logits.flatten(0, 1), y.reshape(-1)) + 0.0 * target.sum()
+
+smooth = Smooth()
+smooth_opt = torch.optim.SGD(smooth.parameters(), lr=0.1)
+tokens = load(VAL)
+for i in range(0, tokens.numel() - 65, 64):
+    chunk = tokens[i : i + 65]
+    print(score(smooth, chunk))
+    step(smooth, smooth_opt, chunk)
+""",
+    ),
     "local_module_import": (
         "unknown",
         """
