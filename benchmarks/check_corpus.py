@@ -145,16 +145,18 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     text = render(summary)
     print(text, end="")
+    command = "python benchmarks/check_corpus.py " + " ".join(argv if argv is not None else sys.argv[1:])
     if args.out:
         meta = {
-            "command": "python benchmarks/check_corpus.py " + " ".join(argv or sys.argv[1:]),
+            "command": command,
             "python": platform.python_version(),
             "machine": platform.machine(),
             "folder": str(args.folder),
         }
         write_json(args.out, {**meta, **summary})
     if args.md:
-        write_text(args.md, f"# golf check on `{args.folder}`\n\n{text}")
+        head = f"# golf check on `{args.folder}`\n\n`{command}` (Python {platform.python_version()}, {platform.machine()})\n\n"
+        write_text(args.md, head + text)
     return 0
 
 

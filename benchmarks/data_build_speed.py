@@ -31,7 +31,9 @@ from golf.io import write_json
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--input", nargs="+", default=[str(data_root() / "corpora" / "default" / "documents.jsonl")])
+    p.add_argument(
+        "--input", nargs="+", default=[str(data_root() / "corpora" / "default" / "documents.jsonl")]
+    )
     p.add_argument("--vocab-size", type=int, default=1024)
     p.add_argument("--out", default="results/benchmarks/data_build_speed.json")
     args = p.parse_args()

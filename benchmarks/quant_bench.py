@@ -111,8 +111,12 @@ def main(argv: list[str] | None = None) -> dict:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--calib-rows", type=int, default=4096, help="synthetic activation rows per Hessian")
-    ap.add_argument("--keep-fp16-max-numel", type=int, default=QuantConfig.keep_fp16_max_numel,
-                    help="float tensors this small stay unquantized (baseline 65,536; golf's tiny run scale 1,024)")
+    ap.add_argument(
+        "--keep-fp16-max-numel",
+        type=int,
+        default=QuantConfig.keep_fp16_max_numel,
+        help="float tensors this small stay unquantized (baseline 65,536; golf's tiny run scale 1,024)",
+    )
     args = ap.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -163,8 +167,12 @@ def main(argv: list[str] | None = None) -> dict:
             bound = entropy_bound_bytes(qs)
             for comp in compressors:
                 for shuffle in (False, True):
-                    cfg = QuantConfig(method=method, compressor=comp, shuffle=shuffle,
-                                      keep_fp16_max_numel=args.keep_fp16_max_numel)
+                    cfg = QuantConfig(
+                        method=method,
+                        compressor=comp,
+                        shuffle=shuffle,
+                        keep_fp16_max_numel=args.keep_fp16_max_numel,
+                    )
                     path = Path(tmp) / f"{method}_{comp}_{int(shuffle)}.golf"
                     t0 = time.perf_counter()
                     size = save_artifact(path, qs, cfg)

@@ -70,8 +70,15 @@ def golf_trainer(cfg, ds, steps: int) -> tuple[float, float]:
 
 # The bookkeeping probe: a model so small (1 layer, width 16, 256-token batches) that a step costs a few
 # milliseconds, so what the trainer adds per step stands out of the machine's noise as an absolute time.
-PROBE = ["model.n_layer=1", "model.d_model=16", "model.n_head=2", "model.n_kv_head=1", "model.mlp_mult=1",
-         "train.batch_tokens=256", "train.seq_len=32"]
+PROBE = [
+    "model.n_layer=1",
+    "model.d_model=16",
+    "model.n_head=2",
+    "model.n_kv_head=1",
+    "model.mlp_mult=1",
+    "train.batch_tokens=256",
+    "train.seq_len=32",
+]
 
 
 def compare(cfg, ds, steps: int, repeats: int) -> dict:
@@ -91,19 +98,28 @@ def compare(cfg, ds, steps: int, repeats: int) -> dict:
     bc, oc = min(c for _, c in bare), min(c for _, c in ours)
     bcm, ocm = statistics.median(c for _, c in bare), statistics.median(c for _, c in ours)
     tokens = steps * cfg.train.batch_tokens
-    return {"params": sum(p.numel() for p in GPT(cfg.model).parameters()),
-            "batch_tokens": cfg.train.batch_tokens, "seq_len": cfg.train.seq_len, "steps": steps,
-            "trainer_ms_per_step": ow / steps * 1e3, "bare_ms_per_step": bw / steps * 1e3,
-            "trainer_tokens_per_s": tokens / ow,
-            "overhead_pct_cpu": (oc / bc - 1) * 100,
-            "overhead_pct_wall": (ow / bw - 1) * 100,
-            "overhead_pct_cpu_median": (ocm / bcm - 1) * 100,
-            "overhead_pct_wall_median": (statistics.median(w for w, _ in ours)
-                                         / statistics.median(w for w, _ in bare) - 1) * 100,
-            "extra_cpu_ms_per_step": (oc - bc) / steps * 1e3,
-            "extra_cpu_ms_per_step_median": (ocm - bcm) / steps * 1e3,
-            "bare_runs_wall_s": [w for w, _ in bare], "trainer_runs_wall_s": [w for w, _ in ours],
-            "bare_runs_cpu_s": [c for _, c in bare], "trainer_runs_cpu_s": [c for _, c in ours]}
+    return {
+        "params": sum(p.numel() for p in GPT(cfg.model).parameters()),
+        "batch_tokens": cfg.train.batch_tokens,
+        "seq_len": cfg.train.seq_len,
+        "steps": steps,
+        "trainer_ms_per_step": ow / steps * 1e3,
+        "bare_ms_per_step": bw / steps * 1e3,
+        "trainer_tokens_per_s": tokens / ow,
+        "overhead_pct_cpu": (oc / bc - 1) * 100,
+        "overhead_pct_wall": (ow / bw - 1) * 100,
+        "overhead_pct_cpu_median": (ocm / bcm - 1) * 100,
+        "overhead_pct_wall_median": (
+            statistics.median(w for w, _ in ours) / statistics.median(w for w, _ in bare) - 1
+        )
+        * 100,
+        "extra_cpu_ms_per_step": (oc - bc) / steps * 1e3,
+        "extra_cpu_ms_per_step_median": (ocm - bcm) / steps * 1e3,
+        "bare_runs_wall_s": [w for w, _ in bare],
+        "trainer_runs_wall_s": [w for w, _ in ours],
+        "bare_runs_cpu_s": [c for _, c in bare],
+        "trainer_runs_cpu_s": [c for _, c in ours],
+    }
 
 
 def main() -> None:
@@ -126,8 +142,13 @@ def main() -> None:
     # Constant LR and momentum, as in the bare loop: with the presets' 60-step warmdown a 30-step run would
     # decay the trainer's LR from the first step, and different weights make the same ops cost differently
     # (in a profile the softcap's tanh and the cross-entropy ran 20-27% slower in the trainer's runs).
-    common = ["train.log_every=1", f"model.vocab_size={ds.vocab_size}", "train.checkpoint=false",
-              "train.warmdown_steps=0", "train.muon_momentum_warmup_steps=0"]
+    common = [
+        "train.log_every=1",
+        f"model.vocab_size={ds.vocab_size}",
+        "train.checkpoint=false",
+        "train.warmdown_steps=0",
+        "train.muon_momentum_warmup_steps=0",
+    ]
     probe = None
     if args.probe_steps > 0:
         cfg = build_config("tiny", overrides=[*PROBE, *common, f"train.max_steps={args.probe_steps}"])
@@ -139,13 +160,22 @@ def main() -> None:
         row = {"preset": preset, **compare(cfg, ds, args.steps, args.repeats)}
         if probe is not None:  # the probe's absolute per-step cost as a share of this preset's step
             # (from the medians: one unusually fast run on either side moves the minimum of a 1 s run)
-            row["bookkeeping_pct_of_step"] = probe["extra_cpu_ms_per_step_median"] / row["bare_ms_per_step"] * 100
+            row["bookkeeping_pct_of_step"] = (
+                probe["extra_cpu_ms_per_step_median"] / row["bare_ms_per_step"] * 100
+            )
         rows.append(row)
         print(json.dumps(rows[-1]))
-    result = {"benchmark": "train_throughput", "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
-              "torch": torch.__version__, "threads": torch.get_num_threads(), "target_overhead_pct": 5.0,
-              "repeats": args.repeats, "bookkeeping_probe": probe, "presets": rows,
-              "command": " ".join(["python", *sys.argv])}
+    result = {
+        "benchmark": "train_throughput",
+        "device": f"cpu ({platform.machine()}, {os.cpu_count()} cores)",
+        "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "target_overhead_pct": 5.0,
+        "repeats": args.repeats,
+        "bookkeeping_probe": probe,
+        "presets": rows,
+        "command": " ".join(["python", *sys.argv]),
+    }
     write_json(args.out, result)
 
 

@@ -114,12 +114,25 @@ def main() -> None:
         else:
             from golf.data.build import build_dataset
 
-            data = build_dataset([FIXTURE_TEXT], vocab_size=512, out=Path(tmp) / "tiny", val_docs=4, name="tiny",
-                                 shard_tokens=40_000)
+            data = build_dataset(
+                [FIXTURE_TEXT],
+                vocab_size=512,
+                out=Path(tmp) / "tiny",
+                val_docs=4,
+                name="tiny",
+                shard_tokens=40_000,
+            )
         ds = Dataset.open(data)
         tokens = np.asarray(ds.val_tokens).astype(np.int64)
-        cfg = build_config(preset="tiny", overrides=[f"model.vocab_size={ds.vocab_size}", "ttt.strategy=score_first",
-                                                     "ttt.probe=false", f"ttt.epochs={args.epochs}"])
+        cfg = build_config(
+            preset="tiny",
+            overrides=[
+                f"model.vocab_size={ds.vocab_size}",
+                "ttt.strategy=score_first",
+                "ttt.probe=false",
+                f"ttt.epochs={args.epochs}",
+            ],
+        )
         seq_len = cfg.train.seq_len
         torch.manual_seed(0)
         base = GPT(cfg.model)
@@ -128,11 +141,18 @@ def main() -> None:
         times = {"ledger": [], "direct": []}  # wall seconds
         cpu = {"ledger": [], "direct": []}  # this process's CPU seconds: less disturbed by other processes
         bpb = {}
+
         def run_ledger():
             model = copy.deepcopy(base)
             stream = ValidationStream(tokens, ds.byte_table)
-            ctx = TTTContext(cfg=cfg, stream=stream, dataset=ds, device=torch.device("cpu"), seq_len=seq_len,
-                             split=stream.n)
+            ctx = TTTContext(
+                cfg=cfg,
+                stream=stream,
+                dataset=ds,
+                device=torch.device("cpu"),
+                seq_len=seq_len,
+                split=stream.n,
+            )
             t0, c0 = time.perf_counter(), time.process_time()
             strategy.run(model, ctx)
             times["ledger"].append(time.perf_counter() - t0)
@@ -143,7 +163,9 @@ def main() -> None:
         def run_direct():
             model = copy.deepcopy(base)
             t0, c0 = time.perf_counter(), time.process_time()
-            bpb["direct"] = direct_score_first(model, tokens, ds.byte_table, cfg, seq_len, strategy.epochs, strategy.lr)
+            bpb["direct"] = direct_score_first(
+                model, tokens, ds.byte_table, cfg, seq_len, strategy.epochs, strategy.lr
+            )
             times["direct"].append(time.perf_counter() - t0)
             cpu["direct"].append(time.process_time() - c0)
 
