@@ -321,6 +321,17 @@ for i in range(0, tokens.numel() - 65, 64):
     step(smooth, smooth_opt, chunk)
 """,
     ),
+    # WORLD_SIZE is set by the launcher, not a switch of the submission: the run it guards is the run
+    "launcher_variable_is_not_a_switch": (
+        "legal",
+        """
+import os
+if int(os.environ.get("WORLD_SIZE", "1")) != 8:
+    raise ValueError("launch with torchrun --nproc_per_node=8")
+step(model, opt, load(TRAIN))
+print(score(model, load(VAL)))
+""",
+    ),
     "local_module_import": (
         "unknown",
         """

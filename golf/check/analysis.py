@@ -71,6 +71,17 @@ _VAL_KEY = re.compile(
     r"([_-](files?|paths?|pattern|data|dir|shards?|glob|bin|split|set|dataset))?"
 )
 
+_LAUNCHER_VARIABLES = {
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "CUDA_VISIBLE_DEVICES",
+    "NPROC_PER_NODE",
+}
 # words that make an environment variable a flag about validation, not the data (`TRAIN_ON_VAL`)
 _VAL_FLAG_WORDS = re.compile(
     r"(?i)(^|_)(on|skip|no|use|do|every|enable|enabled|disable|batch|loss|log|max|calib)(_|$)"
@@ -480,6 +491,8 @@ class Analyzer:
         if len(envs) != 1 or data_of(labels - envs):
             return None  # no switch, several, or one read with different defaults in different places
         ((_, name, default),) = envs
+        if name in _LAUNCHER_VARIABLES:
+            return None  # set by torchrun for each launch, not a switch of the submission
         typed = _typed(default)
         if isinstance(test, ast.Compare) and len(test.ops) == 1:
             other = test.comparators[0]
