@@ -27,19 +27,30 @@ Two kinds of events are recorded in execution order, each with its dynamic loop 
 Loops are interpreted twice (a fixpoint for loop-carried taint); events come from the second pass, so
 their positions give the order inside one iteration, and their labels say which loops move them to new
 tokens.
-`rules.py` pairs these events into named findings and a verdict.
+Each event also carries the `if` arms taken on the way to it (`branch`: a gradient in one arm is never
+ordered against a score in the other), the environment-switch arms among them (`conds`: the default run
+is the one with every `os.environ.get(NAME, default)` at its literal default; see `Analyzer._switch`), and,
+for scores, the objects the scoring call used (`refs`: a gradient step whose optimizer only updates an
+object later deleted without scoring with it is a throw-away warm-up). A forward on validation tokens
+with gradients on is labelled `fwd`; reading its output under no_grad (`accumulate(per_token_loss)`) is
+a score at that point, so a score-then-backward on one forward is score-first.
+`rules.py` pairs these events into named findings and a verdict for the default run and each flip.
 
-Anything the analysis cannot see is listed in `reasons` and makes the verdict `unknown`: exec of code it
-could not decode, dynamic or non-standard imports, gradient code never reached from the entry point,
-validation data written to files, shell commands built at run time, an exhausted analysis budget.
+Anything the analysis cannot see is listed in `reasons` and makes the verdict `unknown`, with its line:
+exec of code it could not decode, dynamic imports, a helper module (not a known library) handed
+validation data, a model or an optimizer, gradient code never reached from the entry point, a function
+value called without a value for a parameter in code that trains or scores, validation data written to
+files, shell commands that run code built at run time, an exhausted analysis budget (statements or CPU
+seconds).
 
 Limits (deliberate, to stay small): slice bounds are not compared (training on chunk i-1 before scoring
 chunk i is flagged; training on chunk i+1 after scoring chunk i is not); objects are tracked per
-allocation site, dict values are merged; mutually exclusive branches are treated as sequential (unless a literal comparison decides them); only
-gradient-based adaptation is tracked (val-calibrated GPTQ or n-gram caches updated from validation tokens
-are not seen); scoring with the training forward's loss outside no_grad is not recognised as scoring;
-two scoring passes with no val gradient between them (pre- and post-quantization evals) are legal unless
-their results are compared or min/max-ed.
+allocation site, dict values are merged; after an `if` on an unknown condition the two arms' values are
+merged (after a switch, the default arm's are kept); only gradient-based adaptation is tracked
+(val-calibrated GPTQ or n-gram caches updated from validation tokens are not seen); a training-mode
+loss summed outside no_grad (`total += loss.item()`) is not a score; two scoring passes with no val
+gradient between them (pre- and post-quantization evals) are legal unless their results are compared or
+min/max-ed; MLX scripts (no no_grad) have no scoring pass it recognises.
 """
 
 from __future__ import annotations

@@ -1,6 +1,9 @@
 """Rules: turn the analysis's gradient and scoring events into named findings and a verdict.
 
-Every gradient on validation tokens (g) is paired with every scoring of validation tokens (s):
+Every gradient on validation tokens (g) is paired with every scoring of validation tokens (s) of the
+same run (the default run, or the run with one environment switch flipped), except throw-away warm-up
+gradients, and except pairs in different arms of one `if` (they then meet only in later iterations of
+the loops outside that `if`):
   * g before s within one iteration of their shared loops -> violation (C3: adapted, then scored);
   * s before g, and some shared loop L over which g's or s's data does not vary -> violation: a later
     iteration of L scores tokens already trained on. When both vary with every shared loop (score chunk
