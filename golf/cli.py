@@ -172,7 +172,7 @@ def _print_artifact_table(report: dict) -> None:
 def cmd_check(args) -> int:
     from golf.check import main as check_main
 
-    return check_main([args.script] + (["--json"] if args.json else []))
+    return check_main(list(args.scripts) + (["--json"] if args.json else []))
 
 
 def cmd_export(args) -> int:
@@ -279,8 +279,8 @@ def build_parser() -> argparse.ArgumentParser:
     ai.add_argument("--strict", action="store_true")
     ai.set_defaults(func=cmd_artifact_inspect)
 
-    c = sub.add_parser("check", help="static TTT-legality check of a submission script")
-    c.add_argument("script")
+    c = sub.add_parser("check", help="static TTT-legality check of submission scripts (files or directories)")
+    c.add_argument("scripts", nargs="+", metavar="SCRIPT", help="scripts or directories of them; never executed")
     c.add_argument("--json", action="store_true")
     c.set_defaults(func=cmd_check)
 

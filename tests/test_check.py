@@ -39,10 +39,21 @@ EXPECTED = {
     "double_scoring_pass.py": ("illegal", {"C4-rescore"}),
     "adapt_before_score_chunks.py": ("illegal", {"C3-grad-before-score"}),
     "exec_runtime_string.py": ("unknown", set()),
+    # patterns of real submissions (issue #18), each described in its fixture's docstring
+    "timed_eval_prequant_ttt.py": ("illegal", {"multi-epoch-val"}),
+    "timed_eval_prequant_ttt_nested.py": ("illegal", {"multi-epoch-val"}),
+    "ttt_switch_off_by_default.py": ("legal", set()),
+    "ttt_if_else_score_first.py": ("legal", set()),
+    "ttt_early_return.py": ("legal", set()),
+    "lora_fused_forward_score_first.py": ("legal", set()),
+    "lora_fused_forward_score_first_lzma2.py": ("legal", set()),
+    "pep701_fstrings_no_ttt.py": ("legal", set()),
 }
 WRAPPED = {  # wrapped fixture -> the plain fixture it was generated from (make_wrapped.py)
     "prequant_val_finetune_lzma_b85.py": "prequant_val_finetune.py",
     "score_first_chunks_zlib_b64.py": "score_first_chunks.py",
+    "lora_fused_forward_score_first_lzma2.py": "lora_fused_forward_score_first.py",
+    "timed_eval_prequant_ttt_nested.py": "timed_eval_prequant_ttt.py",
 }
 
 
@@ -93,7 +104,7 @@ def test_wrapped_fixtures_decode_to_their_plain_source(wrapped, plain):
     assert result.unwrapped and not result.reasons
     plain_body = ast.parse((FIXTURES / plain).read_text()).body
     outer, inner = result.tree.body[: -len(plain_body)], result.tree.body[-len(plain_body) :]
-    assert all(isinstance(stmt, (ast.Import, ast.Assign)) for stmt in outer)  # the wrapper's own lines
+    assert all(isinstance(stmt, (ast.Import, ast.Assign)) for stmt in outer)  # the wrappers' own lines
     assert [ast.dump(s) for s in inner] == [ast.dump(s) for s in plain_body]
 
     # and the wrapped script gets the plain script's findings (line numbers are the payload's own)
@@ -274,11 +285,59 @@ v = load(VAL)
 print(model(v[:-1][None], v[1:][None]).item())
 """,
     ),
+    # functools.partial binds the model in front: the partial's call scores validation tokens after
+    # a gradient step on them
+    "partial_scorer_after_training_on_val": (
+        "illegal",
+        """
+import functools
+scorer = functools.partial(score, model)
+step(model, opt, load(VAL))
+print(scorer(load(VAL)))
+""",
+    ),
+    # a no_grad block inside the model's own forward (a detached target) is not a scoring pass: the
+    # chunk loop scores each chunk, then trains on it
+    "no_grad_inside_forward_is_not_scoring": (
+        "legal",
+        """
+class Smooth(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.emb = torch.nn.Embedding(1024, 64)
+
+    def forward(self, x, y):
+        logits = self.emb(x) @ self.emb.weight.T
+        with torch.no_grad():
+            target = F.softmax(logits.detach(), dim=-1)
+        return F.cross_entropy(logits.flatten(0, 1), y.reshape(-1)) + 0.0 * target.sum()
+
+smooth = Smooth()
+smooth_opt = torch.optim.SGD(smooth.parameters(), lr=0.1)
+tokens = load(VAL)
+for i in range(0, tokens.numel() - 65, 64):
+    chunk = tokens[i : i + 65]
+    print(score(smooth, chunk))
+    step(smooth, smooth_opt, chunk)
+""",
+    ),
+    # WORLD_SIZE is set by the launcher, not a switch of the submission: the run it guards is the run
+    "launcher_variable_is_not_a_switch": (
+        "legal",
+        """
+import os
+if int(os.environ.get("WORLD_SIZE", "1")) != 8:
+    raise ValueError("launch with torchrun --nproc_per_node=8")
+step(model, opt, load(TRAIN))
+print(score(model, load(VAL)))
+""",
+    ),
     "local_module_import": (
         "unknown",
         """
 import my_ttt_helpers
 step(model, opt, load(TRAIN))
+my_ttt_helpers.adapt(model, load(VAL))
 print(score(model, load(VAL)))
 """,
     ),
@@ -358,6 +417,11 @@ def test_exit_code_table():
 def _unreadable_inputs(tmp_path):
     (tmp_path / "latin1.py").write_bytes(b"x = '\xe9t\xe9'\n")
     (tmp_path / "broken.py").write_text("def f(:\n    pass\n")
+    return [tmp_path / "missing.py", tmp_path / "latin1.py", tmp_path / "broken.py"]
+
+
+def test_broken_payload_in_a_python_script_is_unknown_not_unreadable(tmp_path):
+    # the script is Python; only what it would exec is broken: the checker cannot see it -> unknown
     not_python = base64.b64encode(zlib.compress(b"this is not python (((")).decode()
     (tmp_path / "bad_payload.py").write_text(
         f'import zlib, base64\nexec(zlib.decompress(base64.b64decode("{not_python}")))\n'
@@ -365,14 +429,9 @@ def _unreadable_inputs(tmp_path):
     (tmp_path / "corrupt_payload.py").write_text(
         'import lzma, base64\nexec(lzma.decompress(base64.b85decode("VPRomVPRomVPRom")))\n'
     )
-    return [
-        tmp_path / "missing.py",
-        tmp_path,
-        tmp_path / "latin1.py",
-        tmp_path / "broken.py",
-        tmp_path / "bad_payload.py",
-        tmp_path / "corrupt_payload.py",
-    ]
+    for name, why in (("bad_payload.py", "not Python"), ("corrupt_payload.py", "does not decode")):
+        report = check_script(tmp_path / name)
+        assert report["verdict"] == "unknown" and why in report["reason"] and "line 2" in report["reason"]
 
 
 def test_unreadable_input_exits_3(tmp_path, capsys):
@@ -438,3 +497,268 @@ def test_nothing_is_executed(tmp_path):
     report = check_script(tmp_path / "trap.py")
     assert report["unwrapped"] and report["verdict"] == "legal"
     assert not outer_marker.exists() and not inner_marker.exists()
+
+
+# ---- patterns of real submissions (issue #18) ---------------------------------------------------------
+def _line_of(name: str, text: str) -> int:
+    """1-based line of the first line of fixture `name` holding `text`."""
+    lines = (FIXTURES / name).read_text().splitlines()
+    return next(i for i, line in enumerate(lines, 1) if text in line)
+
+
+def test_scoring_through_higher_order_helpers_is_followed():
+    # timed_eval(label, fn, *args), functools.partial and a lambda: each scoring pass after the fine-tune
+    # is found, so the findings name the scoring lines inside both eval functions
+    name = "timed_eval_prequant_ttt.py"
+    lines = {n for f in check_script(FIXTURES / name)["findings"] for n in f["lines"]}
+    assert _line_of(name, "total += model(") in lines  # eval_val, reached through timed_eval / partial
+    assert _line_of(name, "logits = logits_fn(") in lines  # eval_val_sliding, reached through a lambda
+
+
+def test_switch_off_by_default_gives_the_default_run_and_the_flip():
+    report = check_script(FIXTURES / "ttt_switch_off_by_default.py")
+    assert report["verdict"] == "legal" and report["switches"] == {"TTT_ENABLED=1": "illegal"}
+    assert (
+        report["reason"].startswith("legal by default") and "illegal with TTT_ENABLED=1" in report["reason"]
+    )
+    # the same file with the switch on by default is illegal, and says what turning it off gives
+    on = (
+        (FIXTURES / "ttt_switch_off_by_default.py")
+        .read_text()
+        .replace('"TTT_ENABLED", "0"', '"TTT_ENABLED", "1"')
+    )
+    assert on != (FIXTURES / "ttt_switch_off_by_default.py").read_text()
+    report = _check_text(on)
+    assert report["verdict"] == "illegal" and report["switches"] == {"TTT_ENABLED=0": "legal"}
+
+
+def _check_text(text: str) -> dict:
+    """Check a variant of a fixture, written to a fresh temporary folder (read, never run)."""
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "train_gpt.py"
+        path.write_text(text)
+        return check_script(path)
+
+
+def _variant(name: str, old: str, new: str) -> str:
+    text = (FIXTURES / name).read_text()
+    assert old in text, old
+    return text.replace(old, new)
+
+
+def test_score_before_backward_on_one_forward_is_legal_and_the_reverse_is_not():
+    name = "lora_fused_forward_score_first.py"
+    swapped = _variant(
+        name,
+        """            with torch.no_grad():
+                accumulate(per_tok, stats)  # 1) the chunk's score, before any update on it
+            opt.zero_grad()
+            per_tok.mean().backward()  # 2) then train on the chunk just scored
+            opt.step()
+""",
+        """            opt.zero_grad()
+            per_tok.mean().backward()
+            opt.step()
+            with torch.no_grad():
+                accumulate(forward(x, y, lora=adapter), stats)
+""",
+    )
+    report = _check_text(swapped)
+    assert report["verdict"] == "illegal", report["reason"]
+    assert {f["rule"] for f in report["findings"]} == {"C3-grad-before-score"}
+
+
+def test_warm_up_step_counts_when_the_adapter_is_kept_for_scoring():
+    # the warm-up adapter is discarded in the fixture (legal); kept and used to score, its step on the
+    # first validation chunk comes before that chunk is scored
+    name = "lora_fused_forward_score_first.py"
+    kept = _variant(name, "    del warm, warm_opt\n", "").replace(
+        "adapter = LoRA(256, args.lora_rank)\n        opt = torch.optim.Adam(adapter.parameters(), lr=args.lora_lr)",
+        "adapter, opt = warm, warm_opt",
+    )
+    assert "adapter, opt = warm, warm_opt" in kept
+    report = _check_text(kept)
+    assert report["verdict"] == "illegal", report["reason"]
+    assert "warm-up" in check_script(FIXTURES / name)["reason"]
+
+
+def test_if_else_arms_are_alternatives_but_a_sequence_is_not():
+    # the same two passes one after the other (no `else`): the plain eval follows the TTT's updates
+    sequence = _variant(
+        "ttt_if_else_score_first.py",
+        """    if args.ttt_enabled:
+        val_bpb = eval_val_score_first(args, model, val_tokens)
+    else:
+        val_bpb = eval_val(model, val_tokens, args.seq_len)""",
+        """    val_bpb = eval_val_score_first(args, model, val_tokens)
+    val_bpb = eval_val(model, val_tokens, args.seq_len)""",
+    )
+    assert _check_text(sequence)["verdict"] == "illegal"
+
+
+def test_pep701_fstrings_keep_lines_and_values():
+    from golf.check.parser import parse_python, requote_fstrings
+
+    # PEP 701 source => the same program in pre-3.12 syntax, one case a line
+    cases = r"""
+x = f"{", ".join(a)}" => x = f'{", ".join(a)}'
+y = f'{f'{v:.3f}'}' => y = f"{f'{v:.3f}'}"
+z = f"{d["k"]!r:>{w}}" => z = f'{d["k"]!r:>{w}}'
+m = f"a{"\n".join(b)}c" => m = f"a{''.join(map(chr, (10,))).join(b)}c"
+plain = 'it''s' + rf"\d{x}" => plain = 'it''s' + rf"\d{x}"
+"""
+    for case in cases.strip().splitlines():
+        source, expected = case.split(" => ")
+        assert requote_fstrings(source) == (expected, []), source
+    text = (FIXTURES / "pep701_fstrings_no_ttt.py").read_text()
+    tree, dropped = parse_python(text, "pep701")
+    assert dropped == []
+    # every statement keeps its line: the def lines of the tree are the def lines of the text
+    defs = [n.lineno for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.ClassDef))]
+    text_defs = [
+        i for i, line in enumerate(text.splitlines(), 1) if line.lstrip().startswith(("def ", "class "))
+    ]
+    assert sorted(defs) == text_defs
+    with pytest.raises(GolfError, match="not Python"):
+        parse_python('x = f"{a b}"\n', "bad")
+
+
+def test_raw_lzma2_decoder_options_must_be_literals(tmp_path):
+    filters = [{"id": lzma.FILTER_LZMA2}]
+    blob = base64.b85encode(
+        lzma.compress(
+            (FIXTURES / "score_first_chunks.py").read_bytes(), format=lzma.FORMAT_RAW, filters=filters
+        )
+    ).decode()
+    call = f'L.decompress(B.b85decode("{blob}"),format=L.FORMAT_RAW,filters=F)'
+    (tmp_path / "opts.py").write_text(
+        f'import lzma as L,base64 as B\nF=[{{"id":L.FILTER_LZMA2}}]\nexec({call})\n'
+    )
+    report = check_script(tmp_path / "opts.py")  # F is a variable, not a literal: not opened
+    assert report["verdict"] == "unknown" and "line 3" in report["reason"] and "literal" in report["reason"]
+    inline = call.replace("filters=F", 'filters=[{"id":L.FILTER_LZMA2}]')
+    (tmp_path / "inline.py").write_text(f"import lzma as L,base64 as B\nexec({inline})\n")
+    assert check_script(tmp_path / "inline.py")["verdict"] == "legal"
+
+
+def test_raw_lzma2_bomb_is_refused_while_streaming(tmp_path):
+    filters = [{"id": lzma.FILTER_LZMA2, "preset": 1}]
+    bomb = lzma.compress(b"#" * (4 * MAX_PAYLOAD_BYTES), format=lzma.FORMAT_RAW, filters=filters)
+    call = f'L.decompress(B.b85decode("{base64.b85encode(bomb).decode()}"),format=L.FORMAT_RAW,filters=[{{"id":L.FILTER_LZMA2}}])'
+    (tmp_path / "bomb.py").write_text(f"import lzma as L,base64 as B\nexec({call})\n")
+    tracemalloc.start()
+    try:
+        report = check_script(tmp_path / "bomb.py")
+        peak_bytes = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert report["verdict"] == "unknown" and "bomb" in report["reason"]
+    # the output stopped at the cap; the decoder's own dictionary (8 MiB by default) comes on top
+    assert peak_bytes < 3 * MAX_PAYLOAD_BYTES + 8 * 2**20
+    # a filter asking for a huge dictionary is refused before the decoder allocates it
+    huge = call.replace('{"id":L.FILTER_LZMA2}', '{"id":L.FILTER_LZMA2,"dict_size":2147483648}')
+    (tmp_path / "dict_bomb.py").write_text(f"import lzma as L,base64 as B\nexec({huge})\n")
+    report = check_script(tmp_path / "dict_bomb.py")
+    assert report["verdict"] == "unknown" and "dictionary" in report["reason"]
+
+
+def test_an_internal_error_is_unknown_with_its_reason(monkeypatch, capsys):
+    # a bug inside the checker must never read as `illegal` (a traceback's exit status is 1)
+    from golf.check import analysis
+
+    def broken(self):
+        raise ZeroDivisionError("injected")
+
+    monkeypatch.setattr(analysis.Analyzer, "run", broken)
+    report = check_script(FIXTURES / "baseline_no_ttt.py")
+    assert (
+        report["verdict"] == "unknown"
+        and "internal error" in report["reason"]
+        and "injected" in report["reason"]
+    )
+    assert main([str(FIXTURES / "baseline_no_ttt.py")]) == EXIT_CODES["unknown"]
+
+
+def test_many_scripts_and_directories(tmp_path, capsys):
+    names = ["baseline_no_ttt.py", "prequant_val_finetune.py", "exec_runtime_string.py"]
+    assert main([str(FIXTURES / n) for n in names[:1]] + [str(FIXTURES / names[0])]) == 0  # two legal
+    capsys.readouterr()
+    assert main([str(FIXTURES / n) for n in names] + ["--json"]) == EXIT_CODES["illegal"]
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["verdict"] for r in rows] == ["legal", "illegal", "unknown"]
+    assert all(r["script"].endswith(n) and r["seconds"] >= 0 for r, n in zip(rows, names))
+    # a directory: every .py in it, an unreadable one reported in its row (exit 1 still wins: illegal)
+    for n in names:
+        (tmp_path / n).write_text((FIXTURES / n).read_text())
+    (tmp_path / "broken.py").write_text("def f(:\n")
+    assert main([str(tmp_path)]) == EXIT_CODES["illegal"]
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].split()[:3] == ["verdict", "seconds", "script"] and len(out) == 1 + 4
+    assert any(line.startswith("unreadable") and "broken.py" in line for line in out)
+    (tmp_path / "prequant_val_finetune.py").unlink()
+    assert main([str(tmp_path)]) == 3  # unreadable beats unknown
+    capsys.readouterr()
+    (tmp_path / "broken.py").unlink()
+    assert main([str(tmp_path)]) == EXIT_CODES["unknown"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main([str(empty)]) == 3 and "no .py files" in capsys.readouterr().err
+
+
+def test_check_command_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; from golf.cli import main; rc = main(['check', sys.argv[1], '--json']); "
+        "print(rc, 'torch' in sys.modules)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(FIXTURES / "lora_fused_forward_score_first_lzma2.py")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.splitlines()[-1]
+    assert out == "0 False"
+
+
+PG_SUBMISSIONS = Path(__file__).resolve().parents[2] / "shared" / "pg_submissions"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PG_SUBMISSIONS / "labels.json").exists(), reason="no shared/pg_submissions here")
+def test_real_submissions_meet_the_targets():
+    """The development set of 30 real scripts (issue #18's targets; benchmarks/check_corpus.py)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "check_corpus", Path(__file__).parents[1] / "benchmarks" / "check_corpus.py"
+    )
+    corpus = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(corpus)
+    summary = corpus.run(PG_SUBMISSIONS)
+    misses = [(r["file"], r["verdict"], r["reason"][:200]) for r in summary["rows"] if corpus._wrong(r)]
+    assert summary["crashes"] == 0 and not misses, misses
+    assert summary["illegal_called_legal"] == 0 and summary["legal_called_illegal"] == 0
+    assert summary["illegal_flagged_share"] >= 0.9 and summary["unknown_share"] <= 0.10
+    assert summary["seconds_max"] <= 15
+
+
+def test_a_switch_that_picks_validation_data_is_not_merged_into_the_default_run(tmp_path):
+    # `files = VAL if TRAIN_ON_VAL else TRAIN` (off by default): the default run trains on TRAIN; the
+    # flipped run would train on validation data, which the analysis does not follow past that line
+    body = HEAD + (
+        'import os\nfiles = VAL if bool(int(os.environ.get("TRAIN_ON_VAL", "0"))) else TRAIN\n'
+        "step(model, opt, load(files))\nprint(score(model, load(VAL)))\n"
+    )
+    (tmp_path / "s.py").write_text(body)
+    report = check_script(tmp_path / "s.py")
+    assert report["verdict"] == "legal" and report["switches"] == {"TRAIN_ON_VAL=1": "unknown"}, report
+    statement = body.replace(
+        'files = VAL if bool(int(os.environ.get("TRAIN_ON_VAL", "0"))) else TRAIN\n',
+        'if bool(int(os.environ.get("TRAIN_ON_VAL", "0"))):\n    files = VAL\nelse:\n    files = TRAIN\n',
+    )
+    (tmp_path / "t.py").write_text(statement)
+    assert check_script(tmp_path / "t.py")["switches"] == {"TRAIN_ON_VAL=1": "unknown"}

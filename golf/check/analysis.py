@@ -27,19 +27,30 @@ Two kinds of events are recorded in execution order, each with its dynamic loop 
 Loops are interpreted twice (a fixpoint for loop-carried taint); events come from the second pass, so
 their positions give the order inside one iteration, and their labels say which loops move them to new
 tokens.
-`rules.py` pairs these events into named findings and a verdict.
+Each event also carries the `if` arms taken on the way to it (`branch`: a gradient in one arm is never
+ordered against a score in the other), the environment-switch arms among them (`conds`: the default run
+is the one with every `os.environ.get(NAME, default)` at its literal default; see `Analyzer._switch`), and,
+for scores, the objects the scoring call used (`refs`: a gradient step whose optimizer only updates an
+object later deleted without scoring with it is a throw-away warm-up). A forward on validation tokens
+with gradients on is labelled `fwd`; reading its output under no_grad (`accumulate(per_token_loss)`) is
+a score at that point, so a score-then-backward on one forward is score-first.
+`rules.py` pairs these events into named findings and a verdict for the default run and each flip.
 
-Anything the analysis cannot see is listed in `reasons` and makes the verdict `unknown`: exec of code it
-could not decode, dynamic or non-standard imports, gradient code never reached from the entry point,
-validation data written to files, shell commands built at run time, an exhausted analysis budget.
+Anything the analysis cannot see is listed in `reasons` and makes the verdict `unknown`, with its line:
+exec of code it could not decode, dynamic imports, a helper module (not a known library) handed
+validation data, a model or an optimizer, gradient code never reached from the entry point, a function
+value called without a value for a parameter in code that trains or scores, validation data written to
+files, shell commands that run code built at run time, an exhausted analysis budget (statements or CPU
+seconds).
 
 Limits (deliberate, to stay small): slice bounds are not compared (training on chunk i-1 before scoring
 chunk i is flagged; training on chunk i+1 after scoring chunk i is not); objects are tracked per
-allocation site, dict values are merged; mutually exclusive branches are treated as sequential (unless a literal comparison decides them); only
-gradient-based adaptation is tracked (val-calibrated GPTQ or n-gram caches updated from validation tokens
-are not seen); scoring with the training forward's loss outside no_grad is not recognised as scoring;
-two scoring passes with no val gradient between them (pre- and post-quantization evals) are legal unless
-their results are compared or min/max-ed.
+allocation site, dict values are merged; after an `if` on an unknown condition the two arms' values are
+merged (after a switch, the default arm's are kept); only gradient-based adaptation is tracked
+(val-calibrated GPTQ or n-gram caches updated from validation tokens are not seen); a training-mode
+loss summed outside no_grad (`total += loss.item()`) is not a score; two scoring passes with no val
+gradient between them (pre- and post-quantization evals) are legal unless their results are compared or
+min/max-ed; MLX scripts (no no_grad) have no scoring pass it recognises.
 """
 
 from __future__ import annotations
@@ -49,14 +60,17 @@ import builtins
 import functools
 import re
 import sys
+import time
 from dataclasses import dataclass
 
+from golf.check.parser import DROPPED_FIELD
 from golf.check.unwrap import module_aliases, qualname
 
 VAL = "val"
 EMPTY: frozenset = frozenset()
 
-STEP_BUDGET = 300_000  # statements interpreted; a 1,500-line script needs a few thousand
+STEP_BUDGET = 200_000  # statements interpreted; real 3,000-line records need up to ~50,000
+TIME_BUDGET_S = 8.0  # CPU seconds (not wall: a busy machine must not change a verdict); the ceiling is 15 s
 MAX_CALL_DEPTH = 24  # inlining depth; deeper calls are summarised conservatively
 MAX_EVENTS = 50_000
 
@@ -68,6 +82,21 @@ _VAL_KEY = re.compile(
     r"([_-](files?|paths?|pattern|data|dir|shards?|glob|bin|split|set|dataset))?"
 )
 
+_LAUNCHER_VARIABLES = {
+    "WORLD_SIZE",
+    "RANK",
+    "LOCAL_RANK",
+    "LOCAL_WORLD_SIZE",
+    "NODE_RANK",
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "CUDA_VISIBLE_DEVICES",
+    "NPROC_PER_NODE",
+}
+# words that make an environment variable a flag about validation, not the data (`TRAIN_ON_VAL`)
+_VAL_FLAG_WORDS = re.compile(
+    r"(?i)(^|_)(on|skip|no|use|do|every|enable|enabled|disable|batch|loss|log|max|calib)(_|$)"
+)
 _NOGRAD = {"torch.no_grad", "torch.inference_mode", "torch.autograd.no_grad", "torch.autograd.inference_mode"}
 _ENABLEGRAD = {"torch.enable_grad", "torch.autograd.enable_grad"}
 _SIZE_METHODS = {"numel", "size", "dim", "nelement", "element_size", "__len__", "stride"}
@@ -96,6 +125,11 @@ _KNOWN_MODULES = set(sys.stdlib_module_names) | {
     "torch", "numpy", "sentencepiece", "triton", "flash_attn", "flash_attn_interface", "zstandard",
     "zstd", "brotli", "einops", "tqdm", "huggingface_hub", "tiktoken", "safetensors", "wandb",
     "kernels",
+    # public libraries: they may be handed validation data, which the analysis then follows as calls
+    "scipy", "sklearn", "pandas", "mlx", "jax", "numba", "cupy", "python_minifier", "yaml", "datasets",
+    "transformers", "tokenizers", "accelerate", "bitsandbytes", "xformers", "apex", "liger_kernel",
+    "matplotlib", "psutil", "pynvml", "lz4", "blosc", "blosc2", "lrzip", "msgpack", "requests",
+    "flash_attn_3", "cutlass", "cuda", "tilelang", "deepspeed", "fla", "mamba_ssm", "causal_conv1d",
 }
 # fmt: on
 _BUILTINS = set(dir(builtins))
@@ -133,12 +167,16 @@ def join(a, b):
 
 
 def _is_ref(label) -> bool:
-    return isinstance(label, tuple) and label[0] in ("fn", "cls", "obj")
+    return isinstance(label, tuple) and label[0] in ("fn", "cls", "obj", "bound", "pfn")
+
+
+# labels that describe configuration or bookkeeping, never the tokens a value holds
+_NOT_DATA = ("const", "env", "opt", "fwd")
 
 
 def data_of(v) -> frozenset:
-    """Labels describing data (VAL, iter, score), without references and string constants."""
-    return frozenset(x for x in flat(v) if not _is_ref(x) and x[0:1] != ("const",))
+    """Labels describing data (VAL, iter, score), without references, constants and switches."""
+    return frozenset(x for x in flat(v) if not _is_ref(x) and x[0:1] not in [(k,) for k in _NOT_DATA])
 
 
 def _strip(labels: frozenset) -> frozenset:
@@ -172,6 +210,9 @@ class Event:
     loops: tuple  # dynamic loop ids, outermost first
     data: frozenset  # data labels of the tokens involved
     pass_id: object  # scoring pass (no-grad region) for scores
+    branch: tuple = ()  # ((if-statement instance, arm taken, loop depth at the if), ...), outermost first
+    conds: tuple = ()  # ((environment switch, its default's truth, arm taken), ...) on the way here
+    refs: frozenset = EMPTY  # allocation sites of the objects a scoring call used (model, adapter)
 
 
 class Frame:
@@ -234,17 +275,36 @@ class Analyzer:
         self.loops: tuple = ()
         self.active: list[str] = []
         self.nograd, self.region, self.record, self.in_scoring = False, None, True, False
-        self.steps = self.pos = 0
+        self.branch: tuple = ()  # the if-arms taken on the way to the current statement (see Event)
+        self.conds: tuple = ()  # the environment-switch arms among them
+        self.switches: dict[str, tuple] = {}  # environment switch -> (its literal default, first test line)
+        self.optimizers: dict = {}  # torch.optim allocation site -> sites of the objects it updates
+        self.pending_grads: list[int] = []  # grad events not yet followed by an optimizer step
+        self.grad_owners: dict[int, frozenset] = {}  # grad event pos -> sites its optimizer step updates
+        self.deleted: set = set()  # allocation sites removed by `del` (throw-away copies)
+        self.control: frozenset = EMPTY  # loop labels of the enclosing if-tests (control dependence)
+        self._compare_nodes: dict[int, list] = {}
+        self._trains_cache: dict[int, bool] = {}  # function node id -> takes gradients or scores
+        self.partials: dict = {}
+        self.unfollowed: dict[
+            str, int
+        ] = {}  # switch -> line where its flipped arm hands on val data  # functools.partial allocation site -> (bound args, bound kwargs)  # if-test node id -> the comparisons inside it
+        self._loop_names: dict[int, tuple] = {}  # loop node id -> (carried names, exit-test names)
+        self.unseen: dict[str, int] = {}  # modules the checker cannot read -> line of the import
+        self.moving: list[tuple] = []  # (exit-test names, loop label, frame) of enclosing while loops
+        self.steps = self.pos = self.line = 0
+        self.deadline = float("inf")
         self.module = Frame("<module>")
 
     # ---- driver ---------------------------------------------------------------------------------
     def run(self) -> None:
+        self.deadline = time.process_time() + TIME_BUDGET_S
         self._check_imports()
         try:
             self.exec_block(self.tree.body, self.module)
-        except _OutOfBudget:
+        except _OutOfBudget as exc:
             self.reasons[
-                f"analysis budget of {STEP_BUDGET} steps exhausted; script too complex to follow"
+                f"analysis budget ({exc}) exhausted at line {self.line}; did not follow the rest"
             ] = None
         except RecursionError:
             self.reasons["expressions nested too deeply to analyse"] = None
@@ -265,10 +325,36 @@ class Analyzer:
                 names = ["." if node.level else (node.module or "")]
             for name in names:
                 top = name.split(".")[0]
-                if top not in _KNOWN_MODULES:
+                if name == ".":
                     self.reasons[
-                        f"imports {name or '.'} (line {node.lineno}), code the checker cannot see"
+                        f"imports from its own package (line {node.lineno}), code the checker cannot see"
                     ] = None
+                elif top not in _KNOWN_MODULES:
+                    # a helper file shipped next to the script (kernels, an n-gram tilt): what it does is
+                    # unseen, so handing it validation data, a model or an optimizer loses track (eval_call)
+                    self.unseen[top] = node.lineno
+
+    def _trains_or_scores(self, fn) -> bool:
+        """Does this function's own body take a gradient or open a no_grad / inference_mode region?"""
+        if id(fn) not in self._trains_cache:
+            regions = [
+                item.context_expr
+                for n in ast.walk(fn)
+                if isinstance(n, (ast.With, ast.AsyncWith))
+                for item in n.items
+            ]
+            grads = any(self._is_grad_call(n) for n in ast.walk(fn))
+            decorated = not isinstance(fn, ast.Lambda) and self._decorator_mode(fn) is True
+            self._trains_cache[id(fn)] = grads or decorated or any(self._grad_mode(r) for r in regions)
+        return self._trains_cache[id(fn)]
+
+    def _in_model_code(self) -> bool:
+        """Is a method of a script module (a class with `forward`) on the call stack? A kernel called
+        from a model's forward computes activations; it does not train."""
+        return any(
+            key.split(".")[0] in self.classes and self._method(key.split(".")[0], "forward")
+            for key in self.active
+        )
 
     def _is_grad_call(self, node) -> bool:
         """`x.backward()` (any receiver) or `torch.autograd.grad(...)` under any import alias."""
@@ -280,13 +366,22 @@ class Analyzer:
 
     # ---- statements -----------------------------------------------------------------------------
     def exec_block(self, stmts, frame: Frame) -> None:
-        for stmt in stmts:
+        for i, stmt in enumerate(stmts):
+            rest = stmts[i + 1 :]
+            if isinstance(stmt, ast.If) and rest and _ends(stmt.body) and not _ends(stmt.orelse):
+                # `if c: ...; return` (or continue/raise): the rest of the block is the else arm
+                self.steps += 1
+                self.exec_if(stmt, frame, orelse=[*stmt.orelse, *rest])
+                return
             self.exec_stmt(stmt, frame)
 
     def exec_stmt(self, node, frame: Frame) -> None:
         self.steps += 1
+        self.line = node.lineno
         if self.steps > STEP_BUDGET:
-            raise _OutOfBudget
+            raise _OutOfBudget(f"{STEP_BUDGET} statements")
+        if self.steps % 1024 == 0 and time.process_time() > self.deadline:
+            raise _OutOfBudget(f"{TIME_BUDGET_S:.0f} s")
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
             # a def only binds a reference; its body runs when called, with that call's argument taints
             key = node.name if frame is self.module else f"{frame.function}.{node.name}"
@@ -304,6 +399,14 @@ class Analyzer:
         elif isinstance(node, ast.AugAssign):
             # `x += y` keeps what x held and adds y's labels (accumulators, loop counters)
             value = self.eval(node.value, frame)
+            if (
+                VAL in flat(value)
+                and _fwd_sites(flat(value)) is not None
+                and not self.in_scoring
+                and self.nograd
+            ):
+                # `with no_grad: loss_sum += per_token_loss.sum()`: a forward's losses summed into a score
+                self.event("score", node, frame, data_of(value), _fwd_sites(flat(value)))
             self.assign(node.target, join(self.eval(node.target, frame), value), frame)
         elif isinstance(node, ast.Expr):
             self.eval(node.value, frame)
@@ -312,18 +415,7 @@ class Analyzer:
             if node.value is not None:
                 frame.ret = join(frame.ret, self.eval(node.value, frame))
         elif isinstance(node, ast.If):
-            self.eval(node.test, frame)
-            self._note_choice(node.test, frame)
-            decided = self._decide(node.test, frame)
-            if decided is not None:  # `if split == "train":` inside get_batch("train")
-                self.exec_block(node.body if decided else node.orelse, frame)
-                return
-            # either branch may run: interpret both from the same state, then merge
-            before = dict(frame.env)
-            self.exec_block(node.body, frame)
-            then_env, frame.env = frame.env, before
-            self.exec_block(node.orelse, frame)
-            frame.env = _join_env(then_env, frame.env)
+            self.exec_if(node, frame, node.orelse)
         elif isinstance(node, (ast.For, ast.AsyncFor, ast.While)):
             self.exec_loop(node, frame)
         elif isinstance(node, (ast.With, ast.AsyncWith)):
@@ -339,7 +431,14 @@ class Analyzer:
             self.exec_block(node.finalbody, frame)
         elif isinstance(node, ast.Global):
             frame.globals.update(node.names)
-        elif isinstance(node, (ast.Assert, ast.Raise, ast.Delete)):
+        elif isinstance(node, ast.Delete):
+            # `del adapter, opt`: objects dropped here; a gradient step that only updated them and was
+            # never followed by scoring with them is a warm-up, not training (rules.py)
+            for target in node.targets:
+                if isinstance(target, ast.Name):
+                    self.deleted |= _sites(flat(self.eval(target, frame)))
+                    frame.env.pop(target.id, None)
+        elif isinstance(node, (ast.Assert, ast.Raise)):
             for child in ast.iter_child_nodes(node):
                 if isinstance(child, ast.expr):
                     self.eval(child, frame)
@@ -347,6 +446,87 @@ class Analyzer:
             self.eval(node.subject, frame)
             for case in node.cases:
                 self.exec_block(case.body, frame)
+
+    def exec_if(self, node: ast.If, frame: Frame, orelse: list) -> None:
+        """Either arm may run, never both: each is interpreted from the same state and its events are
+        tagged with the arm (`Event.branch`), so the rules never order a gradient in one arm against a
+        scoring pass in the other. An arm chosen by an environment switch is also tagged with the
+        switch and whether the default run takes it (`Event.conds`)."""
+        test = self.eval(node.test, frame)
+        self._note_choice(node.test, frame)
+        decided = self._decide(node.test, frame)
+        if decided is not None:  # `if split == "train":` inside get_batch("train")
+            self.exec_block(node.body if decided else orelse, frame)
+            return
+        switch = self._switch(node.test, test)
+        key = (self.call_path, id(node))
+        saved = (self.branch, self.conds, self.control)
+        # what an arm assigns depends on the test: `if start < chunk_end: windows.append(ws)` makes
+        # `windows` vary with the chunk loop, like a comprehension's filter
+        self.control = self.control | iters_of(test)
+        before, envs = dict(frame.env), []
+        try:
+            for arm, body in ((True, node.body), (False, orelse)):
+                frame.env = dict(before)
+                self.branch = saved[0] + ((key, arm, len(self.loops)),)
+                self.conds = saved[1] + (((switch[0], switch[1], arm),) if switch else ())
+                self.exec_block(body, frame)
+                envs.append(frame.env)
+        finally:
+            self.branch, self.conds, self.control = saved
+        if len(envs) < 2:
+            frame.env = _join_env(before, frame.env)
+        elif switch:
+            # after a switch, the default run goes on with its own arm's values only (else every run
+            # would train on what `if TRAIN_ON_VAL: files = val_files` assigns); a flipped switch that
+            # would hand validation data onward is noted as not followed (rules.py: `unknown`)
+            default, other = (envs[0], envs[1]) if switch[1] else (envs[1], envs[0])
+            if any(VAL in flat(v) and VAL not in flat(default.get(k, EMPTY)) for k, v in other.items()):
+                self.unfollowed.setdefault(switch[0], node.lineno)
+            frame.env = default
+        else:
+            frame.env = _join_env(*envs)
+
+    def _switch(self, test, value) -> tuple[str, bool] | None:
+        """(variable, does the default run take the `if` arm?) when the test reads one environment
+        variable through os.environ.get / os.getenv with a literal default, else None.
+
+        Submissions gate their TTT behind `TTT_ENABLED = bool(int(os.environ.get("TTT_ENABLED", "0")))`;
+        the default run is what the file does as submitted, the other arm what a flipped switch does.
+        """
+        negate = False
+        while isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not):
+            negate, test = not negate, test.operand
+        labels = flat(value)
+        envs = {x for x in labels if x[0:1] == ("env",)}
+        if len(envs) != 1 or data_of(labels - envs):
+            return None  # no switch, several, or one read with different defaults in different places
+        ((_, name, default),) = envs
+        if name in _LAUNCHER_VARIABLES:
+            return None  # set by torchrun for each launch, not a switch of the submission
+        typed = _typed(default)
+        if isinstance(test, ast.Compare) and len(test.ops) == 1:
+            other = test.comparators[0]
+            if isinstance(other, (ast.Tuple, ast.List, ast.Set)) and isinstance(
+                test.ops[0], (ast.In, ast.NotIn)
+            ):
+                if not all(isinstance(e, ast.Constant) for e in other.elts):
+                    return None
+                options = [e.value for e in other.elts]
+                inside = default in options or typed in options
+                truth = inside == isinstance(test.ops[0], ast.In)
+            elif isinstance(other, ast.Constant):
+                truth = _compare(test.ops[0], typed, other.value)
+                if truth is None:
+                    return None
+            else:
+                return None
+        elif isinstance(test, (ast.Name, ast.Attribute, ast.Call)):
+            truth = _truthy(default)
+        else:
+            return None
+        self.switches.setdefault(name, (default, getattr(test, "lineno", 0)))
+        return name, truth != negate
 
     def _decide(self, test, frame: Frame) -> bool | None:
         """Outcome of `x == "lit"` / `x != "lit"` when x certainly holds one string literal, else None.
@@ -423,13 +603,18 @@ class Analyzer:
         self.loop_lines[loop_id] = node.lineno
         label = ("iter", loop_id)
         items = self.eval(node.iter if not isinstance(node, ast.While) else node.test, frame)
-        # a loop over a tuple literal of any length (join takes two values at a time)
-        element = functools.reduce(join, items.items) if isinstance(items, Tup) and items.items else flat(items)
+        element = (
+            functools.reduce(join, items.items) if isinstance(items, Tup) and items.items else flat(items)
+        )
         before, record = dict(frame.env), self.record
         # loop-carried names vary per iteration, unless they already held validation tokens on entry
         # (`x = x[perm]` reshuffles the same tokens, it does not move to new ones)
-        carried = {n for n in self._carried(node) if VAL not in flat(before.get(n, EMPTY))}
+        if id(node) not in self._loop_names:  # syntax facts, the same for every visit of this loop
+            self._loop_names[id(node)] = (self._carried(node), self._exit_names(node))
+        carried_names, exit_names = self._loop_names[id(node)]
+        carried = {n for n in carried_names if VAL not in flat(before.get(n, EMPTY))}
         self.loops += (loop_id,)
+        self.moving.append((exit_names, label, frame))
         try:
             for pass_index in (0, 1):  # pass 0 reaches the taint fixpoint, pass 1 records events
                 self.record = record and pass_index == 1
@@ -441,8 +626,20 @@ class Analyzer:
                 self.exec_block(node.body, frame)
         finally:
             self.loops, self.record = self.loops[:-1], record
+            self.moving.pop()
         frame.env = _join_env(before, frame.env)
         self.exec_block(node.orelse, frame)
+
+    @staticmethod
+    def _exit_names(node) -> set[str]:
+        """Names a while loop's exit tests read: `idx = claim_next(); if idx >= n: break` hands out a
+        new item each iteration, as a for loop's variable does, wherever `idx` is assigned."""
+        if not isinstance(node, ast.While):
+            return set()
+        tests = [node.test] + [
+            s.test for s in node.body if isinstance(s, ast.If) and _ends(s.body) and not s.orelse
+        ]
+        return {n.id for t in tests for n in ast.walk(t) if isinstance(n, ast.Name)}
 
     @staticmethod
     def _carried(node) -> set[str]:
@@ -463,7 +660,9 @@ class Analyzer:
             value = self.eval(item.context_expr, frame)
             if item.optional_vars is not None:
                 self.assign(item.optional_vars, value, frame)
-            if mode is True and not self.nograd:
+            # a no_grad block inside a model's own forward (a detached target, a cache) is part of the
+            # forward, not a scoring pass: scoring is the caller's no_grad around the model call
+            if mode is True and not self.nograd and not self._in_model_code():
                 self.nograd, self.region = True, (self.call_path, id(node))
             elif mode is False:
                 self.nograd = False
@@ -474,7 +673,9 @@ class Analyzer:
 
     def assign(self, target, value, frame: Frame) -> None:
         if isinstance(target, ast.Name):
-            frame.set(target.id, value)
+            moving = {label for names, label, owner in self.moving if owner is frame and target.id in names}
+            moving |= self.control
+            frame.set(target.id, flat(value) | moving if moving else value)
         elif isinstance(target, (ast.Tuple, ast.List)):
             elts = target.elts
             exact = isinstance(value, Tup) and len(value.items) == len(elts)
@@ -500,7 +701,7 @@ class Analyzer:
             root = _root_name(target)
             self.eval(target.slice, frame)
             if root:
-                frame.set(root, join(frame.lookup(root) or EMPTY, flat(value)))
+                frame.set(root, join(frame.lookup(root) or EMPTY, flat(value) | self.control))
         elif isinstance(target, ast.Starred):
             self.assign(target.value, value, frame)
 
@@ -519,12 +720,16 @@ class Analyzer:
             for part in node.values:
                 if isinstance(part, ast.FormattedValue):
                     self.eval(part.value, frame)
-            text = "".join(p.value if isinstance(p, ast.Constant) else "*" for p in node.values)
+            text = "".join(_fstring_part(p) for p in node.values)
             if is_val_string(text):
                 self.val_lines.add(node.lineno)
                 return frozenset({VAL})
             return EMPTY
         if isinstance(node, ast.Name):
+            if node.id == DROPPED_FIELD:  # see parser.py: a pre-3.12 parser could not keep this field
+                self.reasons[f"an f-string field at line {node.lineno} could not be read; cannot see it"] = (
+                    None
+                )
             value = frame.lookup(node.id)
             return EMPTY if value is None else value
         if isinstance(node, ast.Attribute):
@@ -558,9 +763,9 @@ class Analyzer:
                 return _strip(flat(left))  # "%s" % x formats a message
             return _strip(flat(left) | flat(right))
         if isinstance(node, ast.Compare):
-            value = frozenset().union(*(flat(self.eval(e, frame)) for e in [node.left, *node.comparators]))
-            self.compares[id(node)] = value
-            return value
+            sides = [flat(self.eval(e, frame)) for e in [node.left, *node.comparators]]
+            self.compares[id(node)] = sides
+            return frozenset().union(*sides)
         if isinstance(node, ast.Lambda):
             key = f"{frame.function}.<lambda:{node.lineno}>"
             self.functions[key] = _Func(node, frame, None)
@@ -568,12 +773,19 @@ class Analyzer:
         if isinstance(node, (ast.ListComp, ast.SetComp, ast.GeneratorExp, ast.DictComp)):
             return self.eval_comprehension(node, frame)
         if isinstance(node, ast.IfExp):
-            self.eval(node.test, frame)
+            test = self.eval(node.test, frame)
             self._note_choice(node.test, frame)
             decided = self._decide(node.test, frame)
             if decided is not None:
                 return self.eval(node.body if decided else node.orelse, frame)
-            return join(self.eval(node.body, frame), self.eval(node.orelse, frame))
+            body, orelse = self.eval(node.body, frame), self.eval(node.orelse, frame)
+            switch = self._switch(node.test, test)
+            if switch:  # `files = VAL_FILES if TRAIN_ON_VAL else TRAIN_FILES`: as for an if statement
+                default, other = (body, orelse) if switch[1] else (orelse, body)
+                if VAL in flat(other) and VAL not in flat(default):
+                    self.unfollowed.setdefault(switch[0], node.lineno)
+                return default
+            return join(body, orelse)
         if isinstance(node, (ast.Yield, ast.YieldFrom)):
             if node.value is not None:
                 frame.ret = join(frame.ret, self.eval(node.value, frame))
@@ -607,6 +819,8 @@ class Analyzer:
         for label in refs:
             if label[0] == "obj":
                 out |= flat(self.heap.get((label[2], node.attr), EMPTY))
+                if self._method(label[1], node.attr):  # `model.forward_logits`: a bound method
+                    out.add(("bound", label[1], label[2], node.attr))
             if label[0] in ("obj", "cls"):
                 for info in self._class_chain(label[1]):
                     if node.attr in info["attrs"]:
@@ -641,8 +855,18 @@ class Analyzer:
     def eval_call(self, node: ast.Call, frame: Frame):
         func = node.func
         name = qualname(func, self.aliases)
-        args = [self.eval(a, frame) for a in node.args]
+        # `f(a, *rest)`: what follows the first starred argument has no known position; it may reach
+        # any remaining parameter (the `*` pool, see invoke), as `fn(*args, **kwargs)` helpers need
+        args, star = [], None
+        for a in node.args:
+            value = self.eval(a, frame)
+            if isinstance(a, ast.Starred) or star is not None:
+                star = join(star if star is not None else EMPTY, flat(value))
+            else:
+                args.append(value)
         kwargs = {k.arg or "**": self.eval(k.value, frame) for k in node.keywords}
+        if star is not None:
+            kwargs["*"] = star
         arg_labels = frozenset().union(*(flat(v) for v in [*args, *kwargs.values()]))
         recv, attr = None, None
         if isinstance(func, ast.Attribute) and name is None:
@@ -668,32 +892,97 @@ class Analyzer:
                 f"validation data written to a file at line {node.lineno}; "
                 "the checker cannot follow data through files"
             ] = None
-        literal = [
-            isinstance(a, ast.Constant)
-            or (isinstance(a, (ast.List, ast.Tuple)) and all(isinstance(e, ast.Constant) for e in a.elts))
-            for a in node.args
-        ]
-        if name and (name.startswith("subprocess.") or name in _SHELL) and not all(literal):
-            self.reasons[f"shell command built at run time at line {node.lineno}"] = None
+        if (
+            name
+            and (name.startswith("subprocess.") or name in _SHELL)
+            and node.args
+            and _runs_code(node.args[0])
+        ):
+            self.reasons[
+                f"shell command built at run time at line {node.lineno}; cannot see what it runs"
+            ] = None
         # argparse flags naming validation data become attributes of the parsed namespace
         if attr == "add_argument":
             flags = [a.value for a in node.args if isinstance(a, ast.Constant) and isinstance(a.value, str)]
             if flags and (VAL in arg_labels):
                 dest = flags[-1].lstrip("-").replace("-", "_")
                 self.loose_attrs[dest] = frozenset({VAL})
+        if name and name.split(".")[0] in self.unseen:
+            handed = [
+                what
+                for what, present in (
+                    ("validation data", VAL in arg_labels and not self._in_model_code()),
+                    ("an optimizer", any(x[0:1] == ("opt",) for x in arg_labels)),
+                    ("a model", any(self._method(x[1], "forward") for x in arg_labels if x[0:1] == ("obj",))),
+                )
+                if present
+            ]
+            if handed:
+                module = name.split(".")[0]
+                self.reasons[
+                    f"line {node.lineno} hands {' and '.join(handed)} to {name}, from {module} (imported at "
+                    f"line {self.unseen[module]}), code the checker cannot see"
+                ] = None
+        # an environment switch read with a literal default (see Analyzer._switch)
+        if name in ("os.environ.get", "os.getenv") and node.args and isinstance(node.args[0], ast.Constant):
+            default = node.args[1] if len(node.args) > 1 else None
+            if default is None or isinstance(default, ast.Constant):
+                env = ("env", node.args[0].value, default.value if default is not None else None)
+                # the variable's name says validation data only if it names a path or set
+                # (`VAL_FILES`), not a flag about it (`TRAIN_ON_VAL`, `SKIP_VAL`)
+                variable = str(node.args[0].value)
+                named = is_val_string(variable) and not _VAL_FLAG_WORDS.search(variable)
+                value = _strip(flat(args[1])) if len(args) > 1 else EMPTY
+                return value | {env} | (frozenset({VAL}) if named else EMPTY)
+        if (
+            builtin
+            and func.id == "getattr"
+            and len(node.args) >= 2
+            and isinstance(node.args[1], ast.Constant)
+            and isinstance(node.args[1].value, str)
+        ):
+            # getattr(args, "slot_enabled", False) reads the field (and its switch) like args.slot_enabled
+            field_node = ast.copy_location(ast.Attribute(node.args[0], node.args[1].value, ast.Load()), node)
+            value = self.eval_attribute(field_node, frame)
+            return join(value, args[2]) if len(args) > 2 and value == EMPTY else value
+        if name == "copy.deepcopy" and args:
+            # a copy is a new object (a throw-away model for a warm-up is not the model that is scored)
+            site, out = (self.call_path, id(node)), set()
+            for label in flat(args[0]):
+                if label[0:1] == ("obj",):
+                    for (old, field_name), value in list(self.heap.items()):
+                        if old == label[2]:
+                            self.heap[(site, field_name)] = value
+                    out.add(("obj", label[1], site))
+                else:
+                    out.add(label)
+            return frozenset(out)
         # sizes are not tokens
         if (builtin and func.id in _SIZE_BUILTINS) or attr in _SIZE_METHODS:
             return iters_of(arg_labels | flat(recv or EMPTY))
         if builtin and func.id in ("min", "max", "sorted"):
-            self._note_passes(arg_labels, node, frame)
+            operands = [*args, *kwargs.values()]
+            if len(operands) == 1 and isinstance(operands[0], Tup):  # min([a, b]) / max((a, b))
+                operands = list(operands[0].items)
+            self._note_passes([flat(v) for v in operands], node, frame)
+
+        if name == "functools.partial" and args:
+            # partial(f, a, k=v): a reference to f with those arguments bound in front (see invoke)
+            site = (self.call_path, id(node))
+            self.partials[site] = (args[1:], {k: v for k, v in kwargs.items() if k != "*"})
+            fns = [x for x in flat(args[0]) if x[0:1] == ("fn",)]
+            if fns:
+                return frozenset(("pfn", x[1], site) for x in fns)
 
         # calls into script code: functions, constructors, methods, model forwards
         result, resolved, model_like = EMPTY, False, False
-        targets: list[tuple[str, object]] = []
+        targets: list[tuple] = []  # (function key, self value[, arguments bound by a partial])
         if callee is not None:
             for label in flat(callee):
                 if label[0:1] == ("fn",):
-                    targets.append((label[1], None))
+                    targets.append((label[1], None, ((), {})))
+                elif label[0:1] == ("pfn",):
+                    targets.append((label[1], None, self.partials.get(label[2], ((), {}))))
                 elif label[0:1] == ("cls",):
                     result = join(result, self.construct(label[1], node, args, kwargs))
                     resolved = True
@@ -702,6 +991,11 @@ class Analyzer:
                     if key:
                         targets.append((key, frozenset({label})))
                         model_like = True
+                elif label[0:1] == ("bound",):  # `fn = model.forward_logits; fn(x)`
+                    key = self._method(label[1], label[3])
+                    if key:
+                        targets.append((key, frozenset({("obj", label[1], label[2])})))
+                        model_like = model_like or self._method(label[1], "forward") is not None
         if recv is not None:
             objs = [x for x in flat(recv) if _is_ref(x) and x[0] in ("obj", "cls")]
             for label in objs:
@@ -716,13 +1010,24 @@ class Analyzer:
         # a model-like call on validation tokens under no_grad is scoring; calls nested inside an
         # inlined model forward belong to this one scoring call, so they are not recorded again
         scoring = self.nograd and model_like and VAL in arg_labels and not self.in_scoring
+        used = _sites(arg_labels | flat(recv or EMPTY) | flat(callee or EMPTY))
         if scoring:
-            self.event("score", node, frame, data_of(arg_labels))
+            self.event("score", node, frame, data_of(arg_labels), used)
+        elif self.nograd and VAL in arg_labels and not self.in_scoring and _fwd_sites(arg_labels) is not None:
+            # scoring a forward computed earlier with gradients on (`with no_grad: accumulate(loss)`)
+            scoring = True
+            self.event("score", node, frame, data_of(arg_labels), _fwd_sites(arg_labels))
         extra = data_of(callee) if callee is not None else EMPTY  # e.g. functools.partial(f, val)
         outer, self.in_scoring = self.in_scoring, self.in_scoring or scoring
         try:
-            for key, self_value in targets:
-                result = join(result, self.invoke(key, args, kwargs, node, self_value, extra))
+            for key, self_value, *bound in targets:
+                call_args, call_kwargs = args, kwargs
+                if bound:  # a function value called by the script: partial's arguments come first
+                    call_args, call_kwargs = [*bound[0][0], *args], {**bound[0][1], **kwargs}
+                result = join(
+                    result,
+                    self.invoke(key, call_args, call_kwargs, node, self_value, extra, strict=bool(bound)),
+                )
                 resolved = True
         finally:
             self.in_scoring = outer
@@ -735,7 +1040,7 @@ class Analyzer:
             if attr in _MUTATORS and isinstance(func, ast.Attribute):
                 root = _root_name(func.value)
                 if root:
-                    frame.set(root, join(frame.lookup(root) or EMPTY, data_of(arg_labels)))
+                    frame.set(root, join(frame.lookup(root) or EMPTY, data_of(arg_labels) | self.control))
             if name is not None:
                 model_like = name.startswith("torch.nn.functional.")
             elif recv is not None:
@@ -744,7 +1049,23 @@ class Analyzer:
                 model_like = not builtin
             if self.nograd and model_like and VAL in arg_labels and not self.in_scoring:
                 scoring = True
-                self.event("score", node, frame, data_of(arg_labels))
+                self.event("score", node, frame, data_of(arg_labels), used)
+            if name and name.startswith("torch.optim.") and name.split(".")[-1][:1].isupper():
+                # a torch optimizer: remember whose parameters its step() updates (throw-away copies)
+                site = (self.call_path, id(node))
+                self.optimizers[site] = self.optimizers.get(site, EMPTY) | _sites(arg_labels)
+                result = flat(result) | {("opt", site)}
+            if attr == "step" and recv is not None:
+                steps = [x[1] for x in flat(recv) if x[0:1] == ("opt",)]
+                if steps and self.record:
+                    owners = frozenset().union(*(self.optimizers.get(site, EMPTY) for site in steps))
+                    for pos in self.pending_grads:
+                        self.grad_owners[pos] = self.grad_owners.get(pos, EMPTY) | owners
+                    self.pending_grads = []
+        if not scoring and model_like and VAL in arg_labels and not self.nograd and not self.in_scoring:
+            # a forward on validation tokens with gradients on: its output may be both scored (read
+            # under no_grad, or `.item()`-accumulated) and trained on, as per-document LoRA TTT does
+            result = flat(result) | {("fwd", used)}
         if scoring:
             result = flat(result) | {("score", self.region)}
         # stateful loaders hand out new tokens on each call inside a loop
@@ -763,7 +1084,7 @@ class Analyzer:
         # validation data when handed to a library DataLoader and iterated there
         return obj | frozenset().union(*(data_of(v) for v in [*args, *kwargs.values()]))
 
-    def invoke(self, key: str, args, kwargs, node: ast.Call, self_value, extra):
+    def invoke(self, key: str, args, kwargs, node: ast.Call, self_value, extra, strict: bool = False):
         """Inline a script function with these argument values; return its return value."""
         info = self.functions.get(key)
         if info is None or key in self.active or len(self.call_path) >= MAX_CALL_DEPTH:
@@ -785,18 +1106,31 @@ class Analyzer:
                 value = values[i]
             elif param.arg in kwargs:
                 value = kwargs.pop(param.arg)
+            elif "*" in kwargs:
+                value = kwargs["*"]
             elif defaults[i] is not None:
                 value = self.eval(defaults[i], info.closure)
             else:
                 value = kwargs.get("**", EMPTY)
+                if strict and "**" not in kwargs and self._trains_or_scores(fn):
+                    # Python would raise here; the analysis has lost which value reaches this parameter
+                    self.reasons[
+                        f"call at line {node.lineno} gives no value for parameter {param.arg!r} of {key}, "
+                        "which trains or scores; lost track of its data"
+                    ] = None
             frame.env[param.arg] = join(value, extra) if extra else value
         for param, default in zip(a.kwonlyargs, a.kw_defaults):
             value = kwargs.pop(param.arg, None)
+            if value is None and "**" in kwargs:
+                value = kwargs["**"]
             if value is None:
                 value = self.eval(default, info.closure) if default is not None else EMPTY
             frame.env[param.arg] = flat(value) | extra
         if a.vararg:
             frame.env[a.vararg.arg] = frozenset().union(*(flat(v) for v in values[len(positional) :])) | extra
+        if a.vararg and "*" in kwargs:
+            frame.env[a.vararg.arg] = flat(frame.env[a.vararg.arg]) | flat(kwargs.pop("*"))
+        kwargs.pop("*", None)
         if a.kwarg:
             frame.env[a.kwarg.arg] = frozenset().union(*(flat(v) for v in kwargs.values())) | extra
         # the call path keeps loops and allocation sites inside distinct per call site; a @no_grad /
@@ -818,7 +1152,7 @@ class Analyzer:
             self.call_path, self.nograd, self.region = saved
 
     # ---- events ---------------------------------------------------------------------------------
-    def event(self, kind: str, node, frame: Frame, data: frozenset) -> None:
+    def event(self, kind: str, node, frame: Frame, data: frozenset, refs: frozenset = EMPTY) -> None:
         # the first pass over a loop body only reaches the taint fixpoint; events come from the second
         if not self.record:
             return
@@ -835,19 +1169,136 @@ class Analyzer:
                 self.loops,
                 data,
                 self.region if kind == "score" else None,
+                self.branch,
+                self.conds,
+                refs,
             )
         )
+        if kind == "grad":
+            self.pending_grads.append(self.pos)
 
-    def _note_passes(self, labels: frozenset, node, frame: Frame) -> None:
-        passes = {x[1] for x in labels if isinstance(x, tuple) and x[0] == "score"}
-        if len(passes) >= 2 and self.record:
+    def _note_passes(self, operands: list, node, frame: Frame) -> None:
+        """Choosing among passes: two operands holding the results of different scoring passes
+        (`min(bpb_plain, bpb_ttt)`), not one value that mixes passes (`max(token_count, 1)`)."""
+        per_operand = [{x[1] for x in ops if isinstance(x, tuple) and x[0] == "score"} for ops in operands]
+        per_operand = [p for p in per_operand if p]
+        passes = set().union(*per_operand)
+        distinct = any(a != b for a in per_operand for b in per_operand)
+        if len(per_operand) >= 2 and distinct and len(passes) >= 2 and self.record:
             self.choices.append((node.lineno, frame.function, len(passes)))
 
     def _note_choice(self, test, frame: Frame) -> None:
         """An `if`/conditional comparing results of different scoring passes chooses among them."""
-        for sub in ast.walk(test):
-            if isinstance(sub, ast.Compare) and id(sub) in self.compares:
+        if id(test) not in self._compare_nodes:
+            self._compare_nodes[id(test)] = [sub for sub in ast.walk(test) if isinstance(sub, ast.Compare)]
+        for sub in self._compare_nodes[id(test)]:
+            if id(sub) in self.compares:
                 self._note_passes(self.compares[id(sub)], sub, frame)
+
+
+def _ends(body: list) -> bool:
+    """Does this block always leave (return, raise, continue, break), so what follows it is the else arm?"""
+    if not body:
+        return False
+    last = body[-1]
+    if isinstance(last, (ast.Return, ast.Raise, ast.Continue, ast.Break)):
+        return True
+    if isinstance(last, ast.If):
+        return _ends(last.body) and _ends(last.orelse)
+    if isinstance(last, ast.Expr) and isinstance(last.value, ast.Call):  # sys.exit(...), exit(), quit()
+        func = last.value.func
+        called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        return called in ("exit", "quit", "_exit")
+    return False
+
+
+def _typed(default):
+    """An environment default as the program will likely use it: "3" -> 3, "0.5" -> 0.5, else as is."""
+    if isinstance(default, str):
+        for kind in (int, float):
+            try:
+                return kind(default)
+            except ValueError:
+                pass
+    return default
+
+
+def _truthy(default) -> bool:
+    """Truth of a switch read as `bool(int(x))`, `x == "1"`-style flags or a plain string."""
+    if isinstance(default, str) and default.strip().lower() in ("", "0", "false", "no", "off", "none"):
+        return False
+    return bool(_typed(default))
+
+
+_CMP = {
+    ast.Eq: lambda a, b: a == b,
+    ast.NotEq: lambda a, b: a != b,
+    ast.Lt: lambda a, b: a < b,
+    ast.LtE: lambda a, b: a <= b,
+    ast.Gt: lambda a, b: a > b,
+    ast.GtE: lambda a, b: a >= b,
+}
+
+
+def _compare(op, default, literal) -> bool | None:
+    try:
+        if (
+            isinstance(op, (ast.Eq, ast.NotEq))
+            and isinstance(default, (int, float))
+            and isinstance(literal, str)
+        ):
+            default = str(default)  # `os.environ.get("X", "1") == "1"` compares strings
+        return _CMP[type(op)](default, literal) if type(op) in _CMP else None
+    except TypeError:
+        return None
+
+
+def _fwd_sites(labels: frozenset) -> frozenset | None:
+    """Objects used by the gradient-mode forwards these labels come from; None if none does."""
+    found = [x[1] for x in labels if isinstance(x, tuple) and x[0] == "fwd"]
+    return frozenset().union(*found) if found else None
+
+
+_INTERPRETERS = {"python", "python3", "torchrun", "bash", "sh", "zsh", "env", "exec"}
+
+
+def _runs_code(command) -> bool:
+    """Could this subprocess command run code the checker cannot see? A named tool given file
+    arguments (`["lrzip", "-d", path]`, `[shutil.which("pyminify"), path]`, `["nvidia-smi"]`) cannot;
+    a command string built at run time, `sys.executable ...` or an interpreter with computed arguments can.
+    """
+    if isinstance(command, ast.Constant):
+        return False
+    if not isinstance(command, (ast.List, ast.Tuple)) or not command.elts:
+        return True  # a string built at run time (shell=True style), or a command held in a variable
+    prog, rest = command.elts[0], command.elts[1:]
+    programs = [prog.body, prog.orelse] if isinstance(prog, ast.IfExp) else [prog]
+    literal_rest = all(isinstance(e, ast.Constant) for e in rest)
+    for p in programs:
+        if isinstance(p, ast.Constant) and isinstance(p.value, str):
+            if p.value.rsplit("/", 1)[-1] in _INTERPRETERS and not literal_rest:
+                return True
+        elif _dotted(p) == "sys.executable":
+            if not literal_rest:
+                return True
+        elif not isinstance(p, (ast.Name, ast.Attribute, ast.Call)):
+            return True
+    return False
+
+
+def _sites(labels: frozenset) -> frozenset:
+    """Allocation sites of the script objects among these labels."""
+    return frozenset(x[2] for x in labels if isinstance(x, tuple) and x[0] in ("obj", "bound"))
+
+
+def _fstring_part(part) -> str:
+    """An f-string part as text: literal parts and literal fields (`{"val"}`) as written, others `*`."""
+    if isinstance(part, ast.Constant):
+        return str(part.value)
+    value = getattr(part, "value", None)
+    if isinstance(value, ast.Constant) and isinstance(value.value, str) and part.format_spec is None:
+        return value.value
+    return "*"
 
 
 def _dotted(node) -> str | None:

@@ -31,11 +31,13 @@ import os
 import zlib
 from dataclasses import dataclass, field
 
+from golf.check.parser import parse_python
 from golf.errors import GolfError
 
 MAX_DEPTH = 4  # nested exec layers followed; real golfed scripts use one, rarely two
 MAX_PAYLOAD_BYTES = 4 * 2**20  # one decoded layer; a 1,500-line script is about 60 KB
 MAX_TOTAL_BYTES = 16 * 2**20  # all layers together, so many small layers cannot add up to a bomb
+MAX_LZMA_DICT_BYTES = 64 * 2**20  # raw LZMA2 filters name their dictionary; preset 9 uses 64 MiB
 
 
 class _Refused(Exception):
@@ -58,19 +60,15 @@ def read_source(path: str | os.PathLike) -> str:
     except OSError as exc:
         raise GolfError(f"{path}: cannot read ({exc.strerror})") from None
     try:
-        return raw.decode("utf-8")
+        return raw.decode("utf-8-sig")  # a leading byte-order mark is valid in Python source
     except UnicodeDecodeError as exc:
         raise GolfError(f"{path}: not UTF-8 text (byte {exc.start})") from None
 
 
 def parse_source(source: str, label: str) -> ast.Module:
-    """Parse Python text; GolfError naming `label` and the line if it is not Python."""
-    try:
-        return ast.parse(source, filename=label)
-    except SyntaxError as exc:
-        raise GolfError(f"{label}: not Python syntax (line {exc.lineno}: {exc.msg})") from None
-    except ValueError as exc:  # e.g. source holding NUL bytes
-        raise GolfError(f"{label}: not Python source ({exc})") from None
+    """Parse Python text with current Python's grammar (`parser.py`); GolfError naming `label` and the
+    line if it is not Python."""
+    return parse_python(source, label)[0]
 
 
 def module_aliases(tree: ast.AST) -> dict[str, str]:
@@ -118,7 +116,23 @@ def _bounded(decompressor, data: bytes, name: str) -> bytes:
     return out
 
 
-def _zlib(data: bytes, wbits: int = zlib.MAX_WBITS) -> bytes:
+def _lzma_decoder(format: int = lzma.FORMAT_AUTO, memlimit: int | None = None, filters=None):
+    """`lzma.decompress`'s options, checked: a raw stream needs its filter chain (given as literals)."""
+    if format == lzma.FORMAT_RAW:
+        # the decoder allocates the dictionary a filter asks for up front: a literal `dict_size` of
+        # gigabytes would be a memory bomb before a single byte is decoded
+        for f in filters or []:
+            if isinstance(f, dict) and f.get("dict_size", 0) > MAX_LZMA_DICT_BYTES:
+                raise _Refused(
+                    f"lzma filter asks for a {f['dict_size']}-byte dictionary (over {MAX_LZMA_DICT_BYTES})"
+                )
+        return lzma.LZMADecompressor(format=format, filters=filters)
+    if filters is not None:
+        raise ValueError("lzma filters are only valid with FORMAT_RAW")
+    return lzma.LZMADecompressor(format=format, memlimit=memlimit)
+
+
+def _zlib(data: bytes, wbits: int = zlib.MAX_WBITS, bufsize: int = 0) -> bytes:
     d = zlib.decompressobj(wbits)
     out = d.decompress(data, MAX_PAYLOAD_BYTES + 1)
     if len(out) > MAX_PAYLOAD_BYTES or d.unconsumed_tail:
@@ -132,19 +146,19 @@ def _as_bytes(data: bytes | str) -> bytes:
 
 # dotted name -> decoder(data, *constant extra args); base64 variants never grow their input
 _DECODERS = {
-    "lzma.decompress": lambda d, *a: _bounded(lzma.LZMADecompressor(), _as_bytes(d), "lzma"),
-    "zlib.decompress": lambda d, *a: _zlib(_as_bytes(d), *a[:1]),
-    "gzip.decompress": lambda d, *a: _zlib(_as_bytes(d), 31),
-    "bz2.decompress": lambda d, *a: _bounded(bz2.BZ2Decompressor(), _as_bytes(d), "bz2"),
-    "base64.b85decode": lambda d, *a: base64.b85decode(d),
-    "base64.b64decode": lambda d, *a: base64.b64decode(d),
-    "base64.a85decode": lambda d, *a: base64.a85decode(d),
-    "base64.b32decode": lambda d, *a: base64.b32decode(d),
-    "base64.b16decode": lambda d, *a: base64.b16decode(d),
-    "base64.urlsafe_b64decode": lambda d, *a: base64.urlsafe_b64decode(d),
-    "base64.decodebytes": lambda d, *a: base64.decodebytes(_as_bytes(d)),
-    "binascii.a2b_base64": lambda d, *a: binascii.a2b_base64(d),
-    "binascii.unhexlify": lambda d, *a: binascii.unhexlify(d),
+    "lzma.decompress": lambda d, *a, **k: _bounded(_lzma_decoder(*a, **k), _as_bytes(d), "lzma"),
+    "zlib.decompress": lambda d, *a, **k: _zlib(_as_bytes(d), *a[:1], **k),
+    "gzip.decompress": lambda d, *a, **k: _zlib(_as_bytes(d), 31),
+    "bz2.decompress": lambda d, *a, **k: _bounded(bz2.BZ2Decompressor(), _as_bytes(d), "bz2"),
+    "base64.b85decode": lambda d, *a, **k: base64.b85decode(d, *a, **k),
+    "base64.b64decode": lambda d, *a, **k: base64.b64decode(d, *a, **k),
+    "base64.a85decode": lambda d, *a, **k: base64.a85decode(d, *a, **k),
+    "base64.b32decode": lambda d, *a, **k: base64.b32decode(d, *a, **k),
+    "base64.b16decode": lambda d, *a, **k: base64.b16decode(d, *a, **k),
+    "base64.urlsafe_b64decode": lambda d, *a, **k: base64.urlsafe_b64decode(d, *a, **k),
+    "base64.decodebytes": lambda d, *a, **k: base64.decodebytes(_as_bytes(d)),
+    "binascii.a2b_base64": lambda d, *a, **k: binascii.a2b_base64(d, **k),
+    "binascii.unhexlify": lambda d, *a, **k: binascii.unhexlify(d),
 }
 
 
@@ -173,7 +187,7 @@ class _Splicer(ast.NodeTransformer):
             return self.generic_visit(node)
         line = node.lineno
         try:
-            payload = self._static(call.args[0])
+            payload = self._static(call.args[0], before=line)
         except _NotStatic as exc:
             self.reasons[line] = f"exec() at line {line} runs code built at run time ({exc}); cannot see it"
             return node
@@ -181,12 +195,15 @@ class _Splicer(ast.NodeTransformer):
             self.reasons[line] = f"exec() at line {line}: {exc}; refused to unwrap"
             return node
         except (ValueError, TypeError, LookupError, lzma.LZMAError, zlib.error, OSError, EOFError) as exc:
-            raise GolfError(f"{self.label}: exec payload at line {line} does not decode ({exc})") from None
+            # the script is Python; only its payload is broken (it would fail at run time): not exit 3
+            self.reasons[line] = f"exec() payload at line {line} does not decode ({exc}); cannot see it"
+            return node
         if isinstance(payload, bytes):
             try:
                 payload = payload.decode("utf-8")
             except UnicodeDecodeError:
-                raise GolfError(f"{self.label}: exec payload at line {line} is not UTF-8 text") from None
+                self.reasons[line] = f"exec() payload at line {line} is not UTF-8 text; cannot see it"
+                return node
         if self.depth + 1 > MAX_DEPTH:
             self.reasons[line] = f"exec payloads nested more than {MAX_DEPTH} deep at line {line}; refused"
             return node
@@ -194,31 +211,42 @@ class _Splicer(ast.NodeTransformer):
         if self.budget[0] < 0:
             self.reasons[line] = f"exec payloads exceed {MAX_TOTAL_BYTES} bytes in total; refused to unwrap"
             return node
-        inner = parse_source(payload, f"{self.label} (payload at line {line})")
+        try:
+            inner = parse_source(payload, f"{self.label} (payload at line {line})")
+        except GolfError as exc:
+            self.reasons[line] = f"exec() payload at line {line} is not Python ({exc}); cannot see it"
+            return node
         sub = _Splicer(inner, self.depth + 1, self.budget, self.label)
         inner = sub.visit(inner)
         self.reasons.update(sub.reasons)
         self.unwrapped = True
         return inner.body  # NodeTransformer splices a returned list into the enclosing body
 
-    def _static(self, node: ast.AST, depth: int = 0) -> bytes | str:
+    def _static(self, node: ast.AST, depth: int = 0, before: int = 1 << 30) -> bytes | str:
         """Value of a literal decode chain; raises _NotStatic for anything needing execution."""
         if depth > 32:
             raise _NotStatic("expression too deep")
         if isinstance(node, ast.Constant) and isinstance(node.value, (str, bytes)):
             return node.value
         if isinstance(node, ast.Name) and node.id in self.consts:
-            return self._static(self.consts[node.id], depth + 1)
+            # the module-level assignment in force at this point: `S = decompress(...); S = S.decode()`
+            earlier = [(line, value) for line, value in self.consts[node.id] if line < before]
+            if earlier:
+                line, value = earlier[-1]
+                return self._static(value, depth + 1, before=line)
         if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
-            left, right = self._static(node.left, depth + 1), self._static(node.right, depth + 1)
+            left, right = (
+                self._static(node.left, depth + 1, before),
+                self._static(node.right, depth + 1, before),
+            )
             if type(left) is not type(right):
                 raise _NotStatic("adds str to bytes")
             return left + right
-        if isinstance(node, ast.Call) and not node.keywords:
+        if isinstance(node, ast.Call):
             func = node.func
             # `.decode()` / `.encode()` on a static value: text <-> bytes, UTF-8 unless a literal says
             if isinstance(func, ast.Attribute) and func.attr in ("decode", "encode"):
-                value = self._static(func.value, depth + 1)
+                value = self._static(func.value, depth + 1, before)
                 if isinstance(value, bytes) != (func.attr == "decode"):
                     raise _NotStatic(f".{func.attr}() on the wrong type")
                 enc = _const_args(node.args)[:1] or ["utf-8"]
@@ -230,13 +258,50 @@ class _Splicer(ast.NodeTransformer):
                 and node.args
                 and "compile" not in self.aliases
             ):
-                return self._static(node.args[0], depth + 1)
+                return self._static(node.args[0], depth + 1, before)
             name = qualname(func, self.aliases)
             if name in _DECODERS and node.args:
-                data = self._static(node.args[0], depth + 1)
-                return _DECODERS[name](data, *_const_args(node.args[1:]))
+                data = self._static(node.args[0], depth + 1, before)
+                # keyword arguments must be literals too: raw LZMA2 payloads are opened with
+                # `format=lzma.FORMAT_RAW, filters=[{"id": lzma.FILTER_LZMA2}]`
+                kwargs = {k.arg: self._literal(k.value) for k in node.keywords if k.arg}
+                if len(kwargs) != len(node.keywords):
+                    raise _NotStatic("decoder called with **kwargs")
+                return _DECODERS[name](data, *_const_args(node.args[1:]), **kwargs)
             raise _NotStatic(f"call to {name or ast.unparse(func)}")
         raise _NotStatic(f"{type(node).__name__} expression")
+
+    def _literal(self, node: ast.AST, depth: int = 0):
+        """A decoder option: a number/str/bool/None, a `lzma.FORMAT_*`/`FILTER_*`/`CHECK_*`/`PRESET_*`
+        integer constant, or lists/tuples/dicts of these. Nothing else is accepted (nothing is run)."""
+        if depth > 8:
+            raise _NotStatic("decoder option nested too deeply")
+        if isinstance(node, ast.Constant) and isinstance(
+            node.value, (int, float, str, bytes, bool, type(None))
+        ):
+            return node.value
+        if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
+            value = self._literal(node.operand, depth + 1)
+            if isinstance(value, (int, float)) and not isinstance(value, bool):
+                return -value
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitOr):  # PRESET_DEFAULT | PRESET_EXTREME
+            left, right = self._literal(node.left, depth + 1), self._literal(node.right, depth + 1)
+            if isinstance(left, int) and isinstance(right, int):
+                return left | right
+        if isinstance(node, (ast.List, ast.Tuple)):
+            return [self._literal(e, depth + 1) for e in node.elts]
+        if isinstance(node, ast.Dict) and None not in node.keys:
+            return {
+                self._literal(k, depth + 1): self._literal(v, depth + 1)
+                for k, v in zip(node.keys, node.values)
+            }
+        name = qualname(node, self.aliases)
+        if name and name.startswith(("lzma.", "zlib.")):
+            module, _, attr = name.partition(".")
+            value = getattr(lzma if module == "lzma" else zlib, attr, None)
+            if attr.isupper() and isinstance(value, int):
+                return value
+        raise _NotStatic(f"decoder option {ast.unparse(node)[:60]} is not a literal")
 
 
 def _const_args(args: list[ast.expr]) -> list:
@@ -260,15 +325,23 @@ def _is_exec(node: ast.AST) -> bool:
     )
 
 
-def _module_constants(tree: ast.Module) -> dict[str, ast.expr]:
-    """Top-level names assigned exactly once (golfed scripts often put the blob in a variable)."""
-    seen: dict[str, list[ast.expr]] = {}
+def _module_constants(tree: ast.Module) -> dict[str, list[tuple[int, ast.expr]]]:
+    """Names assigned at module level, each with its (line, value) assignments in order (golfed scripts
+    put the blob in a variable, sometimes in two steps). A name also bound anywhere else (in a def, a
+    loop, an augmented assignment) is left out: its value at the exec is not a literal fact."""
+    top: dict[str, list[tuple[int, ast.expr]]] = {}
     for stmt in tree.body:
-        if isinstance(stmt, ast.Assign):
-            for t in stmt.targets:
-                if isinstance(t, ast.Name):
-                    seen.setdefault(t.id, []).append(stmt.value)
-    return {name: values[0] for name, values in seen.items() if len(values) == 1}
+        if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1 and isinstance(stmt.targets[0], ast.Name):
+            top.setdefault(stmt.targets[0].id, []).append((stmt.lineno, stmt.value))
+    top_assigns = {
+        id(stmt.targets[0]) for stmt in tree.body if isinstance(stmt, ast.Assign) and len(stmt.targets) == 1
+    }
+    elsewhere = {
+        n.id
+        for n in ast.walk(tree)
+        if isinstance(n, ast.Name) and isinstance(n.ctx, (ast.Store, ast.Del)) and id(n) not in top_assigns
+    }
+    return {name: values for name, values in top.items() if name not in elsewhere}
 
 
 def unwrap(tree: ast.Module, label: str) -> Unwrapped:
