@@ -87,6 +87,9 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ut_curriculum_frac": 0.5,
     },
     # Tiny: the baseline's switches at laptop scale (seconds per step on CPU).
+    # the CPU scale ladder (golf/config.py LADDER_RUN): the baseline's skeleton, head dim 32
+    "small": {"n_layer": 4, "d_model": 128, "n_head": 4, "n_kv_head": 2, "max_seq_len": 256},
+    "medium": {"n_layer": 6, "d_model": 192, "n_head": 6, "n_kv_head": 3, "max_seq_len": 256},
     "tiny": {**_TINY, "n_layer": 2},
     "tiny1127": {
         **_TINY,

@@ -443,3 +443,18 @@ def test_bad_inputs_raise_golf_errors():
         model(idx, idx, reduction="avg")
     with pytest.raises(GolfError, match="needs a ModelConfig"):
         GPT({"n_layer": 2})
+
+
+def test_each_preset_family_brings_its_run_scale():
+    """tiny* presets train on the tiny scale, small and medium one pass over the 8.5M-token default corpus,
+    the full-size presets keep the baseline's own training config."""
+    from golf.config import LADDER_RUN, TINY_RUN, build_config
+
+    assert build_config("tiny1127").train.batch_tokens == TINY_RUN["train"]["batch_tokens"]
+    for name in ("small", "medium"):
+        cfg = build_config(name)
+        assert cfg.train.max_steps * cfg.train.batch_tokens == 518 * 16_384 == 8_486_912
+        assert cfg.train.seq_len == LADDER_RUN["train"]["seq_len"] == cfg.model.max_seq_len
+        assert cfg.quant.keep_fp16_max_numel < cfg.model.d_model ** 2  # every matrix is quantized
+    base = build_config("baseline")
+    assert (base.train.batch_tokens, base.train.seq_len) == (524_288, 1024)
