@@ -472,6 +472,18 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
     return text
 
 
+def _absent_md(absent: dict[str, list[str]] | None) -> str:
+    """summary.md's list of the grid's cells this report lacks (empty for a complete grid)."""
+    if not absent or not any(absent.values()):
+        return ""
+    text = "\n## Cells not in this report (partial report)\n\n"
+    for state, why in (("missing", "no result.json: not run yet, interrupted, or damaged"),
+                       ("failed", "the notebook failed: see runs/<id>/error.txt")):
+        if absent.get(state):
+            text += f"{len(absent[state])} {state} ({why}):\n\n" + "".join(f"- `{cid}`\n" for cid in absent[state]) + "\n"
+    return text
+
+
 def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:
     """One row per run that trained at least one TTT epoch: its final-epoch gains (A, B and overall)."""
     if per_epoch.empty:
@@ -954,8 +966,11 @@ def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
 # ---------------------------------------------------------------------------------------------------
 
 
-def write_report(study_dir: str | os.PathLike) -> list[Path]:
+def write_report(study_dir: str | os.PathLike, absent: dict[str, list[str]] | None = None) -> list[Path]:
     """Write the study's tables (and figures its data supports); return the paths written.
+
+    `absent` ({"missing": [cell ids], "failed": [...]}, from golf.study.cell_status) names the grid's cells
+    that have no result; summary.md lists them, so a partial report says what it lacks.
 
     Tables land in `study_dir`, figures in `study_dir/figures/` as PNG and SVG. Every file is written
     atomically; the figures folder is rebuilt as a whole, and tables the data no longer supports are
@@ -1005,7 +1020,7 @@ def write_report(study_dir: str | os.PathLike) -> list[Path]:
     if (frame["bytes_total"].notna() & frame["val_bpb"].notna()).sum() >= 2:
         figures["frontier"] = _fig_frontier(frame, summary, study)
 
-    tables["summary.md"] = _summary_md(study, frame, summary, skipped, sorted(figures))
+    tables["summary.md"] = _summary_md(study, frame, summary, skipped, sorted(figures)) + _absent_md(absent)
 
     # Render before touching the folder, so a plotting error leaves the previous report intact.
     rendered = {name: _figure_bytes(fig) for name, fig in figures.items()}
