@@ -287,9 +287,9 @@ def _read_verified(path: str | os.PathLike) -> tuple[str, bytes, bytes]:
     # Bounded by the header's length while streaming: a stream that would produce more stops at once.
     try:
         payload = decompress(compressor, stream, what=where, max_bytes=payload_len)
-    except TooLarge:
-        raise GolfError(f"{where}: truncated or altered (the {compressor} stream holds more than the "
-                        f"{payload_len} payload bytes the header says; not decompressed further)") from None
+    except TooLarge as exc:
+        raise GolfError(f"{where}: truncated or altered ({exc.reason}, but the header says {payload_len} "
+                        f"payload bytes; not decompressed further)") from None
     if len(payload) != payload_len:
         raise GolfError(
             f"{where}: truncated or altered (payload {len(payload)} bytes, header says {payload_len})"

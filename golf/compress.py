@@ -54,7 +54,11 @@ class OutputTooLarge(ValueError):
 
 
 class TooLarge(GolfError):
-    """What `decompress` raises for OutputTooLarge, so callers can say what the bound was."""
+    """What `decompress` raises for OutputTooLarge; `reason` says what passed which bound."""
+
+    def __init__(self, message: str, reason: str):
+        super().__init__(message)
+        self.reason = reason
 
 
 def _collect(pieces: Iterator[bytes], max_bytes: int) -> bytes:
@@ -199,7 +203,7 @@ def decompress(name: str, data: bytes, what: str = "data", max_bytes: int = MAX_
     except GolfError:
         raise
     except OutputTooLarge as exc:
-        raise TooLarge(f"{what}: {name} stream {exc}; refusing to decompress it") from None
+        raise TooLarge(f"{what}: {name} stream {exc}; refusing to decompress it", str(exc)) from None
     except MemoryError:
         raise GolfError(f"{what}: {name} stream needs more memory than this machine has") from None
     except _STREAM_ERRORS as exc:  # each library has its own error type; all mean "not a valid stream"
