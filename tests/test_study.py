@@ -447,3 +447,12 @@ def test_read_result_rejects_partial_files(tmp_path):
     assert study.read_result(tmp_path) is None
     (tmp_path / "result.json").write_text('{"config_hash": "ab"}')
     assert study.read_result(tmp_path) == {"config_hash": "ab"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "results").glob("*/conclusions.yaml")), ids=lambda p: p.parent.name)
+def test_committed_conclusions_hold_on_the_committed_runs(path):
+    """Each results README's conclusions, as stated for `golf study compare`, hold on the runs committed beside it."""
+    tables = study.report_tables(path.parent)
+    for c in study.load_conclusions(path):
+        verdict = study.check_conclusion(c, tables)
+        assert verdict["holds"] is True, (c.claim, verdict)
