@@ -279,7 +279,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None) -> di
     }
     if study_params is not None:
         result["study_params"] = study_params
-    bad = {k: v for k, v in result["eval"].items() if k.startswith("val_") and not math.isfinite(v)}
+    bad = {k: v for k, v in result["eval"].items() if k.startswith("val_") and isinstance(v, float) and not math.isfinite(v)}
     if bad:  # e.g. a TTT learning rate that diverged: a score, but not one to report
         write_json(out / "failure.json", {"error": "non-finite score", **bad, "ttt": cfg.ttt.strategy})
         raise GolfError(f"run {out}: {', '.join(f'{k}={v}' for k, v in bad.items())} is not a finite score "

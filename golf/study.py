@@ -60,7 +60,7 @@ import yaml
 
 from golf.errors import GolfError
 from golf.io import write_text
-from golf.progress import QUIET_ENV, Progress
+from golf.progress import STATUS_ENV, Progress, watch_status
 
 STUDIES_DIR = "studies"
 NOTEBOOKS_DIR = "notebooks"
@@ -707,19 +707,24 @@ def execute(notebook: Path, output: Path, parameters: dict, cwd: Path) -> None:
     # The kernel's own log (a warning about unencrypted local TCP on every start, an error line when it
     # is shut down mid-interrupt) would interleave with the progress bar; failures of the notebook's code
     # still surface as PapermillExecutionError with the cell's traceback.
-    # The kernel inherits the environment: GOLF_QUIET keeps golf's own progress lines (training steps,
-    # evaluation windows) out of the executed notebook; the study's bar reports on the terminal instead.
-    saved = os.environ.get(QUIET_ENV)
-    os.environ[QUIET_ENV] = "1"
+    # The kernel inherits the environment: GOLF_PROGRESS_STATUS sends golf's own progress (training steps,
+    # evaluation windows) to a status file instead of the executed notebook; run_study shows it.
+    saved = os.environ.get(STATUS_ENV)
+    os.environ[STATUS_ENV] = str(status_file(output))
     try:
         papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
                                    cwd=str(cwd), progress_bar=False, log_output=False,
                                    extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
     finally:
         if saved is None:
-            os.environ.pop(QUIET_ENV, None)
+            os.environ.pop(STATUS_ENV, None)
         else:
-            os.environ[QUIET_ENV] = saved
+            os.environ[STATUS_ENV] = saved
+
+
+def status_file(executed: Path) -> Path:
+    """Where the kernel executing `executed` (the output notebook) writes its latest progress line."""
+    return executed.with_name(f".{executed.stem}.status")
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -790,7 +795,9 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
             if data_path is not None:
                 parameters["data"] = data_path
             try:
-                execute(notebook_path(root, cell.notebook), executed_dir / f"{cell.id}.ipynb", parameters, root)
+                output = executed_dir / f"{cell.id}.ipynb"
+                with watch_status(bar, status_file(output)):  # the cell's own steps, beside the cell count
+                    execute(notebook_path(root, cell.notebook), output, parameters, root)
                 result = read_result(run_dir)
                 if result is None or result.get("config_hash") != expected.hash(kwargs):
                     raise RuntimeError(f"notebook {cell.notebook} finished without writing {run_rel}/result.json "

@@ -10,6 +10,7 @@ import struct
 import subprocess
 import sys
 import termios
+import time
 
 from golf import progress
 from golf.progress import Progress
@@ -72,3 +73,26 @@ def test_golf_run_on_a_terminal_shows_a_moving_bar(tmp_path, tiny_dataset):
     assert len(train) >= 3, text[-2000:]  # redrawn in place, several times
     assert "/40" in train[-1] and "loss=" in train[-1] and "tok_s=" in train[-1], train[-1]
     assert "eval" in text  # the official pass has its own bar
+
+
+def test_a_study_cell_reports_through_its_status_file(monkeypatch, tmp_path):
+    """Inside a notebook kernel (GOLF_PROGRESS_STATUS set) a loop writes its status line to the file, and
+    the study runner's watch_status shows that line on the study's own bar."""
+    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setattr(progress, "STATUS_INTERVAL_S", 0.0)
+    monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
+    status = tmp_path / ".cell.status"
+    out = io.StringIO()
+    study_bar = Progress("study s", total=1, unit="cell", file=out)
+    monkeypatch.setenv(progress.STATUS_ENV, str(status))
+    cell_out = io.StringIO()
+    with progress.watch_status(study_bar, status):
+        with Progress("train", total=2, unit="step", file=cell_out) as bar:  # what the kernel runs
+            bar.update(1, loss="5.0")
+            assert status.read_text() == "train 1/2 step loss=5.0"
+            deadline = time.monotonic() + 10
+            while "now=train 1/2 step loss=5.0" not in out.getvalue() and time.monotonic() < deadline:
+                time.sleep(0.01)
+    assert cell_out.getvalue() == ""  # nothing on the kernel's stderr, so nothing in the executed notebook
+    assert "golf: study s 0/1 cell now=train 1/2 step loss=5.0" in out.getvalue().splitlines()
+    assert not status.exists()
