@@ -163,7 +163,7 @@ def read_results(study_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
 
     A file is skipped, with a one-line reason in `skipped`, when it cannot be read, is not complete JSON
     (a run that died mid-write or a copy cut short), is not schema 1, lacks a field the report needs,
-    has a malformed `ttt.per_epoch`, or repeats a run_id already read.
+    has a malformed `ttt.per_epoch` or a non-finite `eval.val_bpb`, or repeats a run_id already read.
     Results are in run-folder order, so reports are reproducible.
     """
     study_dir = Path(study_dir)
@@ -190,8 +190,10 @@ def read_results(study_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
             skipped.append(f"{where}: schema {obj.get('schema')!r}, expected {SCHEMA}")
             continue
         try:
-            _flatten(obj)
+            row = _flatten(obj)
             _per_epoch(obj)
+            if not math.isfinite(row["val_bpb"]):  # golf no longer writes these; an older or foreign file
+                raise TypeError(f"eval.val_bpb is {row['val_bpb']}, not a finite score (a diverged run)")
         except KeyError as exc:
             skipped.append(f"{where}: missing key {exc.args[0]}")
             continue

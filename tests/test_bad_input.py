@@ -327,3 +327,21 @@ def test_quiet_silences_progress(capsys, tmp_path, text_dir):
     assert "golf: build corpus 3/3 stage" in capsys.readouterr().err  # not a terminal: status lines
     assert main(argv + ["--out", str(tmp_path / "b"), "-q"]) == 0
     assert capsys.readouterr().err == ""
+
+
+def test_report_skips_a_nan_score_instead_of_averaging_around_it(tmp_path):
+    """A result.json with val_bpb NaN (what lora_score_first used to write) is skipped with its reason."""
+    import shutil
+
+    from golf.report import read_results
+
+    study_dir = tmp_path / "ttt_gap"
+    shutil.copytree(Path(__file__).parent / "fixtures/results/ttt_gap", study_dir)
+    path = study_dir / "runs/prequant_val_e3_s42/result.json"
+    result = json.loads(path.read_text())
+    result["eval"]["val_bpb"] = float("nan")
+    path.write_text(json.dumps(result))  # json writes NaN, as the old run() did
+    results, skipped = read_results(study_dir)
+    # (the fixture study also holds a result cut short, skipped for that reason)
+    assert "runs/prequant_val_e3_s42/result.json: eval.val_bpb is nan, not a finite score (a diverged run)" in skipped
+    assert "prequant_val_e3_s42" not in {r["run_id"] for r in results}
