@@ -243,7 +243,8 @@ def _study_place(parser: argparse.ArgumentParser, reference_help: str) -> None:
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf", description="A lab for Parameter Golf research.")
     p.add_argument("--version", action="version", version=f"golf {golf.__version__}")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bars or status lines (also GOLF_QUIET=1)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars or status lines; accepted anywhere on the line (also GOLF_QUIET=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="fetch, build and inspect datasets").add_subparsers(dest="data_command", required=True)
