@@ -36,7 +36,8 @@ RUN = ["-s", "train.max_steps=3", "-s", "train.batch_tokens=1024", "-s", "train.
 
 @pytest.fixture(autouse=True)
 def loud(monkeypatch):
-    monkeypatch.delenv("GOLF_QUIET", raising=False)  # restored after each test, whatever -q did to it
+    # setenv, not delenv: monkeypatch restores only what it changed, and `-q` sets GOLF_QUIET in os.environ
+    monkeypatch.setenv("GOLF_QUIET", "")
 
 
 def fails(capsys, argv, message, code=2):

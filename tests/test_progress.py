@@ -17,7 +17,7 @@ from golf.progress import Progress
 
 
 def test_status_lines_off_a_terminal(monkeypatch):
-    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setenv(progress.QUIET_ENV, "")
     monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)  # every update writes its line
     out = io.StringIO()
     with Progress("train", total=3, unit="step", file=out) as bar:
@@ -28,7 +28,7 @@ def test_status_lines_off_a_terminal(monkeypatch):
 
 
 def test_status_lines_are_rate_limited_and_the_last_is_always_written(monkeypatch):
-    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setenv(progress.QUIET_ENV, "")
     monkeypatch.setattr(progress, "LINE_INTERVAL_S", 3600.0)
     out = io.StringIO()
     with Progress("eval", total=500, unit="window", file=out) as bar:
@@ -52,7 +52,9 @@ def test_golf_run_on_a_terminal_shows_a_moving_bar(tmp_path, tiny_dataset):
            "--out", str(tmp_path / "run"), "-s", "train.max_steps=40", "-s", "train.batch_tokens=1024",
            "-s", "train.seq_len=64", "-s", "data.max_val_tokens=2048", "-s", "train.checkpoint=false"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=slave, stdin=subprocess.DEVNULL,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})  # 2 threads on a shared 2-core CI crawl
+                            env={**{k: v for k, v in os.environ.items()
+                                    if k not in (progress.QUIET_ENV, progress.STATUS_ENV)},
+                                 "OMP_NUM_THREADS": "1"})  # 2 threads on a shared 2-core CI crawl
     os.close(slave)
     seen = b""
     while True:
@@ -78,7 +80,7 @@ def test_golf_run_on_a_terminal_shows_a_moving_bar(tmp_path, tiny_dataset):
 def test_a_study_cell_reports_through_its_status_file(monkeypatch, tmp_path):
     """Inside a notebook kernel (GOLF_PROGRESS_STATUS set) a loop writes its status line to the file, and
     the study runner's watch_status shows that line on the study's own bar."""
-    monkeypatch.delenv(progress.QUIET_ENV, raising=False)
+    monkeypatch.setenv(progress.QUIET_ENV, "")
     monkeypatch.setattr(progress, "STATUS_INTERVAL_S", 0.0)
     monkeypatch.setattr(progress, "LINE_INTERVAL_S", 0.0)
     status = tmp_path / ".cell.status"
