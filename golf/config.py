@@ -94,6 +94,8 @@ class TrainConfig:
                             "batch_tokens >= seq_len")
         if self.warmdown_mode not in WARMDOWN_MODES:
             raise GolfError(f"train.warmdown_mode must be one of {list(WARMDOWN_MODES)}, got {self.warmdown_mode!r}")
+        if self.log_every < 1:
+            raise GolfError(f"train.log_every must be >= 1 (a metrics line every N steps), got {self.log_every}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise GolfError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.device not in ("auto", "cpu", "cuda"):
@@ -304,7 +306,13 @@ def build_config(preset: str | None = None, config_file: str | Path | None = Non
         _merge(resolved, scale)
     for layer in layers:
         _merge(resolved, layer)
-    return config_from_dict(resolved)
+    cfg = config_from_dict(resolved)
+    # A preset's vocab_size only says what its original run used and run() replaces it with the dataset's;
+    # one the user states must match the dataset instead (golf.run.with_dataset_vocab). Not a config field:
+    # it says where a value came from, not what the run is.
+    cfg.vocab_from_user = any(isinstance(layer.get("model"), dict) and "vocab_size" in layer["model"]
+                              for layer in layers)
+    return cfg
 
 
 def _check_types(section: str, cls, values: dict) -> None:

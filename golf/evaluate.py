@@ -23,6 +23,7 @@ from golf.data.fineweb import SHARD_PREFIX as FINEWEB_NAME
 from golf.errors import GolfError
 from golf.ledger import ValidationStream, Window, plain_windows, sliding_windows
 from golf.metric import BpbMeter
+from golf.progress import Progress
 from golf.train import autocast
 
 
@@ -62,9 +63,12 @@ def make_windows(eval_cfg, seq_len: int, lo: int, hi: int) -> list[Window]:
     return plain_windows(lo, hi, seq_len)
 
 
-def _batches(windows: list[Window], size: int):
-    for i in range(0, len(windows), size):
-        yield windows[i : i + size]
+def _batches(windows: list[Window], size: int, desc: str | None = None):
+    """Batches of `size` windows; with `desc`, a progress bar counting windows as they are handed out."""
+    with Progress(desc or "", total=len(windows), unit="window", enabled=desc is not None) as bar:
+        for i in range(0, len(windows), size):
+            yield windows[i : i + size]
+            bar.update(len(windows[i : i + size]))
 
 
 def evaluate(model, stream: ValidationStream, eval_cfg, seq_len: int, device: torch.device,
@@ -73,7 +77,7 @@ def evaluate(model, stream: ValidationStream, eval_cfg, seq_len: int, device: to
     hi = stream.n if hi is None else hi
     was_training = model.training
     model.eval()
-    for batch in _batches(make_windows(eval_cfg, seq_len, lo, hi), eval_cfg.batch_seqs):
+    for batch in _batches(make_windows(eval_cfg, seq_len, lo, hi), eval_cfg.batch_seqs, "eval"):
         stream.score(model, batch, device, autocast(device))
     model.train(was_training)
     return {"val_loss": stream.meter.val_loss, "val_bpb": stream.meter.val_bpb,
@@ -81,12 +85,13 @@ def evaluate(model, stream: ValidationStream, eval_cfg, seq_len: int, device: to
 
 
 def diagnose(model, stream: ValidationStream, eval_cfg, seq_len: int, device: torch.device,
-             lo: int, hi: int) -> dict:
-    """Diagnostic scoring of targets lo..hi-1 (memorization probe); not part of the official score."""
+             lo: int, hi: int, desc: str | None = None) -> dict:
+    """Diagnostic scoring of targets lo..hi-1 (memorization probe); not part of the official score.
+    `desc` names a progress bar (the probe's many small passes go without one)."""
     meter = BpbMeter(stream.table)
     was_training = model.training
     model.eval()
-    for batch in _batches(make_windows(eval_cfg, seq_len, lo, hi), eval_cfg.batch_seqs):
+    for batch in _batches(make_windows(eval_cfg, seq_len, lo, hi), eval_cfg.batch_seqs, desc):
         stream.diagnose(model, batch, device, autocast(device), meter)
     model.train(was_training)
     return {"val_loss": meter.val_loss, "val_bpb": meter.val_bpb, "tokens": meter.tokens, "bytes": meter.bytes}

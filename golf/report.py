@@ -169,7 +169,7 @@ def read_results(study_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
 
     A file is skipped, with a one-line reason in `skipped`, when it cannot be read, is not complete JSON
     (a run that died mid-write or a copy cut short), is not schema 1, lacks a field the report needs,
-    has a malformed `ttt.per_epoch`, or repeats a run_id already read.
+    has a malformed `ttt.per_epoch` or a non-finite `eval.val_bpb`, or repeats a run_id already read.
     Results are in run-folder order, so reports are reproducible.
     """
     study_dir = Path(study_dir)
@@ -196,8 +196,10 @@ def read_results(study_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
             skipped.append(f"{where}: schema {obj.get('schema')!r}, expected {SCHEMA}")
             continue
         try:
-            _flatten(obj)
+            row = _flatten(obj)
             _per_epoch(obj)
+            if not math.isfinite(row["val_bpb"]):  # golf no longer writes these; an older or foreign file
+                raise TypeError(f"eval.val_bpb is {row['val_bpb']}, not a finite score (a diverged run)")
         except KeyError as exc:
             skipped.append(f"{where}: missing key {exc.args[0]}")
             continue
@@ -485,6 +487,18 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
         text += "\n## Figures\n\n" + "".join(f"- `figures/{name}.png` (`.svg`)\n" for name in figures)
     if skipped:
         text += "\n## Skipped files\n\n" + "".join(f"- {reason}\n" for reason in skipped)
+    return text
+
+
+def _absent_md(absent: dict[str, list[str]] | None) -> str:
+    """summary.md's list of the grid's cells this report lacks (empty for a complete grid)."""
+    if not absent or not any(absent.values()):
+        return ""
+    text = "\n## Cells not in this report (partial report)\n\n"
+    for state, why in (("missing", "no result.json: not run yet, interrupted, or damaged"),
+                       ("failed", "the notebook failed: see runs/<id>/error.txt")):
+        if absent.get(state):
+            text += f"{len(absent[state])} {state} ({why}):\n\n" + "".join(f"- `{cid}`\n" for cid in absent[state]) + "\n"
     return text
 
 
@@ -970,8 +984,11 @@ def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
 # ---------------------------------------------------------------------------------------------------
 
 
-def write_report(study_dir: str | os.PathLike) -> list[Path]:
+def write_report(study_dir: str | os.PathLike, absent: dict[str, list[str]] | None = None) -> list[Path]:
     """Write the study's tables (and figures its data supports); return the paths written.
+
+    `absent` ({"missing": [cell ids], "failed": [...]}, from golf.study.cell_status) names the grid's cells
+    that have no result; summary.md lists them, so a partial report says what it lacks.
 
     Tables land in `study_dir`, figures in `study_dir/figures/` as PNG and SVG. Every file is written
     atomically; the figures folder is rebuilt as a whole, and tables the data no longer supports are
@@ -1021,7 +1038,7 @@ def write_report(study_dir: str | os.PathLike) -> list[Path]:
     if (frame["bytes_total"].notna() & frame["val_bpb"].notna()).sum() >= 2:
         figures["frontier"] = _fig_frontier(frame, summary, study)
 
-    tables["summary.md"] = _summary_md(study, frame, summary, skipped, sorted(figures))
+    tables["summary.md"] = _summary_md(study, frame, summary, skipped, sorted(figures)) + _absent_md(absent)
 
     # Render before touching the folder, so a plotting error leaves the previous report intact.
     rendered = {name: _figure_bytes(fig) for name, fig in figures.items()}

@@ -21,6 +21,7 @@ differ only in TTT, quantization or evaluation train once (`train.cached: true` 
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -75,7 +76,11 @@ def resolve_dataset(cfg: RunConfig) -> Dataset:
 def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
     """Set the model's vocabulary to the dataset's (a preset's vocab only says what its original run used).
 
-    run() does this before hashing the config, so whoever predicts a run's config hash must too."""
+    run() does this before hashing the config, so whoever predicts a run's config hash must too. A
+    vocab_size the user set (build_config marks it) is never replaced: a mismatch is an error."""
+    if cfg.model.vocab_size != vocab_size and getattr(cfg, "vocab_from_user", False):
+        raise GolfError(f"model.vocab_size={cfg.model.vocab_size} but the dataset's tokenizer has {vocab_size} "
+                        "pieces; drop the setting (the dataset's vocabulary is used) or use a matching dataset")
     if cfg.model.vocab_size != vocab_size:
         cfg.model = type(cfg.model)(**{**cfg.model.to_dict(), "vocab_size": vocab_size})
     return cfg
@@ -131,11 +136,18 @@ def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.dev
     seed_everything(cfg.seed)
     model = GPT(cfg.model)
     if (entry / "checkpoint.pt").exists() and (entry / "train.json").exists():
-        state = torch.load(entry / "checkpoint.pt", map_location="cpu", weights_only=True)
-        model.load_state_dict(state, strict=True)
+        try:
+            state = torch.load(entry / "checkpoint.pt", map_location="cpu", weights_only=True)
+            model.load_state_dict(state, strict=True)
+            info = json.loads((entry / "train.json").read_text())
+            if not isinstance(info, dict):
+                raise ValueError("train.json is not an object")
+        except Exception as exc:  # torch raises a zoo of types for a damaged file; all mean the same here
+            raise GolfError(f"model cache entry {entry} is damaged ({type(exc).__name__}: "
+                            f"{str(exc).splitlines()[0][:200] if str(exc) else 'unreadable'}); delete that "
+                            "folder and run again to retrain it") from None
         model.to(device)
         apply_param_dtypes(model, device, cfg.train)  # as the trainer left it (a bf16 embedding on CUDA)
-        info = json.loads((entry / "train.json").read_text())
         if (entry / "metrics.jsonl").exists() and d.main:
             shutil.copy(entry / "metrics.jsonl", out / "metrics.jsonl")
         return model.to(device), {**info, "cached": True, "cache_key": key}
@@ -269,14 +281,19 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
     from golf.ttt.strategies import TTTContext, get_strategy, probe_split
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GolfError(f"--out {out}: exists and is not a folder (a run folder is a directory)")
     ds = resolve_dataset(cfg)
     if source is None:
         with_dataset_vocab(cfg, ds.vocab_size)
+    ds.val_tokens  # checks the validation ids against the vocabulary now, not after training
     strategy = get_strategy(cfg.ttt)  # refuses illegal strategies without ttt.allow_illegal before any work
     device = pick_device(cfg.train.device)
     d = init_distributed(device)
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("result.json", "failure.json"):
+    # A reused folder must not show a previous run's files beside this one's (metrics.jsonl is restarted
+    # by training or copied from the cache).
+    for stale in ("result.json", "failure.json", "checkpoint.pt", ARTIFACT_NAME):
         (out / stale).unlink(missing_ok=True)
     if d.main:
         write_json(out / "config.json", cfg.to_dict())
@@ -308,16 +325,17 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
                      split=probe_split(stream), metrics_path=out / "metrics.jsonl")
 
     t_eval = time.perf_counter()
-    base = diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n)
+    base = diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n, desc="eval base")
     ttt_out = None
     if strategy.stage == "prequant":
         ttt_out = strategy.run(model, ctx)
-    prequant = base if ttt_out is None else diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n)
+    prequant = base if ttt_out is None else diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n,
+                                                     desc="eval prequant")
 
     restored, report = quantize_round_trip(model, cfg, ds, out, device, dtypes)
     postquant = None
     if strategy.stage == "postquant":
-        postquant = diagnose(restored, stream, cfg.eval, seq_len, device, 1, stream.n)
+        postquant = diagnose(restored, stream, cfg.eval, seq_len, device, 1, stream.n, desc="eval postquant")
         ttt_out = strategy.run(restored, ctx)
     if not ttt_out or not ttt_out.scored:
         evaluate(restored, stream, cfg.eval, seq_len, device)
@@ -355,5 +373,10 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         result["source"] = origin
     if study_params is not None:
         result["study_params"] = study_params
+    bad = {k: v for k, v in result["eval"].items() if k.startswith("val_") and isinstance(v, float) and not math.isfinite(v)}
+    if bad:  # e.g. a TTT learning rate that diverged: a score, but not one to report
+        write_json(out / "failure.json", {"error": "non-finite score", **bad, "ttt": cfg.ttt.strategy})
+        raise GolfError(f"run {out}: {', '.join(f'{k}={v}' for k, v in bad.items())} is not a finite score "
+                        f"(ttt.strategy={cfg.ttt.strategy}; lower ttt.lr?); no result.json written, see failure.json")
     write_json(out / "result.json", result)
     return result

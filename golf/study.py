@@ -19,11 +19,17 @@ A study, `studies/NAME.yaml`:
     data_build: {input: [tests/fixtures/text], vocab_size: 512, val_docs: 4}   # optional
     report: true                    # execute notebooks/report.ipynb once the grid is complete
 
-Layout under the project root (CONTRACT.md):
+Layout under the project root (CONTRACT.md). The committed results are the *reference*: a study run
+computes into a work folder of its own and never counts a committed result as done, so a fresh clone really
+recomputes every cell; `golf study compare NAME` then puts the two side by side. `--reference` runs (or
+reports) in place of the committed results, which is how they are made.
 
-    papermill_runs/NAME/<id>.ipynb      the executed notebook of each cell (kept when it fails)
-    results/NAME/runs/<id>/             the cell's run folder (`out`): result.json, or error.txt on failure
-    results/NAME/summary.*, figures/    the report (golf.report.write_report)
+    work/NAME/runs/<id>/                this machine's run of each cell (`out`): result.json, or error.txt
+    work/NAME/papermill/<id>.ipynb      its executed notebook (kept when it fails)
+    work/NAME/summary.*, figures/       the report of this run (golf.report.write_report)
+    results/NAME/...                    the committed reference: runs/<id>/, summary.*, figures/, README.md,
+                                        conclusions.yaml (the README's claims, checked by compare)
+    papermill_runs/NAME/<id>.ipynb      the reference's executed notebooks
 
 Cell ids are `[<notebook>-]<readable axis values>-s<seed>-<8 hex>` (the notebook named only in studies
 that mix notebooks), the hex a hash of the notebook and the parameters as the study declares them (so
@@ -42,6 +48,7 @@ import dataclasses
 import hashlib
 import itertools
 import json
+import os
 import re
 import sys
 import traceback
@@ -53,11 +60,14 @@ import yaml
 
 from golf.errors import GolfError
 from golf.io import write_text
+from golf.progress import STATUS_ENV, Progress, watch_status
 
 STUDIES_DIR = "studies"
 NOTEBOOKS_DIR = "notebooks"
 RESULTS_DIR = "results"
 EXECUTED_DIR = "papermill_runs"
+WORK_DIR = "work"  # this machine's study runs (git-ignored); results/ holds the committed reference
+CONCLUSIONS_FILE = "conclusions.yaml"
 KERNEL = "python3"
 REPORT_NOTEBOOK = "report"
 ERROR_FILE = "error.txt"
@@ -602,8 +612,8 @@ def _plan(name: str, root: Path) -> tuple[Study, list[Cell], dict[str, dict]]:
                 raise GolfError(f"notebook {nb} has no `{needed}` parameter, which golf study sets")
     if study.report:
         report = notebook_parameters(notebook_path(root, REPORT_NOTEBOOK))
-        if set(report) != {"name", "root"}:
-            raise GolfError(f"notebook {REPORT_NOTEBOOK} must take exactly the parameters name and root")
+        if set(report) != {"name", "root", "reference"}:
+            raise GolfError(f"notebook {REPORT_NOTEBOOK} must take exactly the parameters name, root and reference")
     from golf.ttt.strategies import get_strategy
 
     for cell in cells:
@@ -635,7 +645,7 @@ def plan(name: str, root: str | Path | None = None) -> tuple[Study, list[Cell]]:
 def build_study_data(spec: DataBuild, root: Path) -> Path:
     """Build (or find) the study's dataset, named by a hash of its text and settings; returns its folder."""
     from golf.data.build import build_dataset, iter_input_files
-    from golf.data.sources import data_root, load_complete_manifest
+    from golf.data.sources import data_root, load_complete_manifest, writable_root
 
     files = iter_input_files([root / p for p in spec.input])
     h = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())
@@ -645,6 +655,7 @@ def build_study_data(spec: DataBuild, root: Path) -> Path:
     identity = h.hexdigest()[:16]
     out = data_root() / "datasets" / f"{spec.name}_{identity}"
     if load_complete_manifest(out) is None:
+        writable_root(data_root())
         build_dataset([root / p for p in spec.input], spec.vocab_size, out, val_docs=spec.val_docs,
                       name=spec.name, shard_tokens=spec.shard_tokens)
     return out
@@ -696,9 +707,24 @@ def execute(notebook: Path, output: Path, parameters: dict, cwd: Path) -> None:
     # The kernel's own log (a warning about unencrypted local TCP on every start, an error line when it
     # is shut down mid-interrupt) would interleave with the progress bar; failures of the notebook's code
     # still surface as PapermillExecutionError with the cell's traceback.
-    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
-                               cwd=str(cwd), progress_bar=False, log_output=False,
-                               extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+    # The kernel inherits the environment: GOLF_PROGRESS_STATUS sends golf's own progress (training steps,
+    # evaluation windows) to a status file instead of the executed notebook; run_study shows it.
+    saved = os.environ.get(STATUS_ENV)
+    os.environ[STATUS_ENV] = str(status_file(output))
+    try:
+        papermill.execute_notebook(str(notebook), str(output), parameters=parameters, kernel_name=KERNEL,
+                                   cwd=str(cwd), progress_bar=False, log_output=False,
+                                   extra_arguments=["--IPKernelApp.log_level=CRITICAL"])
+    finally:
+        if saved is None:
+            os.environ.pop(STATUS_ENV, None)
+        else:
+            os.environ[STATUS_ENV] = saved
+
+
+def status_file(executed: Path) -> Path:
+    """Where the kernel executing `executed` (the output notebook) writes its latest progress line."""
+    return executed.with_name(f".{executed.stem}.status")
 
 
 def _failure_text(exc: BaseException) -> str:
@@ -711,15 +737,35 @@ def _failure_text(exc: BaseException) -> str:
     return "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
 
 
-def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str | Path | None = None) -> dict:
+@dataclass(frozen=True)
+class Place:
+    """Where one study's cells and report live, relative to the project root (see the module docstring)."""
+
+    study_dir: Path  # runs/<id>/ and the report: summary.*, figures/
+    executed_dir: Path  # the executed notebooks
+    reference: bool  # the committed results (results/, papermill_runs/) rather than a work folder
+
+    @property
+    def runs(self) -> Path:
+        return self.study_dir / "runs"
+
+
+def place(name: str, reference: bool = False) -> Place:
+    if reference:
+        return Place(Path(RESULTS_DIR) / name, Path(EXECUTED_DIR) / name, True)
+    return Place(Path(WORK_DIR) / name, Path(WORK_DIR) / name / "papermill", False)
+
+
+def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str | Path | None = None,
+              reference: bool = False) -> dict:
     """Run every missing cell of study NAME (or of one shard); returns {"done", "cached", "failed"}.
 
-    done: cells executed now that wrote their result; cached: cells whose result already existed with
-    the same config hash; failed: cells whose notebook raised or wrote no result (their executed notebook
-    and `error.txt` are kept; the other cells go on), plus the report notebook if it failed.
+    Cells run into the work folder `work/NAME/` (or, with `reference`, into the committed `results/NAME/`).
+    done: cells executed now that wrote their result; cached: cells whose result already existed *in that
+    folder* with the same config hash; failed: cells whose notebook raised or wrote no result (their
+    executed notebook and `error.txt` are kept; the other cells go on), plus the report notebook if it
+    failed (`cell_status` lists which).
     """
-    from tqdm import tqdm
-
     root = resolve_root(root)
     shard_ix = parse_shard(shard)
     study, grid, specs = _plan(name, root)  # everything checked before anything is built or run
@@ -728,45 +774,47 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     if study.data_build is not None:
         data_path = str(build_study_data(study.data_build, root))
     cells = shard_cells(grid, shard_ix)
-    results_dir = root / RESULTS_DIR / name
-    executed_dir = root / EXECUTED_DIR / name
+    where = place(name, reference)
+    results_dir = root / where.study_dir
+    executed_dir = root / where.executed_dir
     expected = _Expected()
     summary = {"done": 0, "cached": 0, "failed": 0}
 
-    bar = tqdm(cells, desc=f"study {name}" + (f" shard {shard_ix[0]}/{shard_ix[1]}" if shard_ix else ""),
-               unit="cell", file=sys.stderr, dynamic_ncols=True)
-    for cell in bar:
-        run_rel = Path(RESULTS_DIR) / name / "runs" / cell.id  # relative: executed notebooks stay portable
-        run_dir = root / run_rel
-        kwargs = _cell_kwargs(cell, specs[cell.notebook], data_path)
-        previous = read_result(run_dir)  # the dataset is opened (for the hash) only when a result exists
-        if previous is not None and previous.get("config_hash") == expected.hash(kwargs):
-            summary["cached"] += 1
-            bar.set_postfix(summary)
-            continue
-        parameters = {**cell.params, "out": str(run_rel)}
-        if data_path is not None:
-            parameters["data"] = data_path
-        try:
-            execute(notebook_path(root, cell.notebook), executed_dir / f"{cell.id}.ipynb", parameters, root)
-            result = read_result(run_dir)
-            if result is None or result.get("config_hash") != expected.hash(kwargs):
-                raise RuntimeError(f"notebook {cell.notebook} finished without writing {run_rel}/result.json "
-                                   "with the expected config hash")
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:  # one failing cell must not stop the others
-            if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C that reached the kernel too
-                raise KeyboardInterrupt from exc
-            write_text(run_dir / ERROR_FILE, f"cell {cell.id} (notebook {cell.notebook})\n"
-                                             f"executed notebook: {EXECUTED_DIR}/{name}/{cell.id}.ipynb\n\n"
-                                             + _failure_text(exc))
-            summary["failed"] += 1
-        else:
-            (run_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier failure of this cell is now stale
-            summary["done"] += 1
-        bar.set_postfix(summary)
-    bar.close()
+    desc = f"study {name}" + (f" shard {shard_ix[0]}/{shard_ix[1]}" if shard_ix else "")
+    with Progress(desc, total=len(cells), unit="cell") as bar:
+        for cell in cells:
+            run_rel = where.runs / cell.id  # relative: executed notebooks stay portable
+            run_dir = root / run_rel
+            kwargs = _cell_kwargs(cell, specs[cell.notebook], data_path)
+            previous = read_result(run_dir)  # the dataset is opened (for the hash) only when a result exists
+            if previous is not None and previous.get("config_hash") == expected.hash(kwargs):
+                summary["cached"] += 1
+                bar.update(1, **summary, last=cell.id)
+                continue
+            parameters = {**cell.params, "out": str(run_rel)}
+            if data_path is not None:
+                parameters["data"] = data_path
+            try:
+                output = executed_dir / f"{cell.id}.ipynb"
+                with watch_status(bar, status_file(output)):  # the cell's own steps, beside the cell count
+                    execute(notebook_path(root, cell.notebook), output, parameters, root)
+                result = read_result(run_dir)
+                if result is None or result.get("config_hash") != expected.hash(kwargs):
+                    raise RuntimeError(f"notebook {cell.notebook} finished without writing {run_rel}/result.json "
+                                       "with the expected config hash")
+            except KeyboardInterrupt:
+                raise
+            except Exception as exc:  # one failing cell must not stop the others
+                if getattr(exc, "ename", None) == "KeyboardInterrupt":  # Ctrl-C that reached the kernel too
+                    raise KeyboardInterrupt from exc
+                write_text(run_dir / ERROR_FILE, f"cell {cell.id} (notebook {cell.notebook})\n"
+                                                 f"executed notebook: {where.executed_dir}/{cell.id}.ipynb\n\n"
+                                                 + _failure_text(exc))
+                summary["failed"] += 1
+            else:
+                (run_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier failure of this cell is now stale
+                summary["done"] += 1
+            bar.update(1, **summary, last=cell.id)
 
     # The report notebook runs once the whole grid is complete, and only when something changed (or it
     # never ran), so a fully cached re-run executes nothing.
@@ -774,7 +822,8 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     if (study.report and shard_ix is None and summary["failed"] == 0
             and (summary["done"] or not report_nb.exists())):
         try:
-            execute(notebook_path(root, REPORT_NOTEBOOK), report_nb, {"name": name, "root": "."}, root)
+            execute(notebook_path(root, REPORT_NOTEBOOK), report_nb,
+                    {"name": name, "root": ".", "reference": reference}, root)
             (executed_dir / f"{REPORT_NOTEBOOK}.{ERROR_FILE}").unlink(missing_ok=True)
         except KeyboardInterrupt:
             raise
@@ -796,14 +845,218 @@ def _warn_strays(results_dir: Path, ids: set[str]) -> None:
               f"(e.g. {strays[0]}); the report includes them until they are deleted", file=sys.stderr)
 
 
-def report_study(name: str, root: str | Path | None = None) -> list[Path]:
-    """Aggregate results/NAME/runs/*/result.json into tables and figures (golf.report); returns the paths."""
+def cell_status(name: str, root: Path, where: Place) -> dict[str, list[str]]:
+    """The grid's cell ids by state in `where`: done (a readable result.json), failed (error.txt, no result),
+    missing (neither: never run, interrupted, or a damaged result)."""
+    _, cells = plan(name, root)
+    status: dict[str, list[str]] = {"done": [], "failed": [], "missing": []}
+    for cell in cells:
+        run_dir = root / where.runs / cell.id
+        state = ("done" if read_result(run_dir) is not None
+                 else "failed" if (run_dir / ERROR_FILE).is_file() else "missing")
+        status[state].append(cell.id)
+    return status
+
+
+def _absent_text(status: dict[str, list[str]]) -> str:
+    parts = [f"{len(status[k])} {k} ({', '.join(status[k][:3])}{', ...' if len(status[k]) > 3 else ''})"
+             for k in ("missing", "failed") if status[k]]
+    return " and ".join(parts)
+
+
+def report_study(name: str, root: str | Path | None = None, reference: bool = False,
+                 partial: bool = False) -> list[Path]:
+    """Aggregate the study's runs into tables and figures (golf.report); returns the paths written.
+
+    Reads `work/NAME/runs` (or, with `reference`, the committed `results/NAME/runs`). A grid with cells
+    missing or failed is refused, leaving the previous report and its figures as they are, unless
+    `partial`: then the report covers the cells that are there and lists the absent ones (summary.md,
+    and a warning on stderr).
+    """
     from golf.report import write_report
 
     root = resolve_root(root)
-    study_dir = root / RESULTS_DIR / name
-    if not (study_dir / "runs").is_dir():
-        have = sorted(p.parent.name for p in (root / RESULTS_DIR).glob("*/runs"))
-        raise GolfError(f"study {name!r} has no results in {study_dir}; studies with results: "
-                        f"{', '.join(have) or 'none'} (run `golf study run {name}` first)")
-    return write_report(study_dir)
+    where = place(name, reference)
+    study_dir = root / where.study_dir
+    if not (root / where.runs).is_dir():
+        other = place(name, not reference)
+        hint = (f"; {other.runs} has runs (pass {'--reference' if other.reference else 'no --reference'})"
+                if (root / other.runs).is_dir() else f" (run `golf study run {name}` first)")
+        raise GolfError(f"study {name!r} has no runs in {study_dir / 'runs'}{hint}")
+    status = cell_status(name, root, where)
+    absent = status["missing"] + status["failed"]
+    if absent and not partial:
+        raise GolfError(f"study {name} in {where.study_dir} is incomplete: {_absent_text(status)} of "
+                        f"{sum(map(len, status.values()))} cells; the report was left as it was. Run "
+                        f"`golf study run {name}` to complete it, or pass --partial to report on what is there")
+    if absent:
+        print(f"golf study: partial report of {name}: {_absent_text(status)}", file=sys.stderr)
+    return write_report(study_dir, absent={"missing": status["missing"], "failed": status["failed"]})
+
+
+# ---------------------------------------------------------------------------------------------------
+# Comparing a fresh run with the committed reference
+# ---------------------------------------------------------------------------------------------------
+
+# A conclusion names one number of a report table: TABLE[key=value,...].COLUMN, e.g.
+# gap[strategy=lora_single_pass].gain_heldout_mean. The tables are golf.report's, computed from the runs.
+_REF = re.compile(r"(?P<table>[a-z_]+)(?:\[(?P<where>[^\]]*)\])?\.(?P<column>[A-Za-z0-9_]+)")
+_OPS = ("<", ">", "~", "==")
+_CONCLUSION_KEYS = ("claim", "value", "op", "than", "times", "tol")
+
+
+@dataclass
+class Conclusion:
+    """One claim of a results README, stated so that a program can check it:
+
+        - claim: single-pass LoRA loses on the held-out half
+          value: gap[strategy=lora_single_pass].gain_heldout_mean
+          op: ">"                      # <, >, == or ~ (within `tol`)
+          than: 0                      # a number, true/false, or another TABLE[...].COLUMN
+          times: 1                     # optional factor on `than` ("A gains more than 2x B")
+          tol: 0.003                   # for ~ only
+    """
+
+    claim: str
+    value: str
+    op: str
+    than: Any
+    times: float = 1.0
+    tol: float = 0.0
+
+
+def load_conclusions(path: Path) -> list[Conclusion]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GolfError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(raw, list) or not raw:
+        raise GolfError(f"{path}: must be a non-empty list of conclusions (claim, value, op, than)")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{path.name}[{i}]"
+        if not isinstance(item, dict):
+            raise GolfError(f"{where}: must be a mapping")
+        _check_keys(item, _CONCLUSION_KEYS, where)
+        for key in ("claim", "value", "op"):
+            if not isinstance(item.get(key), str):
+                raise GolfError(f"{where}: `{key}` must be a string")
+        if "than" not in item:
+            raise GolfError(f"{where}: needs `than` (a number, true/false or TABLE[...].COLUMN)")
+        if item["op"] not in _OPS:
+            raise GolfError(f"{where}: op {item['op']!r} is unknown; valid: {', '.join(_OPS)}")
+        for ref in [item["value"]] + ([item["than"]] if isinstance(item["than"], str) else []):
+            if not _REF.fullmatch(ref):
+                raise GolfError(f"{where}: {ref!r} is not TABLE[key=value,...].COLUMN")
+        out.append(Conclusion(item["claim"], item["value"], item["op"], item["than"],
+                              float(item.get("times", 1.0)), float(item.get("tol", 0.0))))
+    return out
+
+
+def report_tables(study_dir: Path) -> dict:
+    """The report's tables of a study folder, computed from its runs (as `write_report` computes them)."""
+    import pandas as pd
+
+    from golf import report
+
+    results, _ = report.read_results(study_dir)
+    if not results:
+        return {}
+    frame = report._results_frame(results)
+    tables = {"summary": report.summary_table(frame), "runs": frame}
+    per_epoch = report.per_epoch_frame(results)
+    ttt = report._ttt_runs(per_epoch)
+    if not ttt.empty and ttt["gain"].notna().any():
+        gap, pooled = report.gap_table(per_epoch)
+        tables.update(gap=gap, pooled=pd.DataFrame([pooled]), slopes=report.slope_table(per_epoch))
+    return tables
+
+
+def _lookup_ref(tables: dict, ref: str) -> tuple[Any, str | None]:
+    """(value, None) or (None, why it has no value) for TABLE[key=value,...].COLUMN."""
+    m = _REF.fullmatch(ref)
+    table = tables.get(m["table"])
+    if table is None:
+        return None, f"no {m['table']} table"
+    if m["column"] not in table.columns:
+        return None, f"{m['table']} has no column {m['column']}"
+    rows = table
+    for pair in filter(None, (m["where"] or "").split(",")):
+        key, _, want = pair.partition("=")
+        key = key.strip()
+        if key not in rows.columns:
+            return None, f"{m['table']} has no column {key}"
+        rows = rows[rows[key].map(lambda v: str(v)) == want.strip()]
+    if len(rows) != 1:
+        return None, f"{len(rows)} rows match {ref}"
+    value = rows[m["column"]].iloc[0]
+    return (value.item() if hasattr(value, "item") else value), None
+
+
+def check_conclusion(c: Conclusion, tables: dict) -> dict:
+    """{value, than, holds (True / False / None when a number is missing), why}."""
+    value, why = _lookup_ref(tables, c.value)
+    than, why_than = _lookup_ref(tables, c.than) if isinstance(c.than, str) else (c.than, None)
+    out = {"value": value, "than": than, "holds": None, "why": why or why_than}
+    if out["why"] is not None:
+        return out
+    if c.op == "==":
+        out["holds"] = bool(value == than)
+        return out
+    try:
+        v, t = float(value), float(than) * c.times
+    except (TypeError, ValueError):
+        out["why"] = f"{value!r} or {than!r} is not a number"
+        return out
+    if v != v or t != t:  # NaN: the runs cannot say
+        out["why"] = "not a number (too few seeds?)"
+        return out
+    out["holds"] = bool({"<": v < t, ">": v > t, "~": abs(v - t) <= c.tol}[c.op])
+    return out
+
+
+def compare_study(name: str, root: str | Path | None = None) -> dict:
+    """This machine's run (work/NAME) beside the committed reference (results/NAME).
+
+    cells: one row per grid cell with both official val_bpb values and their difference (fresh - reference);
+    conclusions: each claim of results/NAME/conclusions.yaml with its value in both and whether it holds.
+    """
+    root = resolve_root(root)
+    fresh, ref = place(name), place(name, reference=True)
+    if not (root / fresh.runs).is_dir():
+        raise GolfError(f"study {name}: no fresh run in {fresh.runs}; run `golf study run {name}` first")
+    if not (root / ref.runs).is_dir():
+        raise GolfError(f"study {name}: no committed reference in {ref.runs} to compare with")
+    _, cells = plan(name, root)
+    rows = []
+    for cell in cells:
+        a, b = read_result(root / fresh.runs / cell.id), read_result(root / ref.runs / cell.id)
+        row: dict[str, Any] = {"cell": cell.id}
+        for label, res in (("fresh", a), ("reference", b)):
+            row[f"val_bpb_{label}"] = _get(res, "eval", "val_bpb")
+            row[f"bytes_total_{label}"] = _get(res, "artifact", "bytes_total")
+            row[f"legal_{label}"] = _get(res, "ttt", "legal")
+        both = row["val_bpb_fresh"] is not None and row["val_bpb_reference"] is not None
+        row["val_bpb_diff"] = row["val_bpb_fresh"] - row["val_bpb_reference"] if both else None
+        rows.append(row)
+    conclusions = []
+    path = root / ref.study_dir / CONCLUSIONS_FILE
+    if path.is_file():
+        tables = {"fresh": report_tables(root / fresh.study_dir), "reference": report_tables(root / ref.study_dir)}
+        for c in load_conclusions(path):
+            entry = {"claim": c.claim, "check": f"{c.value} {c.op} "
+                     f"{'' if c.times == 1 else f'{c.times:g} x '}{c.than}{f' ± {c.tol:g}' if c.op == '~' else ''}"}
+            for label, t in tables.items():
+                entry[label] = check_conclusion(c, t)
+            conclusions.append(entry)
+    return {"study": name, "fresh": str(fresh.study_dir), "reference": str(ref.study_dir), "cells": rows,
+            "conclusions": conclusions, "conclusions_file": str(ref.study_dir / CONCLUSIONS_FILE) if path.is_file() else None}
+
+
+def _get(result: dict | None, *keys: str) -> Any:
+    node: Any = result
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node

@@ -32,6 +32,7 @@ from golf import qat
 from golf.data.dataset import Dataset
 from golf.errors import GolfError
 from golf.optim import build_optimizers, lr_scale, muon_momentum
+from golf.progress import Progress
 
 
 class TrainingDiverged(GolfError):
@@ -281,6 +282,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     loss_value: float | None = None
     t0 = time.perf_counter()
     step = 0
+    bar = Progress("train", total=tc.max_steps, unit="step") if d.main else None
     try:
         while step < tc.max_steps:
             elapsed = time.perf_counter() - t0
@@ -295,6 +297,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
             if ema is not None:
                 ema.update(model)
             step += 1
+            if bar is not None:  # the loss read-back above already synchronised the step
+                bar.update(1, loss=f"{loss_value:.4f}", tok_s=f"{step_tokens / max(time.perf_counter() - t_step, 1e-9):,.0f}")
             if step % tc.log_every == 0 or step == tc.max_steps:
                 if device.type == "cuda":
                     torch.cuda.synchronize()
@@ -304,6 +308,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
                              qat=bool(switches and switches[0].enabled.item() > 0))
     finally:
         writer.close()
+        if bar is not None:
+            bar.close()
     wall_s = time.perf_counter() - t0
     if ema is not None:
         ema.copy_to(model)

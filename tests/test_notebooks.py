@@ -80,12 +80,12 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     cells = study.expand(study.load_study("smoke", root))
     assert {c.notebook for c in cells} | {"report"} == {p.stem for p in NOTEBOOKS}
     for cell in cells:
-        result = json.loads((root / "results/smoke/runs" / cell.id / "result.json").read_text())
+        result = json.loads((root / "work/smoke/runs" / cell.id / "result.json").read_text())
         assert result["study_params"]["seed"] == 1337 and result["train"]["steps"] == 4
-        executed = nbformat.read(root / "papermill_runs/smoke" / f"{cell.id}.ipynb", as_version=4)
+        executed = nbformat.read(root / "work/smoke/papermill" / f"{cell.id}.ipynb", as_version=4)
         assert executed.metadata["papermill"]["exception"] is None
         assert any(o for c in executed.cells for o in c.get("outputs", [])), "the cell shows its result inline"
-    by_notebook = {c.notebook: json.loads((root / "results/smoke/runs" / c.id / "result.json").read_text())
+    by_notebook = {c.notebook: json.loads((root / "work/smoke/runs" / c.id / "result.json").read_text())
                    for c in cells}
     assert len(by_notebook["ttt_epochs"]["ttt"]["per_epoch"]) == 3  # epochs 0..2
     assert by_notebook["ttt_gap"]["ttt"]["legal"] is False  # prequant_val, measured by the ledger
@@ -93,9 +93,9 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     assert by_notebook["quant_budget"]["artifact"]["quant"].startswith("gptq")
     assert by_notebook["architecture"]["config"]["model"]["recur_start"] is None
     # the report notebook ran on the complete grid and wrote the study tables
-    report = nbformat.read(root / "papermill_runs/smoke/report.ipynb", as_version=4)
+    report = nbformat.read(root / "work/smoke/papermill/report.ipynb", as_version=4)
     assert report.metadata["papermill"]["exception"] is None
-    assert (root / "results/smoke/summary.md").is_file() and (root / "results/smoke/summary.csv").is_file()
+    assert (root / "work/smoke/summary.md").is_file() and (root / "work/smoke/summary.csv").is_file()
 
     calls = []
     monkeypatch.setattr(study, "execute", lambda *a, **k: calls.append(a))

@@ -24,6 +24,21 @@ def test_environment_yml_matches_pyproject():
     conda = {CONDA_TO_PYPI.get(_name(s), _name(s)) for s in env["dependencies"] if isinstance(s, str)}
     conda -= {"python", "pip"}
     assert conda == pypi
+    # in step: the same version bounds on both sides
+    bounds = {_name(s): s[len(_name(s)):].split("#")[0].strip() for s in project["dependencies"]
+              + project["optional-dependencies"]["dev"]}
+    conda_bounds = {CONDA_TO_PYPI.get(_name(s), _name(s)): s[len(_name(s)):].strip()
+                    for s in env["dependencies"] if isinstance(s, str) and _name(s) not in ("python", "pip")}
+    assert conda_bounds == bounds
+
+
+def test_dev_install_has_a_jupyter_front_end():
+    """The README says "open any notebook in Jupyter": `.[dev]` must bring something that opens them."""
+    import importlib.util
+
+    dev = {_name(s) for s in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["dev"]}
+    assert dev & {"notebook", "jupyterlab"}
+    assert importlib.util.find_spec("notebook") is not None  # installed here from that list
 
 
 def test_entry_points():

@@ -87,7 +87,7 @@ def interrupted_then_resumed(tmp_path_factory, tiny_dataset):
         first = Spy(mp, interrupt_at=2)
         with pytest.raises(KeyboardInterrupt):
             study.run_study("mini", root=root)
-        after_crash = sorted(p.parent.name for p in (root / "results/mini/runs").glob("*/result.json"))
+        after_crash = sorted(p.parent.name for p in (root / "work/mini/runs").glob("*/result.json"))
         second = Spy(mp)
         resumed = study.run_study("mini", root=root)
         third = Spy(mp)
@@ -121,17 +121,17 @@ def test_second_run_is_all_cached_without_papermill(interrupted_then_resumed):
 def test_cells_write_results_with_study_params_and_executed_notebooks(interrupted_then_resumed):
     root = interrupted_then_resumed["root"]
     for cell in study.expand(study.load_study("mini", root)):
-        result = json.loads((root / "results/mini/runs" / cell.id / "result.json").read_text())
+        result = json.loads((root / "work/mini/runs" / cell.id / "result.json").read_text())
         assert result["study_params"]["compressor"] == cell.params["compressor"]
         assert result["artifact"]["compressor"] == cell.params["compressor"]
         assert result["artifact"]["quant"].startswith("int8")
         assert "out" not in result["study_params"]  # the run folder is no configuration
         assert result["study_params"]["max_steps"] == 2 and result["train"]["steps"] == 2
-        executed = nbformat.read(root / "papermill_runs/mini" / f"{cell.id}.ipynb", as_version=4)
+        executed = nbformat.read(root / "work/mini/papermill" / f"{cell.id}.ipynb", as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
-        assert f"results/mini/runs/{cell.id}" in injected[0].source  # out, relative to the root
+        assert f"work/mini/runs/{cell.id}" in injected[0].source  # out, relative to the root
     # both cells trained once: the second loaded the base model from GOLF_CACHE
-    cached = [json.loads(p.read_text())["train"]["cached"] for p in (root / "results/mini/runs").glob("*/result.json")]
+    cached = [json.loads(p.read_text())["train"]["cached"] for p in (root / "work/mini/runs").glob("*/result.json")]
     assert sorted(cached) == [False, True]
 
 
@@ -139,7 +139,7 @@ def test_stray_temp_file_and_damaged_result_are_not_done(interrupted_then_resume
     root = tmp_path / "copy"
     shutil.copytree(interrupted_then_resumed["root"], root)
     ids = [c.id for c in study.expand(study.load_study("mini", root))]
-    damaged = root / "results/mini/runs" / ids[1]
+    damaged = root / "work/mini/runs" / ids[1]
     text = (damaged / "result.json").read_text()
     # What a killed writer can leave: the complete text under golf.io's temporary name, and a copy cut short.
     (damaged / ".result.json.k1ll3d.tmp").write_text(text)
@@ -155,7 +155,7 @@ def test_changed_config_reruns_the_cell(interrupted_then_resumed, tmp_path, env,
     root = tmp_path / "copy"
     shutil.copytree(interrupted_then_resumed["root"], root)
     ids = [c.id for c in study.expand(study.load_study("mini", root))]
-    path = root / "results/mini/runs" / ids[0] / "result.json"
+    path = root / "work/mini/runs" / ids[0] / "result.json"
     result = json.loads(path.read_text())
     path.write_text(json.dumps({**result, "config_hash": "0" * 16}))
     spy = Spy(monkeypatch, interrupt_at=1)  # stop instead of re-running: what would run is the point
@@ -178,12 +178,12 @@ def test_failing_cell_keeps_notebook_and_error_and_others_go_on(tmp_path, tiny_d
     assert summary == {"done": 1, "cached": 0, "failed": 1}
     bad, good = [c.id for c in study.expand(study.load_study("flaky", root))]
     assert spy.calls == [bad, good]  # the failure came first and the grid went on
-    error = (root / "results/flaky/runs" / bad / "error.txt").read_text()
-    assert "RuntimeError: planned failure" in error and f"papermill_runs/flaky/{bad}.ipynb" in error
-    assert (root / "papermill_runs/flaky" / f"{bad}.ipynb").is_file()
-    assert not (root / "results/flaky/runs" / bad / "result.json").exists()
-    assert (root / "results/flaky/runs" / good / "result.json").is_file()
-    assert not (root / "results/flaky/runs" / good / "error.txt").exists()
+    error = (root / "work/flaky/runs" / bad / "error.txt").read_text()
+    assert "RuntimeError: planned failure" in error and f"work/flaky/papermill/{bad}.ipynb" in error
+    assert (root / "work/flaky/papermill" / f"{bad}.ipynb").is_file()
+    assert not (root / "work/flaky/runs" / bad / "result.json").exists()
+    assert (root / "work/flaky/runs" / good / "result.json").is_file()
+    assert not (root / "work/flaky/runs" / good / "error.txt").exists()
 
 
 def test_shards_run_disjoint_parts(interrupted_then_resumed, env, monkeypatch):
@@ -192,6 +192,83 @@ def test_shards_run_disjoint_parts(interrupted_then_resumed, env, monkeypatch):
     totals = [study.run_study("mini", shard=f"{i}/3", root=root) for i in range(3)]
     assert sum(t["cached"] for t in totals) == 2 and not any(t["done"] or t["failed"] for t in totals)
     assert spy.calls == []
+
+
+def as_committed(src: Path, dest: Path) -> Path:
+    """A copy of a project whose work/mini run has become the committed reference results/mini (what a
+    fresh clone holds: committed runs, no work folder)."""
+    shutil.copytree(src, dest)
+    (dest / "results").mkdir()
+    shutil.move(dest / "work/mini/papermill", dest / "papermill_runs_mini")
+    shutil.move(dest / "work/mini", dest / "results/mini")
+    (dest / "papermill_runs").mkdir()
+    shutil.move(dest / "papermill_runs_mini", dest / "papermill_runs/mini")
+    shutil.rmtree(dest / "work")
+    return dest
+
+
+CONCLUSIONS = [
+    {"claim": "brotli is smaller than zlib", "value": "summary[compressor=brotli].bytes_total_mean",
+     "op": "<", "than": "summary[compressor=zlib].bytes_total_mean"},
+    {"claim": "int8 costs almost nothing", "value": "summary[compressor=zlib].val_bpb_postquant_mean",
+     "op": "~", "than": "summary[compressor=zlib].val_bpb_prequant_mean", "tol": 0.05},
+    {"claim": "an untrained model scores below 1 bpb", "value": "summary[compressor=zlib].val_bpb_mean",
+     "op": "<", "than": 1},
+]
+
+
+def test_committed_results_are_the_reference_not_a_cache(interrupted_then_resumed, tmp_path, env, monkeypatch):
+    """A fresh clone recomputes every cell into work/ (none cached from results/), and compare puts the
+    fresh numbers beside the committed ones and checks the conclusions on both."""
+    root = as_committed(interrupted_then_resumed["root"], tmp_path / "clone")
+    (root / "results/mini/conclusions.yaml").write_text(yaml.safe_dump(CONCLUSIONS, sort_keys=False))
+    ids = [c.id for c in study.expand(study.load_study("mini", root))]
+    spy = Spy(monkeypatch)
+    assert study.run_study("mini", root=root) == {"done": 2, "cached": 0, "failed": 0}
+    assert spy.calls == ids
+    assert sorted(p.parent.name for p in (root / "work/mini/runs").glob("*/result.json")) == ids
+    # the reference is left as it was, and --reference sees it as complete (all cached, nothing run)
+    assert study.run_study("mini", root=root, reference=True) == {"done": 0, "cached": 2, "failed": 0}
+    assert spy.calls == ids
+
+    out = study.compare_study("mini", root=root)
+    assert [r["cell"] for r in out["cells"]] == ids
+    for row in out["cells"]:  # same machine, same code: the runs are bit-identical
+        ref = json.loads((root / "results/mini/runs" / row["cell"] / "result.json").read_text())
+        assert row["val_bpb_reference"] == ref["eval"]["val_bpb"] and row["val_bpb_diff"] == 0.0
+    verdicts = [(c["reference"]["holds"], c["fresh"]["holds"]) for c in out["conclusions"]]
+    assert verdicts == [(True, True), (True, True), (False, False)]
+
+    # a fresh run that breaks a conclusion: compare says so and `golf study compare` exits 1
+    from golf.cli import main
+
+    fresh = root / "work/mini/runs" / ids[0] / "result.json"  # ids[0] is the brotli cell
+    result = json.loads(fresh.read_text())
+    assert result["artifact"]["compressor"] == "brotli"
+    result["artifact"]["bytes_total"] *= 10
+    fresh.write_text(json.dumps(result))
+    assert study.compare_study("mini", root=root)["conclusions"][0]["fresh"]["holds"] is False
+    assert main(["study", "compare", "mini", "--project", str(root)]) == 1
+
+
+def test_incomplete_study_report_is_refused_unless_partial(interrupted_then_resumed, tmp_path, env, capsys):
+    root = tmp_path / "copy"
+    shutil.copytree(interrupted_then_resumed["root"], root)
+    ids = [c.id for c in study.expand(study.load_study("mini", root))]
+    study.report_study("mini", root=root)  # complete: writes tables and figures
+    figures = sorted((root / "work/mini/figures").iterdir())
+    summary = (root / "work/mini/summary.md").read_text()
+    assert figures and "partial" not in summary
+    (root / "work/mini/runs" / ids[1] / "result.json").unlink()  # an interrupted second cell
+    with pytest.raises(GolfError, match=rf"incomplete: 1 missing \({ids[1]}\) of 2 cells.*--partial"):
+        study.report_study("mini", root=root)
+    assert sorted((root / "work/mini/figures").iterdir()) == figures  # nothing deleted or rewritten
+    assert (root / "work/mini/summary.md").read_text() == summary
+    (root / "work/mini/runs" / ids[1] / "error.txt").write_text("failed\n")  # now it failed instead
+    study.report_study("mini", root=root, partial=True)
+    text = (root / "work/mini/summary.md").read_text()
+    assert "1 runs read" in text and "partial report" in text and f"- `{ids[1]}`" in text and "1 failed" in text
+    assert "partial report of mini: 1 failed" in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -221,6 +298,7 @@ def test_bad_study_fails_before_anything_runs(tmp_path, tiny_dataset, env, monke
     with pytest.raises(GolfError, match=message):
         study.run_study("bad", root=root)
     assert spy.calls == []
+    assert not (root / "work").exists()
     assert not (root / "results").exists() and not (root / "papermill_runs").exists()
 
 
@@ -242,7 +320,7 @@ def test_unknown_study_lists_the_studies(tmp_path):
         study.run_study("gamma", root=root)
     with pytest.raises(GolfError, match="no studies/ folder"):
         study.run_study("alpha", root=tmp_path / "empty")
-    with pytest.raises(GolfError, match="no results"):
+    with pytest.raises(GolfError, match="no runs in"):
         study.report_study("alpha", root=root)
 
 
@@ -369,3 +447,12 @@ def test_read_result_rejects_partial_files(tmp_path):
     assert study.read_result(tmp_path) is None
     (tmp_path / "result.json").write_text('{"config_hash": "ab"}')
     assert study.read_result(tmp_path) == {"config_hash": "ab"}
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "results").glob("*/conclusions.yaml")), ids=lambda p: p.parent.name)
+def test_committed_conclusions_hold_on_the_committed_runs(path):
+    """Each results README's conclusions, as stated for `golf study compare`, hold on the runs committed beside it."""
+    tables = study.report_tables(path.parent)
+    for c in study.load_conclusions(path):
+        verdict = study.check_conclusion(c, tables)
+        assert verdict["holds"] is True, (c.claim, verdict)

@@ -26,6 +26,7 @@ from golf.data.shards import shard_name, write_shard
 from golf.errors import GolfError
 from golf.io import atomic_dir, write_json
 from golf.metric import build_byte_table, stream_bytes
+from golf.progress import Progress
 
 BOS_ID = 1
 DEFAULT_SHARD_TOKENS = 100_000_000  # parameter-golf shards hold 10^8 tokens
@@ -165,21 +166,31 @@ def build_dataset(
     import sentencepiece as spm
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise GolfError(f"output {out}: exists and is not a directory")
     if out.exists() and any(out.iterdir()) and not (out / "manifest.json").exists():
         raise GolfError(f"output {out}: exists, is not empty and is not a golf dataset; refusing to overwrite")
     if val_docs < 1:
         raise GolfError(f"--val-docs must be >= 1, got {val_docs}")
+    if shard_tokens < 1:  # 0 would loop forever, a negative value wrote a dataset without shards
+        raise GolfError(f"--shard-tokens must be >= 1, got {shard_tokens}")
+    if vocab_size < 1:
+        raise GolfError(f"--vocab-size must be >= 1, got {vocab_size}")
     docs = read_documents(inputs)
     if val_docs >= len(docs):
         raise GolfError(f"--val-docs {val_docs} leaves no training documents (input has {len(docs)} documents)")
     val, train = docs[:val_docs], docs[val_docs:]
 
+    bar = Progress(f"build {name}", 3, "stage")  # each stage takes seconds on the 24 MB default corpus
+    bar.update(0, stage="tokenizer")
     model_bytes = train_tokenizer(train, vocab_size)
     sp = spm.SentencePieceProcessor(model_proto=model_bytes)
+    bar.update(1, stage="encode")
     val_tokens = encode_documents(sp, val)
     train_tokens = encode_documents(sp, train)
     table = build_byte_table(sp)
     tokenizer_file = f"{name}_{vocab_size}_bpe.model"
+    bar.update(1, stage="write", tokens=f"{val_tokens.size + train_tokens.size:,}")
 
     with atomic_dir(out) as tmp:
         (tmp / tokenizer_file).write_bytes(model_bytes)
@@ -203,4 +214,6 @@ def build_dataset(
             "sources": list(sources or []),
         }
         write_json(tmp / "manifest.json", manifest)
+    bar.update(1)
+    bar.close()
     return out

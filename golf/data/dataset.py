@@ -119,7 +119,13 @@ class Dataset:
         return stream_bytes(self.byte_table, self.val_tokens)
 
     def train_tokens(self, shard_index: int) -> np.ndarray:
+        """One training shard, its ids checked against the vocabulary the first time it is read (an id
+        beyond the embedding table would otherwise fail deep inside the model's forward pass)."""
         tokens = read_shard(self.train_shards[shard_index])
+        checked = self.__dict__.setdefault("_vocab_checked", set())
+        if shard_index not in checked:
+            check_vocab(self.train_shards[shard_index], tokens, self.vocab_size)  # one max(): ~1 ms per 1M ids
+            checked.add(shard_index)
         return tokens
 
     def describe(self, check_all: bool = True) -> dict:

@@ -41,9 +41,10 @@ from typing import Protocol
 import numpy as np
 
 from golf.data.shards import read_header, read_shard
-from golf.data.sources import data_root, load_complete_manifest, sha256_file
+from golf.data.sources import data_root, load_complete_manifest, sha256_file, writable_root
 from golf.errors import GolfError
 from golf.io import atomic_dir, atomic_path, write_json
+from golf.progress import Progress
 
 REMOTE_ROOT = "datasets"  # the export's folder inside the hub repo; manifest paths are relative to it
 SHARD_PREFIX = "fineweb"  # fineweb_train_000000.bin: kept as published, so it is also the dataset's name
@@ -252,6 +253,7 @@ def fetch_fineweb(
         return out  # complete and big enough: no hub call at all
 
     hub = hub or default_hub()
+    writable_root(root)
     staging = root / "downloads" / "hf" / repo_id
     # Always ask the hub for its manifest when there is work to do: it says how many shards exist.
     manifest_path = hub.download(repo_id, f"{REMOTE_ROOT}/manifest.json", staging)
@@ -286,15 +288,14 @@ def fetch_fineweb(
         return path
 
     # Shards: magic, version and exact size checked before anything is assembled.
-    val_paths = [
-        fetch(f"{plan.dataset_path}/{SHARD_PREFIX}_val_{i:06d}.bin", read_header)
-        for i in range(plan.files_val)
-    ]
-    train_paths = [
-        fetch(f"{plan.dataset_path}/{SHARD_PREFIX}_train_{i:06d}.bin", read_header)
-        for i in range(train_shards)
-    ]
-    tokenizer_path = fetch(plan.tokenizer_path, load_tokenizer)
+    with Progress(f"fetch {repo_id}", plan.files_val + train_shards + 1, "file") as bar:
+        val_paths, train_paths = [], []
+        for split, count, paths in (("val", plan.files_val, val_paths), ("train", train_shards, train_paths)):
+            for i in range(count):
+                paths.append(fetch(f"{plan.dataset_path}/{SHARD_PREFIX}_{split}_{i:06d}.bin", read_header))
+                bar.update(1, last=paths[-1].name)
+        tokenizer_path = fetch(plan.tokenizer_path, load_tokenizer)
+        bar.update(1, last=tokenizer_path.name)
     sp = load_tokenizer(tokenizer_path)
     vocab_size = int(sp.get_piece_size())
     if plan.tokenizer_vocab_size is not None and plan.tokenizer_vocab_size != vocab_size:

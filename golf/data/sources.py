@@ -49,8 +49,8 @@ import html
 import json
 import os
 import re
-import shutil
 import tarfile
+import tempfile
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
@@ -59,6 +59,7 @@ from pathlib import Path
 
 from golf.errors import GolfError
 from golf.io import atomic_path, write_json
+from golf.progress import Progress
 
 # One extracted document: (corpus name, id unique within the corpus, text).
 Document = tuple[str, str, str]
@@ -86,6 +87,21 @@ def data_root(root: str | os.PathLike | None = None) -> Path:
         return Path(root).expanduser()
     env = os.environ.get("GOLF_DATA")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "golf"
+
+
+def writable_root(root: Path) -> Path:
+    """`root`, created if needed, after checking that golf can write there: a data root that is a file or
+    read-only fails here with one line naming it, not deep inside a download or a shard writer."""
+    where = f"data root {root} (--root, $GOLF_DATA or ~/.cache/golf)"
+    if root.exists() and not root.is_dir():
+        raise GolfError(f"{where}: exists and is not a directory")
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as e:
+        raise GolfError(f"{where}: not writable ({e.strerror or e})") from None
+    return root
 
 
 def load_complete_manifest(directory: Path) -> dict | None:
@@ -462,7 +478,12 @@ def http_download(url: str, dest: Path) -> None:
     """Stream `url` into `dest` (a temporary path the caller renames after verifying it)."""
     try:
         with urllib.request.urlopen(url, timeout=60) as response, open(dest, "wb") as f:
-            shutil.copyfileobj(response, f, length=1 << 20)
+            size = response.headers.get("Content-Length")
+            with Progress(f"download {url.rsplit('/', 1)[-1]}", int(size) if size and size.isdigit() else None,
+                          scale_bytes=True) as bar:
+                while block := response.read(1 << 20):
+                    f.write(block)
+                    bar.update(len(block))
     except OSError as e:  # URLError, HTTPError and socket errors are all OSErrors
         raise GolfError(f"download {url}: failed ({e})") from e
 
@@ -582,8 +603,10 @@ def build_documents(
     docs: list[Document] = []
     for archive in archives:  # verify every archive before extracting any, so a bad one leaves no output
         fetch_archive(archive, root / "downloads", download)
-    for archive in archives:
-        docs.extend(extract_documents(archive, root / "downloads" / archive.filename))
+    with Progress("extract", len(archives), "archive") as bar:
+        for archive in archives:
+            docs.extend(extract_documents(archive, root / "downloads" / archive.filename))
+            bar.update(1, last=archive.name, docs=len(docs))
     ids = [f"{source}:{doc_id}" for source, doc_id, _ in docs]
     if len(set(ids)) != len(ids):
         raise GolfError("default corpus: two documents share an id; the archives are not what golf expects")
@@ -634,5 +657,6 @@ def fetch_default(
             f"source {name}: not in {root / 'downloads'} and downloads are off; fetch {url} there"
         )
 
+    writable_root(root)  # only now: a complete dataset in a read-only root is fine to use
     docs_path, records = build_documents(root, archives, download if allow_download else offline)
     return build_dataset([docs_path], vocab_size, out, val_docs=val_docs, name=DATASET_NAME, sources=records)

@@ -35,6 +35,7 @@ import torch
 
 from golf.compress import COMPRESSORS
 from golf.errors import GolfError
+from golf.progress import Progress
 from golf.quant.gptq import _one_cpu_thread, collect_hessians, gptq_quantize, hessian_weighted_error
 from golf.quant.rowwise import (
     RowQuant,
@@ -369,7 +370,10 @@ def _quantize_all(
 
     records: list[TensorRecord] = []
     notes: list[str] = []
+    # GPTQ takes seconds a layer at baseline size; the other quantizers milliseconds, which need no bar
+    bar = Progress(f"quantize {cfg.label()}", len(state_dict), "tensor", enabled=cfg.uses_gptq())
     for name, t in state_dict.items():
+        bar.update(1)
         shape, dtype = tuple(t.shape), dtype_name(t.dtype)
         if primary[name] != name:
             records.append(TensorRecord(name, "alias", shape, dtype, alias_of=primary[name]))
@@ -405,6 +409,7 @@ def _quantize_all(
                 scales=result.scales.contiguous(),
             )
         )
+    bar.close()
     return QuantizedState(records=records, label=cfg.label(), config=cfg.to_dict(), notes=notes)
 
 

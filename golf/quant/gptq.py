@@ -31,6 +31,7 @@ import torch
 from torch import nn
 
 from golf.errors import GolfError
+from golf.progress import Progress
 from golf.quant.rowwise import qrange
 
 
@@ -195,13 +196,14 @@ def collect_hessians(
     model.eval()
     tokens_seen = 0
     try:
-        with torch.no_grad():
+        with torch.no_grad(), Progress("gptq calibration", getattr(batches, "__len__", lambda: None)(), "batch") as bar:
             for batch in batches:
                 if forward is None:
                     model(batch)
                 else:
                     forward(model, batch)
                 tokens_seen += _batch_tokens(batch)
+                bar.update(1)
                 if max_tokens is not None and tokens_seen >= max_tokens:
                     break
     finally:

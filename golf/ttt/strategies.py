@@ -72,6 +72,7 @@ from golf.errors import GolfError
 from golf.evaluate import make_windows
 from golf.ledger import ValidationStream, Window, plain_windows
 from golf.metric import BpbMeter, bits_per_byte
+from golf.progress import Progress
 from golf.train import autocast
 from golf.ttt.lora import attach_lora
 
@@ -306,7 +307,7 @@ class _FullFineTune(Strategy):
         probe = _HalvesProbe(ctx) if cfg.probe else None
         per_epoch = [probe.point(work, 0)] if probe else []
         total, step = self.epochs * len(batches), 0
-        with _trainable(work, params), _mode(work, True):
+        with _trainable(work, params), _mode(work, True), Progress(f"ttt {self.name}", self.epochs, "epoch") as bar:
             fwd = _forward_for_steps(work, cfg.compile)
             opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)  # wd 0 as in #442
             for epoch in range(1, self.epochs + 1):
@@ -319,6 +320,7 @@ class _FullFineTune(Strategy):
                     step += 1
                 loss = float(loss_sum.item()) / max(len(batches), 1)
                 _check_finite(loss, self.name, f"in epoch {epoch}")
+                bar.update(1, loss=f"{loss:.4f}")
                 log.write(step, ttt_epoch=epoch, ttt_loss=loss, ttt_lr=lr if batches else 0.0)
                 if probe:
                     per_epoch.append(probe.point(work, epoch))
@@ -391,7 +393,7 @@ class LoRASinglePass(Strategy):
         probe = _HalvesProbe(ctx) if cfg.probe else None
         per_epoch = [probe.point(work, 0)] if probe else []
         step = 0
-        with _trainable(work, params), _mode(work, True):
+        with _trainable(work, params), _mode(work, True), Progress(f"ttt {self.name}", self.epochs, "epoch") as bar:
             fwd = _forward_for_steps(work, cfg.compile)
             opt = torch.optim.Adam(params, lr=self.lr, betas=LORA_BETAS)
             for epoch in range(1, self.epochs + 1):
@@ -402,6 +404,7 @@ class LoRASinglePass(Strategy):
                     step += 1
                 loss = float(loss_sum.item()) / max(len(batches), 1)
                 _check_finite(loss, self.name, f"in epoch {epoch}")
+                bar.update(1, loss=f"{loss:.4f}")
                 log.write(step, ttt_epoch=epoch, ttt_loss=loss, ttt_lr=self.lr)
                 if probe:
                     per_epoch.append(probe.point(work, epoch))
@@ -476,11 +479,12 @@ class ScoreFirst(Strategy):
         params = list(work.parameters())
         probe = _ChunkProbe(ctx, self.epochs) if cfg.probe else None
         step = trained = 0
-        with _trainable(work, params):
+        with _trainable(work, params), Progress(f"ttt {self.name}", len(bounds), "chunk") as bar:
             fwd = _forward_for_steps(work, cfg.compile)
             opt = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum)
             for k, (lo, hi) in enumerate(bounds):
                 _score(work, scoring[k], ctx)  # the chunk's scores are fixed here, before any update with it
+                bar.update(1)
                 train_hi = min(hi, ctx.split) if cfg.probe else hi
                 if k == last or train_hi <= lo or self.epochs == 0:
                     continue
@@ -499,6 +503,7 @@ class ScoreFirst(Strategy):
                             step += 1
                     if probe:
                         probe.measure(work, lo, train_hi, epoch)
+                    bar.update(0, epoch=f"{epoch}/{self.epochs}")
                 loss = float(loss_sum.item()) / len(batches)
                 _check_finite(loss, self.name, f"on chunk {k}")
                 trained += 1
@@ -564,7 +569,7 @@ class LoRAScoreFirst(Strategy):
         params = adapters.parameters()
         step = adapted_docs = 0
         try:
-            with _trainable(work, params):
+            with _trainable(work, params), Progress(f"ttt {self.name}", len(docs), "doc") as bar:
                 fwd = _forward_for_steps(work, cfg.compile, dynamic=None)
                 for doc_start, lo, hi in docs:
                     adapt = not cfg.probe or doc_start < ctx.split
@@ -573,6 +578,7 @@ class LoRAScoreFirst(Strategy):
                     adapters.reset()
                     opt = torch.optim.Adam(params, lr=self.lr, betas=LORA_BETAS)  # fresh moments per document
                     chunks = [(c, min(c + cfg.doc_chunk_tokens, hi)) for c in range(lo, hi, cfg.doc_chunk_tokens)]
+                    doc_loss = torch.zeros((), device=ctx.device)  # read back once per document, not per step
                     for j, (c_lo, c_hi) in enumerate(chunks):
                         windows = document_windows(doc_start, c_lo, c_hi, ctx.seq_len)
                         _score(work, windows, ctx)
@@ -581,9 +587,11 @@ class LoRAScoreFirst(Strategy):
                         with _mode(work, True):
                             for _ in range(self.epochs):
                                 x, y = stream.train_windows(windows)  # the chunk just scored
-                                _step(fwd, opt, params, x, y, ctx.device, 0.0)
+                                doc_loss = doc_loss + _step(fwd, opt, params, x, y, ctx.device, 0.0)
                                 step += 1
+                    _check_finite(float(doc_loss), self.name, f"in the document at token {doc_start}")
                     adapted_docs += int(adapt and len(chunks) > 1)
+                    bar.update(1)
         finally:
             adapters.remove()  # the model goes back to exactly its weights; only the scores remain
         info = self._info(t0, ctx, step, 0.0, documents=len(docs), adapted_documents=adapted_docs,
