@@ -202,11 +202,12 @@ def cmd_export(args) -> int:
 def cmd_study_run(args) -> int:
     from golf.study import cell_status, place, resolve_root, run_study
 
-    summary = run_study(args.name, shard=args.shard, root=args.project, reference=args.reference)
+    summary = run_study(args.name, shard=args.shard, root=args.project, reference=args.reference, jobs=args.jobs)
     if args.json:
         print(json.dumps(summary))
     else:
-        print(f"done: {summary['done']} cached: {summary['cached']} failed: {summary['failed']}")
+        print(f"done: {summary['done']} cached: {summary['cached']} failed: {summary['failed']}"
+              + (f" busy: {summary['busy']} (running in another process)" if summary["busy"] else ""))
     if summary["failed"]:
         where = place(args.name, args.reference)
         failed = cell_status(args.name, resolve_root(args.project), where)["failed"]
@@ -370,10 +371,12 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("study", help="papermill studies").add_subparsers(dest="study_command", required=True)
     sr = s.add_parser("run", help="run a study grid (cached, resumable)")
     sr.add_argument("name", help="study name: studies/NAME.yaml")
-    sr.add_argument("--shard", default=None, help="i/N: run only this shard of the grid")
+    sr.add_argument("--shard", default=None, help="i/N: run only this shard of the grid (e.g. a Slurm array task)")
+    sr.add_argument("--jobs", type=int, default=1, metavar="N",
+                    help="run N cells at once (one GPU each where there are GPUs, else the cores split)")
     _study_place(sr, "run into the committed results/NAME/ and papermill_runs/NAME/ (how the reference is "
                      "made) instead of the work folder work/NAME/")
-    _json_flag(sr, 'print {"done", "cached", "failed"} as JSON')
+    _json_flag(sr, 'print {"done", "cached", "busy", "failed"} as JSON')
     sr.set_defaults(func=cmd_study_run)
     sp = s.add_parser("report", help="aggregate a study's results into tables and figures")
     sp.add_argument("name", help="study name: studies/NAME.yaml")

@@ -3,6 +3,7 @@
 Every file golf writes for others to read (shards, manifests, results, artifacts) goes through these
 helpers: the bytes land in a temporary file in the same directory, are flushed to disk, and are then
 renamed over the final path. A crash leaves either the old file or no file, never a partial one.
+`file_lock` is the one lock: concurrent study runs take it per cell and per base model.
 """
 
 from __future__ import annotations
@@ -80,3 +81,27 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+@contextmanager
+def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
+    """An exclusive advisory lock (flock) on `path`, created if missing; yields whether it was acquired.
+
+    The kernel drops the lock when the holder exits or dies, so a killed process never leaves a stale lock
+    behind (unlike a lock file whose existence is the lock). With `blocking=False` it yields False at once
+    when another process (or another open of the same file) holds it.
+    """
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        except BlockingIOError:
+            yield False
+            return
+        yield True
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -142,3 +142,22 @@ def get_preset(name: str, **overrides: Any) -> ModelConfig:
     if name not in PRESETS:
         raise GolfError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
     return ModelConfig.from_dict({**PRESETS[name], **overrides}, where=f"model preset {name!r}")
+
+
+# Named override bundles: dotted config keys a study cell applies over its preset and overrides
+# (`bundle` in a study YAML, last so that it wins). Each switches ONE technique of a seed stack off, for the
+# architecture ablations (tiny1550 / tiny1127 carry the seeds' switches at CPU scale); "none" is the full
+# stack every other bundle is read against. golf.study refuses a bundle that changes nothing in its cell.
+BUNDLES: dict[str, dict[str, Any]] = {
+    "none": {},
+    "no_xsa": {"model.xsa_last_n": 0},  # exclusive self-attention (records #1127, #1493)
+    "no_partial_rope": {"model.rope_dims": None},  # rotate every head dim instead of 16/64
+    "no_smear_gate": {"model.smear_gate": False},  # previous-token embedding blend (#1127)
+    "no_bigram_hash": {"model.bigram_buckets": 0},  # hashed bigram embedding (#1127)
+    "no_ema": {"train.ema_decay": 0.0},  # weight EMA before quantization (records 0.997 / 0.9985)
+    "no_leaky_relu2": {"model.activation": "relu2"},  # back to the baseline's ReLU^2
+    "no_parallel_residuals": {"model.parallel_from": None},  # attention and MLP in sequence again (#1493)
+    "no_recurrence": {"model.recur_start": None, "model.recur_end": None},  # depth recurrence (#1493)
+    "no_value_embeddings": {"model.ve_dim": 0, "model.ve_layers": []},  # VE on the last layers (#1493)
+    "no_ln_scale": {"model.ln_scale": False},  # 1/sqrt(layer+1) on the normed block input
+}

@@ -38,7 +38,7 @@ from golf.config import RunConfig
 from golf.data.dataset import Dataset
 from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol, validation_subset
-from golf.io import atomic_dir, atomic_path, write_json
+from golf.io import atomic_dir, atomic_path, file_lock, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
 from golf.quant import collect_hessians, dequantize_state, quantize_state_dict
@@ -130,9 +130,21 @@ def seed_everything(seed: int) -> None:
 
 
 def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device, d: Dist) -> tuple[GPT, dict]:
-    """The trained float model, from the base-model cache when possible."""
+    """The trained float model, from the base-model cache when possible.
+
+    The main rank holds a lock on the cache entry while it looks and trains, so two runs that need the same
+    base model at once (parallel study cells) train it once: the second waits and then loads it.
+    """
     key = base_key(cfg, ds)
     entry = cache_root() / key
+    if not d.main:
+        return _train_or_load(cfg, ds, out, device, d, key, entry)
+    with file_lock(cache_root() / f".{key}.lock"):
+        return _train_or_load(cfg, ds, out, device, d, key, entry)
+
+
+def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device, d: Dist, key: str,
+                   entry: Path) -> tuple[GPT, dict]:
     seed_everything(cfg.seed)
     model = GPT(cfg.model)
     if (entry / "checkpoint.pt").exists() and (entry / "train.json").exists():

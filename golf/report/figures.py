@@ -1,0 +1,298 @@
+"""The report's figures, drawn on pyplot-free Agg figures so that a notebook's backend is never switched."""
+
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import pandas as pd
+
+from golf import stats
+from golf.report.frame import (
+    BYTES_LIMIT,
+    CONFIDENCE,
+    HALVES,
+    _finite,
+    _groups,
+    _label,
+    _norm,
+    _seeds_text,
+    key_columns,
+    varying_keys,
+)
+from golf.report.tables import _fmt, _ttt_runs
+
+
+def _new_figure(ncols: int = 1, width_per_col: float = 5.0, height: float = 4.0):
+    """A pyplot-free Figure on the Agg canvas: no global backend switch, safe inside notebooks."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(width_per_col * ncols, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    return fig, axes
+
+
+def _integer_ticks(ax) -> None:
+    # Epochs and loop counts are whole numbers; never label 0.5 epochs.
+    from matplotlib.ticker import MaxNLocator
+
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+
+
+def _figure_bytes(fig) -> dict[str, bytes]:
+    """PNG and SVG renderings; SVG with a fixed id salt and no date so reruns give identical files."""
+    import matplotlib
+
+    out = {}
+    with matplotlib.rc_context({"svg.hashsalt": "golf-report"}):
+        for ext in ("png", "svg"):
+            buf = io.BytesIO()
+            meta = {"Date": None} if ext == "svg" else {}
+            fig.savefig(buf, format=ext, dpi=150, metadata=meta)
+            out[ext] = buf.getvalue()
+    return out
+
+
+def _color_cycle(n: int) -> list:
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10"]
+    return [cmap(i % 10) for i in range(n)]
+
+
+def _fig_ttt_epochs(per_epoch: pd.DataFrame, study: str):
+    """val_bpb vs TTT epoch: one panel per measured half, mean line and 95% t-band over seeds per group."""
+    trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"])]
+    halves = [h for h, (col, _, _) in HALVES.items() if trained[col].notna().any()]
+    keys = key_columns(trained)
+    shown = varying_keys(trained, keys) or ["strategy"]
+    groups = _groups(trained, keys)
+    fig, axes = _new_figure(len(halves), height=4.6)
+    counts = []
+    for ax, half in zip(axes, halves):
+        col, _, title = HALVES[half]
+        for color, (key, group) in zip(_color_cycle(len(groups)), groups):
+            xs, means, lows, highs = [], [], [], []
+            for epoch, at in sorted(group.groupby("epoch"), key=lambda kv: kv[0]):
+                s = stats.mean_std_ci(_finite(at[col]), CONFIDENCE)
+                if s["n"] == 0:
+                    continue
+                counts.append(s["n"])
+                xs.append(epoch)
+                means.append(s["mean"])
+                lows.append(s["ci_low"])
+                highs.append(s["ci_high"])
+            if not xs:
+                continue
+            ax.plot(xs, means, marker="o", color=color, label=_label(key, keys, shown))
+            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+        ax.set_title(title)
+        ax.set_xlabel("TTT epoch")
+        _integer_ticks(ax)
+        ax.set_ylabel("val_bpb (bits per byte)")
+        ax.grid(alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()  # one legend for all panels, below them
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize="small")
+    fig.suptitle(f"{study}: val_bpb vs TTT epoch, mean with 95% t-CI band ({_seeds_text(counts)})")
+    return fig
+
+
+def _fig_ttt_slopes(per_epoch: pd.DataFrame, table: pd.DataFrame, study: str):
+    """Per-seed gains vs epoch with the fitted OLS lines, one panel per half that has a fit."""
+    trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"]) & (per_epoch["epoch"] >= 1)]
+    halves = [h for h in HALVES if (table["half"] == h).any()]
+    keys = key_columns(trained)
+    shown = varying_keys(trained, keys) or ["strategy"]
+    groups = _groups(trained, keys)
+    fig, axes = _new_figure(len(halves), height=5.2)
+    for ax, half in zip(axes, halves):
+        _, gain_col, title = HALVES[half]
+        for color, (key, group) in zip(_color_cycle(len(groups)), groups):
+            match = table[(table["half"] == half)]
+            for k, v in zip(keys, key):
+                match = match[[_norm(x) == v for x in match[k]]]
+            if match.empty:
+                continue
+            fit = match.iloc[0]
+            ax.scatter(group["epoch"], group[gain_col], color=color, s=14, alpha=0.6)
+            xs = np.array([group["epoch"].min(), group["epoch"].max()], dtype=float)
+            ax.plot(xs, fit["intercept"] + fit["slope"] * xs, color=color,
+                    label=f"{_label(key, keys, shown)}: {fit['slope']:+.4f}/epoch "
+                          f"(p={_fmt(fit['seed_slope_p_value'], 'p')} over seeds)")
+        ax.axhline(0.0, color="gray", linewidth=0.8)
+        ax.set_title(title)
+        ax.set_xlabel("TTT epoch")
+        _integer_ticks(ax)
+        ax.set_ylabel("gain vs epoch 0 (bits per byte)")
+        ax.grid(alpha=0.3)
+        # below the panel: the slopes differ per half, and inside the axes the legend hides the points
+        ax.legend(fontsize="small", loc="upper center", bbox_to_anchor=(0.5, -0.15))
+    seeds = [int(s) for s in table["n_seeds"]]
+    fig.suptitle(f"{study}: TTT gain vs epoch with OLS fit ({_seeds_text(seeds).replace('point', 'line')})")
+    return fig
+
+
+def _fig_curve(frame: pd.DataFrame, study: str, x: str, log2: bool = True):
+    """val_bpb against the numeric study column `x` (e.g. model.ut_loops), one line per other configuration.
+
+    With `log2` (for counts that double) the axis is log2 with a tick at every value run; each run is a
+    faint dot beside its line's mean and 95% CI (with two seeds the t-interval is wide: the dots show what
+    it rests on). Lines are nudged sideways by a few percent so their bars do not hide each other.
+    """
+    data = frame[frame[x].notna() & frame["val_bpb"].notna()]
+    keys = [k for k in key_columns(data) if k != x]
+    shown = varying_keys(data, keys)
+    groups = _groups(data, keys)
+    fig, (ax,) = _new_figure(1, 6.5)
+    counts = []
+    for i, (color, (key, group)) in enumerate(zip(_color_cycle(len(groups)), groups)):
+        nudge = 1.04 ** (i - (len(groups) - 1) / 2) if log2 else 1.0
+        pts = []
+        for loops, at in group.groupby(x):
+            s = stats.mean_std_ci(_finite(at["val_bpb"]), CONFIDENCE)
+            counts.append(s["n"])
+            pts.append((float(loops), s["mean"], s["half_width"]))
+            ax.scatter([float(loops) * nudge] * len(at), at["val_bpb"], color=color, s=12, alpha=0.4)
+        pts.sort()
+        xs, means, hws = (np.array(v, dtype=float) for v in zip(*pts))
+        ax.errorbar(xs * nudge, means, yerr=np.nan_to_num(hws, nan=0.0), marker="o", capsize=3, color=color,
+                    label=_label(key, keys, shown) if shown else "val_bpb")
+    values = sorted({float(v) for v in data[x]})
+    if log2:
+        ax.set_xscale("log", base=2)
+        ax.minorticks_off()
+    ax.set_xticks(values, [f"{v:g}" for v in values])
+    ax.set_xlabel(f"{x}{' (log scale)' if log2 else ''}")
+    ax.set_ylabel("val_bpb (bits per byte)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{study}: val_bpb vs {x}\nmean ± 95% t-CI, dots = runs ({_seeds_text(counts)})")
+    return fig
+
+
+def _fig_ablation(table: pd.DataFrame, frame: pd.DataFrame, study: str, axis: str):
+    """Paired delta (switch off - full stack) per switch, one panel per configuration of the other keys."""
+    from matplotlib.ticker import MaxNLocator
+
+    keys = [k for k in key_columns(frame) if k != axis]
+    shown = varying_keys(frame, keys)
+    panels = _groups(table, keys)
+    fig, axes = _new_figure(len(panels), 4.6, 0.9 + 0.42 * max(len(g) for _, g in panels))
+    counts = []
+    for ax, (key, group) in zip(axes, panels):
+        group = group.sort_values("delta_mean", kind="stable")
+        ys = np.arange(len(group))
+        means = group["delta_mean"].to_numpy(dtype=float)
+        hw = (group["delta_ci_high"] - group["delta_mean"]).to_numpy(dtype=float)
+        colors = ["tab:red" if m > 0 else "tab:blue" for m in means]
+        ax.barh(ys, means, color=colors, alpha=0.35)
+        ax.errorbar(means, ys, xerr=np.nan_to_num(hw, nan=0.0), fmt="none", ecolor="black", capsize=3)
+        for y, text in zip(ys, group["deltas"]):
+            xs = [float(v) for v in str(text).split()]
+            ax.scatter(xs, [y] * len(xs), color="black", s=10, zorder=3)
+        counts += [int(n) for n in group["n_pairs"]]
+        ax.set_yticks(ys, [str(a) for a in group["ablate"]])
+        ax.axvline(0.0, color="black", linewidth=0.8)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+        ax.set_xlabel("delta val_bpb (switch off - full stack)")
+        ax.grid(axis="x", alpha=0.3)
+        ax.set_title(_label(key, keys, shown) if shown else "full stack")
+    fig.suptitle(f"{study}: one switch off, paired by seed; bar = mean, whiskers = 95% t-CI, dots = seeds\n"
+                 f"red: the switch helps here, blue: the model is better without it ({_seeds_text(counts)})")
+    return fig
+
+
+def _pareto(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (bytes, bpb), both lower-is-better, sorted by bytes."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], points[i][1]))
+    front, best_bpb = [], math.inf
+    for i in order:
+        if points[i][1] < best_bpb:  # strictly better bpb than every smaller-or-equal artifact so far
+            front.append(i)
+            best_bpb = points[i][1]
+    return front
+
+
+def _quant_family(row) -> tuple[str, str]:
+    """(family, bits) of a run's quantizer from its config: ('int', '4') for int4, ('gptq', '6') for gptq at 6
+    bits, (method, '') for a mixed plan (its widths differ by tensor class)."""
+    method, bits = row.get("quant_method"), row.get("quant_bits")
+    if not isinstance(method, str):
+        return str(row.get("quant")), ""
+    family = "int" if method.startswith("int") else method  # int4..int8: the row-absmax grids by width
+    return family, ("" if bits is None or (isinstance(bits, float) and math.isnan(bits)) else f"{int(bits)}")
+
+
+def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
+    """Artifact bytes vs val_bpb: runs as dots, configuration means as markers, the Pareto front.
+
+    Colour is the quantizer family, the marker the compressor, and the number beside each mean its bit
+    width, so a 40-configuration grid stays readable. The frontier is drawn through legal configurations
+    only: an illegal TTT score is not an achievable point (illegal means are drawn hollow). The 16 MB limit
+    is drawn when it lies within reach of the data; otherwise the axis is in kB and the label says so.
+    """
+    data = frame[frame["bytes_total"].notna() & frame["val_bpb"].notna()]
+    means = summary[summary["bytes_total_mean"].notna() & summary["val_bpb_mean"].notna()]
+    family_of = {str(r["quant"]): _quant_family(r) for _, r in data.iterrows()}  # label -> (family, bits)
+    families = sorted({fam for fam, _ in family_of.values()})
+    compressors = sorted({str(c) for c in data["compressor"]})
+    colors = dict(zip(families, _color_cycle(len(families))))
+    markers = dict(zip(compressors, "osD^vP*hX"))
+    largest = float(data["bytes_total"].max()) if not data.empty else 0.0
+    show_limit = largest > BYTES_LIMIT / 4
+    unit, unit_name = (1e6, "MB = 10^6 bytes") if show_limit else (1e3, "kB = 10^3 bytes")
+    fig, (ax,) = _new_figure(1, 7.5, 5.5)
+    for _, r in data.iterrows():
+        fam = family_of[str(r["quant"])][0]
+        ax.scatter([r["bytes_total"] / unit], [r["val_bpb"]], color=colors[fam], s=10, alpha=0.3,
+                   marker=markers[str(r["compressor"])], linewidths=0)
+    for _, r in means.iterrows():
+        fam, bits = family_of[str(r["quant"])]
+        legal = bool(r["legal"])
+        x, y = r["bytes_total_mean"] / unit, r["val_bpb_mean"]
+        ax.scatter([x], [y], marker=markers[str(r["compressor"])], s=55, zorder=3,
+                   color=colors[fam] if legal else "white", edgecolor=colors[fam] if not legal else "black")
+        if bits:
+            ax.annotate(bits, (x, y), xytext=(4, 3), textcoords="offset points", fontsize=7)
+    handles, labels = [], []
+    for fam in families:
+        handles.append(ax.scatter([], [], color=colors[fam], s=55, edgecolor="black"))
+        labels.append(f"quantizer {fam}")
+    for comp in compressors:
+        handles.append(ax.scatter([], [], color="grey", marker=markers[comp], s=55, edgecolor="black"))
+        labels.append(f"compressor {comp}")
+    if not means["legal"].astype(bool).all():
+        handles.append(ax.scatter([], [], color="white", s=55, edgecolor="black"))
+        labels.append("illegal TTT (mean, hollow)")
+    legal_means = means[means["legal"].astype(bool)]
+    pts = list(zip(legal_means["bytes_total_mean"], legal_means["val_bpb_mean"]))
+    front = _pareto(pts)
+    if front:
+        (line,) = ax.plot([pts[i][0] / unit for i in front], [pts[i][1] for i in front], color="black",
+                          linestyle="--", linewidth=1, drawstyle="steps-post")
+        handles.append(line)
+        labels.append("Pareto frontier (legal config means)")
+    if show_limit:
+        handles.append(ax.axvline(BYTES_LIMIT / unit, color="red", linewidth=1.2))
+        labels.append(f"limit {BYTES_LIMIT:,} bytes")
+        xlabel = f"bytes_total ({unit_name}, code + compressed model)"
+    else:
+        xlabel = (f"bytes_total ({unit_name}): code + compressed model\n"
+                  f"(the {BYTES_LIMIT:,}-byte limit is far off this scale)")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("val_bpb (bits per byte)")
+    ax.grid(alpha=0.3)
+    fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))),
+               fontsize="small")
+    counts = [int(n) for n in means["n_seeds"]]
+    ax.set_title(f"{study}: artifact size vs score; numbers = bits\n"
+                 f"faint = runs, outlined = config means ({_seeds_text(counts)})")
+    return fig
+
+
+# ---------------------------------------------------------------------------------------------------
+# Report
+# ---------------------------------------------------------------------------------------------------

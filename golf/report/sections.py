@@ -1,0 +1,213 @@
+"""The report's sections, by name: what a study's YAML lists under `report:`, and `write_report`.
+
+A section reads the study's frames and returns the tables (file name -> text) and figures (name -> Figure)
+its data supports; it writes nothing itself. The report is the study's list of sections, in order, after
+`summary` (always first: summary.md also lists the figures and the cells a partial report lacks). A section
+may take options, given in the YAML as `{name: {option: value}}`, e.g.
+
+    report: [ttt_epochs, gap, slopes]
+    report: [{curve: {x: model.ut_loops}}]
+    report: [{ablation: {axis: bundle, reference: none}}, frontier]
+
+Adding a section is one function and one `SECTIONS` entry here; nothing in golf.report names a study.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from golf import io as gio
+from golf.errors import GolfError
+from golf.report import figures as F
+from golf.report import tables as T
+from golf.report.frame import _norm, _results_frame, per_epoch_frame, read_results
+
+
+@dataclass
+class Inputs:
+    """What every section reads: the study's runs as frames, computed once."""
+
+    study: str
+    frame: pd.DataFrame  # one row per run (golf.report.frame)
+    per_epoch: pd.DataFrame  # one row per (run, TTT epoch), with gains against epoch 0
+    summary: pd.DataFrame  # summary_table(frame)
+
+    @property
+    def ttt_runs(self) -> pd.DataFrame:
+        return T._ttt_runs(self.per_epoch)
+
+    def has_ttt(self) -> bool:
+        runs = self.ttt_runs
+        return not runs.empty and bool(runs["gain"].notna().any())
+
+
+@dataclass
+class Output:
+    tables: dict[str, str] = field(default_factory=dict)  # file name in the study folder -> text
+    figures: dict[str, Any] = field(default_factory=dict)  # figures/<name>.png|.svg -> matplotlib Figure
+
+
+@dataclass(frozen=True)
+class Section:
+    build: Callable[..., Output]  # build(inputs, **options)
+    files: tuple[str, ...]  # the table files it may write (an earlier report's copies are removed)
+    doc: str  # one line for `golf study` errors and the README
+
+
+def _ttt_epochs(inp: Inputs) -> Output:
+    """val_bpb against TTT epoch per strategy, halves A and B (figure ttt_epochs)."""
+    return Output(figures={"ttt_epochs": F._fig_ttt_epochs(inp.per_epoch, inp.study)} if inp.has_ttt() else {})
+
+
+def _gap(inp: Inputs) -> Output:
+    """Final-epoch TTT gains overall, on adapted half A and held-out half B, legal vs illegal (gap.csv/.md)."""
+    if not inp.has_ttt():
+        return Output()
+    gap, pooled = T.gap_table(inp.per_epoch)
+    return Output(tables={"gap.csv": T._csv(gap), "gap.md": T._gap_md(inp.study, inp.ttt_runs, gap, pooled)})
+
+
+def _slopes(inp: Inputs) -> Output:
+    """Gain per TTT epoch, per seed and pooled (slopes.csv/.md, figure ttt_slopes)."""
+    if not inp.has_ttt():
+        return Output()
+    slopes = T.slope_table(inp.per_epoch)
+    if slopes.empty:
+        return Output()
+    pe = inp.per_epoch
+    trained = pe[pe["run_id"].isin(inp.ttt_runs["run_id"]) & (pe["epoch"] >= 1)]
+    return Output(tables={"slopes.csv": T._csv(slopes), "slopes.md": T._slopes_md(inp.study, trained, slopes)},
+                  figures={"ttt_slopes": F._fig_ttt_slopes(pe, slopes, inp.study)})
+
+
+def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
+    """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
+    if x not in inp.frame.columns:
+        return Output()
+    values = {_norm(v) for v in inp.frame.loc[inp.frame["val_bpb"].notna(), x]} - {None}
+    if len(values) < 2:
+        return Output()
+    return Output(figures={f"curve_{x.rsplit('.', 1)[-1]}": F._fig_curve(inp.frame, inp.study, x, log2)})
+
+
+def _ablation(inp: Inputs, axis: str = "bundle", reference: str = "none") -> Output:
+    """Each value of `axis` against `reference`, paired by seed (ablation.csv/.md, figure ablation)."""
+    table = T.ablation_table(inp.frame, axis, reference)
+    if table.empty:
+        return Output()
+    return Output(tables={"ablation.csv": T._csv(table),
+                          "ablation.md": T._ablation_md(inp.study, inp.frame, table, axis, reference)},
+                  figures={"ablation": F._fig_ablation(table, inp.frame, inp.study, axis)})
+
+
+def _frontier(inp: Inputs) -> Output:
+    """Artifact bytes against val_bpb with the legal Pareto front (figure frontier)."""
+    if (inp.frame["bytes_total"].notna() & inp.frame["val_bpb"].notna()).sum() < 2:
+        return Output()
+    return Output(figures={"frontier": F._fig_frontier(inp.frame, inp.summary, inp.study)})
+
+
+SECTIONS: dict[str, Section] = {
+    "summary": Section(lambda inp: Output(), ("summary.csv", "summary.md"),
+                       "val_bpb, bytes and n-gram margins per configuration (always written, first)"),
+    "ttt_epochs": Section(_ttt_epochs, (), _ttt_epochs.__doc__),
+    "gap": Section(_gap, ("gap.csv", "gap.md"), _gap.__doc__),
+    "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
+    "curve": Section(_curve, (), _curve.__doc__),
+    "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
+    "frontier": Section(_frontier, (), _frontier.__doc__),
+}
+TABLE_FILES = tuple(f for s in SECTIONS.values() for f in s.files)
+
+
+def parse_sections(spec: Any, where: str) -> list[tuple[str, dict]]:
+    """A YAML `report:` list -> [(name, options)], each name in SECTIONS with options its function takes.
+
+    `summary` is always first (added when not listed). `false` or `[]` means no report at all."""
+    if spec is False or spec == []:
+        return []
+    if spec is None or spec is True:
+        spec = ["summary"]
+    if not isinstance(spec, list):
+        raise GolfError(f"{where}: `report` must be a list of section names (or false); sections: "
+                        f"{', '.join(SECTIONS)}")
+    out: list[tuple[str, dict]] = []
+    for item in spec:
+        if isinstance(item, str):
+            name, options = item, {}
+        elif isinstance(item, dict) and len(item) == 1 and isinstance(next(iter(item.values())) or {}, dict):
+            name, options = next(iter(item.items()))
+            options = options or {}
+        else:
+            raise GolfError(f"{where}: report entry {item!r} must be a section name or {{name: {{options}}}}")
+        if name not in SECTIONS:
+            raise GolfError(f"{where}: unknown report section {name!r}; valid: {', '.join(SECTIONS)}")
+        params = inspect.signature(SECTIONS[name].build).parameters
+        allowed = [p for p in params if p != "inp"]
+        unknown = sorted(set(options) - set(allowed))
+        missing = [p for p in allowed if params[p].default is inspect.Parameter.empty and p not in options]
+        if unknown or missing:
+            raise GolfError(f"{where}: report section {name} takes options {', '.join(allowed) or 'none'}"
+                            f"{f'; unknown: {unknown}' if unknown else ''}{f'; missing: {missing}' if missing else ''}")
+        if any(name == n for n, _ in out):
+            raise GolfError(f"{where}: report section {name} is listed twice")
+        out.append((name, dict(options)))
+    if not any(n == "summary" for n, _ in out):
+        out.insert(0, ("summary", {}))
+    return out
+
+
+def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] | None = None,
+                 absent: dict[str, list[str]] | None = None) -> list[Path]:
+    """Write the study's tables and figures, section by section; return the paths written.
+
+    `sections` is `parse_sections` of the study's `report:` list (default: the summary alone). `absent`
+    ({"missing": [cell ids], "failed": [...]}, from golf.study's cell_status) names the grid's cells that
+    have no result; summary.md lists them, so a partial report says what it lacks.
+
+    Tables land in `study_dir`, figures in `study_dir/figures/` as PNG and SVG. Every file is written
+    atomically; the figures folder is rebuilt as a whole, and tables no section wrote this time are
+    removed, so the folder always describes exactly the current runs. Raises GolfError when no run is
+    readable (the reasons for each skipped file are in the message's count and in load_results).
+    """
+    study_dir = Path(study_dir)
+    results, skipped = read_results(study_dir)
+    if not results:
+        raise GolfError(f"{study_dir / 'runs'}: no complete result.json to report on "
+                        f"({len(skipped)} skipped)")
+    frame = _results_frame(results)
+    inputs = Inputs(study_dir.name, frame, per_epoch_frame(results), T.summary_table(frame))
+    tables: dict[str, str] = {"summary.csv": T._csv(inputs.summary)}
+    figures: dict[str, Any] = {}
+    for name, options in sections or [("summary", {})]:
+        out = SECTIONS[name].build(inputs, **options)
+        tables.update(out.tables)
+        figures.update(out.figures)
+    tables["summary.md"] = (T._summary_md(inputs.study, frame, inputs.summary, skipped, sorted(figures))
+                            + T._absent_md(absent))
+
+    # Render before touching the folder, so a plotting error leaves the previous report intact.
+    rendered = {name: F._figure_bytes(fig) for name, fig in figures.items()}
+    written: list[Path] = []
+    fig_dir = study_dir / "figures"
+    if rendered or fig_dir.exists():  # an emptied figures folder drops figures of an earlier report
+        with gio.atomic_dir(fig_dir) as tmp:
+            for name in sorted(rendered):
+                for ext, data in rendered[name].items():
+                    (tmp / f"{name}.{ext}").write_bytes(data)
+        written += [fig_dir / f"{name}.{ext}" for name in sorted(rendered) for ext in ("png", "svg")]
+    for name in TABLE_FILES:
+        path = study_dir / name
+        if name in tables:
+            gio.write_text(path, tables[name])
+            written.append(path)
+        else:
+            path.unlink(missing_ok=True)  # a table from an earlier report that the data no longer supports
+    return written

@@ -1,0 +1,361 @@
+"""The report's tables: summary, TTT gap, memorisation slopes and paired ablations, as frames and Markdown.
+
+Every number comes from `golf.stats`; this module groups (golf.report.frame) and formats.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from golf import stats
+from golf.report.frame import (
+    BASELINE_COLUMNS,
+    BYTES_LIMIT,
+    CONFIDENCE,
+    HALVES,
+    SUMMARY_METRICS,
+    _finite,
+    _groups,
+    _norm,
+    _seed_count,
+    key_columns,
+    varying_keys,
+)
+
+# ---------------------------------------------------------------------------------------------------
+
+
+def _fmt(value: Any, kind: str = "bpb") -> str:
+    if value is None:
+        return "n/a"
+    if isinstance(value, (bool, np.bool_)):
+        return "yes" if value else "no"
+    if isinstance(value, str):
+        return value
+    value = float(value)
+    if math.isnan(value):
+        return "n/a"
+    if kind == "bpb":
+        return f"{value:.5f}"
+    if kind == "gain":
+        return f"{value:+.5f}"
+    if kind == "p":
+        return "0" if value == 0 else f"{value:.3g}"
+    if kind == "bytes":
+        return f"{value:,.0f}"
+    if kind == "int" or value.is_integer():  # pandas turns int columns with gaps into floats: 16384.0
+        return f"{value:.0f}"
+    return f"{value:.4g}"
+
+
+def _md_table(headers: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def _key_cells(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> list[str]:
+    return [_fmt(v, "other") if v is not None else "-" for k, v in zip(keys, key) if k in shown]
+
+
+def _constants_line(frame: pd.DataFrame, keys: Sequence[str], shown: Sequence[str]) -> str:
+    parts = [f"{k}={_fmt(_norm(frame[k].iloc[0]), 'other')}"
+             for k in keys if k not in shown and not frame.empty and _norm(frame[k].iloc[0]) not in (None, "")]
+    return ("Common to all rows: " + ", ".join(parts) + ".\n") if parts else ""
+
+
+def _ci_text(s: dict, kind: str = "bpb") -> str:
+    return f"[{_fmt(s['ci_low'], kind)}, {_fmt(s['ci_high'], kind)}]"
+
+
+def _csv(frame: pd.DataFrame) -> str:
+    return frame.to_csv(index=False, lineterminator="\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# Tables
+# ---------------------------------------------------------------------------------------------------
+
+
+def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """Per configuration: n runs, n seeds, and mean/std/CI (from `stats.mean_std_ci`) of each metric."""
+    keys = key_columns(frame)
+    rows = []
+    for key, group in _groups(frame, keys):
+        row: dict[str, Any] = dict(zip(keys, key))
+        row["n_runs"] = len(group)
+        row["n_seeds"] = _seed_count(group)
+        row["seeds"] = " ".join(str(s) for s in sorted(group["seed"].unique()))
+        for metric in SUMMARY_METRICS:
+            s = stats.mean_std_ci(_finite(group[metric]), CONFIDENCE)
+            for field in ("mean", "std", "ci_low", "ci_high", "half_width"):
+                row[f"{metric}_{field}"] = s[field]
+        row["fits_all"] = bool(group["fits"].all())
+        for name in BASELINE_COLUMNS:  # per-seed margin (val_bpb - baseline): < 0 means the model beats it
+            row[f"{name}_mean"] = stats.mean_std_ci(_finite(group[name]), CONFIDENCE)["mean"]
+            row[f"margin_{name}_mean"] = stats.mean_std_ci(_finite(group["val_bpb"] - group[name]), CONFIDENCE)["mean"]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: list[str],
+                figures: list[str]) -> str:
+    keys = key_columns(frame)
+    shown = varying_keys(frame, keys) or ["strategy"]
+    headers = [k for k in keys if k in shown]
+    headers += ["val_bpb mean ± std", "95% CI", "n seeds", "pre-quant", "post-quant", "bytes_total", "fits"]
+    with_baselines = [b for b in BASELINE_COLUMNS if table[f"{b}_mean"].notna().any()]
+    headers += [h for b in with_baselines for h in (b, f"vs {b}")]
+    rows = []
+    for _, r in table.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        val = {f: r[f"val_bpb_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
+        rows.append(_key_cells(key, keys, shown) + [
+            f"{_fmt(val['mean'])} ± {_fmt(val['std'])}", _ci_text(val), str(r["n_seeds"]),
+            _fmt(r["val_bpb_prequant_mean"]), _fmt(r["val_bpb_postquant_mean"]),
+            _fmt(r["bytes_total_mean"], "bytes"), "yes" if r["fits_all"] else "NO"]
+            + [c for b in with_baselines for c in (_fmt(r[f"{b}_mean"]), _fmt(r[f"margin_{b}_mean"], "gain"))])
+    text = f"# {study}: summary\n\n"
+    text += (f"{len(frame)} runs read from `runs/*/result.json`"
+             f"{f', {len(skipped)} skipped' if skipped else ''}. val_bpb is the official score "
+             f"(round-tripped artifact, after TTT); mean ± sample std over seeds; 95% CI is the "
+             f"Student-t interval of the mean (n-1 degrees of freedom, n/a for one seed). "
+             f"bytes_total is the mean over seeds; the limit is {BYTES_LIMIT:,} bytes."
+             + (" bigram_kn / trigram_kn: interpolated Kneser-Ney count models fitted on the training tokens"
+                " the run's model consumed and scored on its scored targets (`golf/baselines.py`); 'vs' is"
+                " the mean per-seed margin val_bpb - baseline (negative: the model beats it)."
+                if with_baselines else "") + "\n\n")
+    text += _constants_line(frame, keys, shown)
+    text += "\n" + _md_table(headers, rows)
+    if figures:
+        text += "\n## Figures\n\n" + "".join(f"- `figures/{name}.png` (`.svg`)\n" for name in figures)
+    if skipped:
+        text += "\n## Skipped files\n\n" + "".join(f"- {reason}\n" for reason in skipped)
+    return text
+
+
+def _absent_md(absent: dict[str, list[str]] | None) -> str:
+    """summary.md's list of the grid's cells this report lacks (empty for a complete grid)."""
+    if not absent or not any(absent.values()):
+        return ""
+    text = "\n## Cells not in this report (partial report)\n\n"
+    for state, why in (("missing", "no result.json: not run yet, interrupted, or damaged"),
+                       ("failed", "the notebook failed: see runs/<id>/error.txt")):
+        if absent.get(state):
+            text += f"{len(absent[state])} {state} ({why}):\n\n" + "".join(f"- `{cid}`\n" for cid in absent[state]) + "\n"
+    return text
+
+
+def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:
+    """One row per run that trained at least one TTT epoch: its final-epoch gains (A, B and overall)."""
+    if per_epoch.empty:
+        return per_epoch.iloc[0:0]
+    last = per_epoch.sort_values(["run_id", "epoch"]).groupby("run_id", sort=True).tail(1)
+    return last[last["epoch"] > 0].reset_index(drop=True)
+
+
+def gap_table(per_epoch: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
+    """Final-epoch TTT gains per configuration, and the pooled legal-vs-illegal Welch test.
+
+    Per configuration: mean/std/CI of gain_official (the official score's change, see per_epoch_frame),
+    gain, gain_adapted (half A) and gain_heldout (half B) at each run's final epoch;
+    pvalue_adapted_vs_heldout = Welch test of the A gains against the B gains; pvalue_legal_vs_illegal =
+    Welch test of this configuration's gains against those of every run of the opposite legality, on
+    the official gain when every run has one (the seeds' legal-vs-illegal claim is about the official
+    score), else on the probe's overall gain (`legal_vs_illegal_on` says which).
+    """
+    runs = _ttt_runs(per_epoch)
+    on = "gain_official" if runs["gain_official"].notna().all() else "gain"
+    keys = key_columns(runs)
+    rows = []
+    for key, group in _groups(runs, keys):
+        row: dict[str, Any] = dict(zip(keys, key))
+        row["n_seeds"] = _seed_count(group)
+        row["epoch_final"] = int(group["epoch"].max())
+        for gain_col in ["gain_official"] + [g for _, g, _ in HALVES.values()]:
+            s = stats.mean_std_ci(_finite(group[gain_col]), CONFIDENCE)
+            for field in ("mean", "std", "ci_low", "ci_high"):
+                row[f"{gain_col}_{field}"] = s[field]
+        ab = stats.welch_t_test(_finite(group["gain_adapted"]), _finite(group["gain_heldout"]))
+        row["pvalue_adapted_vs_heldout"] = ab["p_value"]
+        others = runs[runs["legal"] != group["legal"].iloc[0]]
+        li = stats.welch_t_test(_finite(group[on]), _finite(others[on]))
+        row["pvalue_legal_vs_illegal"] = li["p_value"]
+        row["legal_vs_illegal_on"] = on
+        rows.append(row)
+    legal = runs["legal"].astype(bool)
+    pooled = stats.welch_t_test(_finite(runs.loc[legal, on]), _finite(runs.loc[~legal, on]))
+    return pd.DataFrame(rows), {**pooled, "on": on}
+
+
+def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame, pooled: dict) -> str:
+    keys = key_columns(runs)
+    shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(runs, keys)]
+    headers = [k for k in keys if k in shown] + [
+        "final epoch", "n seeds", "official gain", "95% CI", "probe gain (all)", "95% CI",
+        "gain A (adapted)", "95% CI A", "gain B (held out)", "95% CI B", "p A vs B", "p legal vs illegal"]
+    rows = []
+    for _, r in table.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        cells = _key_cells(key, keys, shown) + [str(r["epoch_final"]), str(r["n_seeds"])]
+        for gain_col in ("gain_official", "gain", "gain_adapted", "gain_heldout"):
+            s = {f: r[f"{gain_col}_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
+            mean_std = f"{_fmt(s['mean'], 'gain')} ± {_fmt(s['std'], 'bpb')}"
+            cells += [mean_std, _ci_text(s, "gain")]
+        cells += [_fmt(r["pvalue_adapted_vs_heldout"], "p"), _fmt(r["pvalue_legal_vs_illegal"], "p")]
+        rows.append(cells)
+    text = f"# {study}: TTT gain, adapted vs held-out\n\n"
+    text += ("All gains in bits per byte, negative = TTT lowered bpb. official gain = the run's official "
+             "val_bpb (round-tripped artifact, after TTT) - val_bpb of its float base model before TTT "
+             "and quantization. Probe gains = val_bpb(final epoch) - val_bpb(epoch 0) of the "
+             "memorization probe's diagnostic passes (`ttt.per_epoch`): A = the validation half TTT "
+             "adapted on, B = the held-out half no TTT gradient touched; a gain on A that B does not "
+             "share is the memorisation signature. Mean ± sample std over seeds, 95% Student-t CI; "
+             "p-values are two-sided Welch t-tests (A vs B within the row; the row's "
+             f"{'official' if pooled['on'] == 'gain_official' else 'probe (all)'} gain vs every run of "
+             "the opposite legality).\n\n")
+    text += _md_table(headers, rows)
+    n_legal = pooled["n_a"]
+    n_illegal = pooled["n_b"]
+    what = "official" if pooled["on"] == "gain_official" else "probe (all)"
+    text += (f"\nPooled: legal runs (n = {n_legal}) vs illegal runs (n = {n_illegal}): mean {what} gain difference "
+             f"{_fmt(pooled['mean_diff'], 'gain')} bpb, Welch t = {_fmt(pooled['t'], 'other')}, "
+             f"df = {_fmt(pooled['df'], 'other')}, p = {_fmt(pooled['p_value'], 'p')}.\n")
+    return text
+
+
+def slope_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
+    """OLS fit of gain on epoch per configuration and half, over every seed's epochs >= 1.
+
+    Epoch 0 is left out because its gain is zero by definition: those points carry no noise and would
+    shrink the slope's standard error. Read with the intercept: memorisation looks like intercept ~ 0
+    and a steady negative slope (each epoch buys more); generalisation that saturates looks like a
+    negative intercept with a slope near zero.
+    """
+    trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"]) & (per_epoch["epoch"] >= 1)]
+    keys = key_columns(trained)
+    rows = []
+    for key, group in _groups(trained, keys):
+        for half, (_, gain_col, _) in HALVES.items():
+            pts = group[["epoch", gain_col]].dropna()
+            if pts["epoch"].nunique() < 2 or len(pts) < 3:
+                continue  # a slope needs two distinct epochs and one residual degree of freedom
+            fit = stats.linear_fit(pts["epoch"].to_numpy(float), pts[gain_col].to_numpy(float), CONFIDENCE)
+            row: dict[str, Any] = dict(zip(keys, key))
+            row.update(half=half, n_points=len(pts), n_seeds=int(group.loc[pts.index, "seed"].nunique()))
+            for field in ("slope", "slope_se", "slope_ci_low", "slope_ci_high", "intercept", "r2", "p_value"):
+                row[field] = fit[field]
+            # The pooled fit treats every (seed, epoch) point as independent, but the epochs of one run
+            # share its noise, so its p-value is optimistic. The seeds are the independent replicates:
+            # one slope per seed, then their mean, CI and a one-sample t-test of slope = 0.
+            per_seed = []
+            for _, run in group.loc[pts.index].groupby("seed"):
+                run_pts = run[["epoch", gain_col]].dropna()
+                if run_pts["epoch"].nunique() >= 2:
+                    per_seed.append(stats.linear_fit(run_pts["epoch"].to_numpy(float),
+                                                     run_pts[gain_col].to_numpy(float))["slope"])
+            seed_ci = stats.mean_std_ci(per_seed, CONFIDENCE)
+            row.update(seed_slope_mean=seed_ci["mean"], seed_slope_std=seed_ci["std"],
+                       seed_slope_ci_low=seed_ci["ci_low"], seed_slope_ci_high=seed_ci["ci_high"],
+                       seed_slope_p_value=stats.one_sample_t_test(per_seed)["p_value"])
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _slopes_md(study: str, trained: pd.DataFrame, table: pd.DataFrame) -> str:
+    keys = key_columns(trained)
+    shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(trained, keys)]
+    headers = [k for k in keys if k in shown] + [
+        "half", "n seeds", "slope per seed (bpb/epoch)", "95% CI", "p (slope≠0)",
+        "pooled OLS slope", "intercept", "R²", "points"]
+    rows = []
+    for _, r in table.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        rows.append(_key_cells(key, keys, shown) + [
+            HALVES[r["half"]][2], str(r["n_seeds"]),
+            f"{_fmt(r['seed_slope_mean'], 'gain')} ± {_fmt(r['seed_slope_std'], 'bpb')}",
+            f"[{_fmt(r['seed_slope_ci_low'], 'gain')}, {_fmt(r['seed_slope_ci_high'], 'gain')}]",
+            _fmt(r["seed_slope_p_value"], "p"), _fmt(r["slope"], "gain"), _fmt(r["intercept"], "gain"),
+            _fmt(r["r2"], "other"), str(r["n_points"])])
+    text = f"# {study}: memorisation slope (gain vs TTT epoch)\n\n"
+    text += ("Each seed's run gives one least-squares slope of gain against epoch over its epochs >= 1 "
+             "(epoch 0 is zero by definition and left out); the table shows their mean ± sample std, the "
+             "95% Student-t CI over seeds and a two-sided one-sample t-test of slope = 0 (n seeds - 1 df): "
+             "the seeds are the independent replicates. The pooled OLS fit over all points (drawn in "
+             "`figures/ttt_slopes`) gives the intercept and R²; its own p-value (in slopes.csv) treats "
+             "the epochs of one run as independent and is optimistic. A steady slope with intercept near "
+             "0 = gain grows with each epoch (memorisation signature); a slope near 0 with a negative "
+             "intercept = saturation.\n\n")
+    return text + _md_table(headers, rows)
+
+
+def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "none") -> pd.DataFrame:
+    """One switch off against the full stack (`axis == reference`), paired by seed within each other configuration.
+
+    For every configuration with `axis` != reference, each seed that also ran the full stack (same other keys)
+    gives delta = val_bpb(switch off) - val_bpb(full stack); the row carries mean ± std and the 95% t-CI of
+    those deltas and a paired t-test (one-sample t on the deltas, n pairs - 1 df). delta > 0: removing the
+    switch hurt, so the switch helps. Seeds share data and initialisation streams, so pairing removes the
+    seed-to-seed spread that the summary's intervals carry. Empty when there is no `axis` column or no
+    full-stack run. The output names the switched-off value in column `ablate`.
+    """
+    if axis not in frame.columns:
+        return pd.DataFrame()
+    data = frame[frame["val_bpb"].notna()]
+    keys = [k for k in key_columns(data) if k != axis]
+    rows = []
+    for key, group in _groups(data, keys):
+        full = group[group[axis] == reference]
+        if full.empty:
+            continue
+        full_by_seed = dict(zip(full["seed"], full["val_bpb"]))
+        full_bytes = dict(zip(full["seed"], full["bytes_total"]))
+        for ablate, runs in group[group[axis] != reference].groupby(axis, sort=True):
+            paired = runs[runs["seed"].isin(full_by_seed)].sort_values("seed")  # deltas listed in seed order
+            deltas = [float(v) - float(full_by_seed[s]) for s, v in zip(paired["seed"], paired["val_bpb"])]
+            dbytes = [float(b) - float(full_bytes[s]) for s, b in zip(paired["seed"], paired["bytes_total"])]
+            d = stats.mean_std_ci(deltas, CONFIDENCE)
+            row: dict[str, Any] = dict(zip(keys, key))
+            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in sorted(paired["seed"])),
+                       val_bpb_full=float(np.mean([full_by_seed[s] for s in paired["seed"]])) if deltas else math.nan,
+                       val_bpb_ablated=float(paired["val_bpb"].mean()) if deltas else math.nan,
+                       delta_mean=d["mean"], delta_std=d["std"], delta_ci_low=d["ci_low"],
+                       delta_ci_high=d["ci_high"], p_value=stats.one_sample_t_test(deltas)["p_value"],
+                       delta_bytes=float(np.mean(dbytes)) if dbytes else math.nan,
+                       deltas=" ".join(f"{x:+.5f}" for x in deltas))
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, axis: str, reference: str) -> str:
+    keys = [k for k in key_columns(frame) if k != axis]
+    shown = varying_keys(frame, keys)
+    headers = [k for k in keys if k in shown] + [
+        "switch off", "n pairs", "full stack", "switch off bpb", "delta (off - full)", "95% CI",
+        "p (paired t)", "per seed (ascending seed)", "delta bytes"]
+    rows = []
+    order = table.sort_values([*[k for k in keys if k in shown], "delta_mean"], ascending=False, kind="stable")
+    for _, r in order.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        rows.append(_key_cells(key, keys, shown) + [
+            str(r["ablate"]), str(r["n_pairs"]), _fmt(r["val_bpb_full"]), _fmt(r["val_bpb_ablated"]),
+            f"{_fmt(r['delta_mean'], 'gain')} ± {_fmt(r['delta_std'], 'bpb')}",
+            f"[{_fmt(r['delta_ci_low'], 'gain')}, {_fmt(r['delta_ci_high'], 'gain')}]",
+            _fmt(r["p_value"], "p"), str(r["deltas"]), f"{float(r['delta_bytes']):+,.0f}"])
+    text = f"# {study}: one switch off against the full stack\n\n"
+    text += (f"delta = val_bpb with the switch off - val_bpb of the full stack (`{axis}={reference}`), paired by seed "
+             "(each seed's two runs share data order and initialisation stream). delta > 0: turning the "
+             "switch off hurt, so it helps at this scale; delta < 0: the model is better without it. Mean ± "
+             "sample std over pairs, 95% Student-t CI, two-sided paired t-test (n pairs - 1 df; with 2 pairs "
+             "the test has 1 df and only a large, consistent delta reaches p < 0.05). Rows sorted by delta.\n\n")
+    return text + _md_table(headers, rows)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Figures
+# ---------------------------------------------------------------------------------------------------

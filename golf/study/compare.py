@@ -1,0 +1,187 @@
+"""A fresh study run beside the committed reference, and the README's claims checked on both.
+
+`results/NAME/conclusions.yaml` states each claim of a results README so that a program can check it; a
+claim names numbers of the report's tables as TABLE[key=value,...].COLUMN.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from golf.errors import GolfError
+from golf.study.runner import place, plan, read_result
+from golf.study.spec import check_keys, resolve_root
+
+CONCLUSIONS_FILE = "conclusions.yaml"
+
+# A conclusion names one number of a report table: TABLE[key=value,...].COLUMN, e.g.
+# gap[strategy=lora_single_pass].gain_heldout_mean. The tables are golf.report's, computed from the runs.
+_REF = re.compile(r"(?P<table>[a-z_]+)(?:\[(?P<where>[^\]]*)\])?\.(?P<column>[A-Za-z0-9_]+)")
+_OPS = ("<", ">", "~", "==")
+_CONCLUSION_KEYS = ("claim", "value", "op", "than", "times", "tol")
+
+
+@dataclass
+class Conclusion:
+    """One claim of a results README, stated so that a program can check it:
+
+        - claim: single-pass LoRA loses on the held-out half
+          value: gap[strategy=lora_single_pass].gain_heldout_mean
+          op: ">"                      # <, >, == or ~ (within `tol`)
+          than: 0                      # a number, true/false, or another TABLE[...].COLUMN
+          times: 1                     # optional factor on `than` ("A gains more than 2x B")
+          tol: 0.003                   # for ~ only
+    """
+
+    claim: str
+    value: str
+    op: str
+    than: Any
+    times: float = 1.0
+    tol: float = 0.0
+
+
+def load_conclusions(path: Path) -> list[Conclusion]:
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as e:
+        raise GolfError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(raw, list) or not raw:
+        raise GolfError(f"{path}: must be a non-empty list of conclusions (claim, value, op, than)")
+    out = []
+    for i, item in enumerate(raw):
+        where = f"{path.name}[{i}]"
+        if not isinstance(item, dict):
+            raise GolfError(f"{where}: must be a mapping")
+        check_keys(item, _CONCLUSION_KEYS, where)
+        for key in ("claim", "value", "op"):
+            if not isinstance(item.get(key), str):
+                raise GolfError(f"{where}: `{key}` must be a string")
+        if "than" not in item:
+            raise GolfError(f"{where}: needs `than` (a number, true/false or TABLE[...].COLUMN)")
+        if item["op"] not in _OPS:
+            raise GolfError(f"{where}: op {item['op']!r} is unknown; valid: {', '.join(_OPS)}")
+        for ref in [item["value"]] + ([item["than"]] if isinstance(item["than"], str) else []):
+            if not _REF.fullmatch(ref):
+                raise GolfError(f"{where}: {ref!r} is not TABLE[key=value,...].COLUMN")
+        out.append(Conclusion(item["claim"], item["value"], item["op"], item["than"],
+                              float(item.get("times", 1.0)), float(item.get("tol", 0.0))))
+    return out
+
+
+def report_tables(study_dir: Path) -> dict:
+    """The report's tables of a study folder, computed from its runs (as `write_report` computes them)."""
+    import pandas as pd
+
+    from golf.report import frame as F
+    from golf.report import tables as T
+
+    results, _ = F.read_results(study_dir)
+    if not results:
+        return {}
+    frame = F._results_frame(results)
+    tables = {"summary": T.summary_table(frame), "runs": frame}
+    ablation = T.ablation_table(frame)
+    if not ablation.empty:
+        tables["ablation"] = ablation
+    per_epoch = F.per_epoch_frame(results)
+    ttt = T._ttt_runs(per_epoch)
+    if not ttt.empty and ttt["gain"].notna().any():
+        gap, pooled = T.gap_table(per_epoch)
+        tables.update(gap=gap, pooled=pd.DataFrame([pooled]), slopes=T.slope_table(per_epoch))
+    return tables
+
+
+def _lookup_ref(tables: dict, ref: str) -> tuple[Any, str | None]:
+    """(value, None) or (None, why it has no value) for TABLE[key=value,...].COLUMN."""
+    m = _REF.fullmatch(ref)
+    table = tables.get(m["table"])
+    if table is None:
+        return None, f"no {m['table']} table"
+    if m["column"] not in table.columns:
+        return None, f"{m['table']} has no column {m['column']}"
+    rows = table
+    for pair in filter(None, (m["where"] or "").split(",")):
+        key, _, want = pair.partition("=")
+        key = key.strip()
+        if key not in rows.columns:
+            return None, f"{m['table']} has no column {key}"
+        rows = rows[rows[key].map(lambda v: str(v)) == want.strip()]
+    if len(rows) != 1:
+        return None, f"{len(rows)} rows match {ref}"
+    value = rows[m["column"]].iloc[0]
+    return (value.item() if hasattr(value, "item") else value), None
+
+
+def check_conclusion(c: Conclusion, tables: dict) -> dict:
+    """{value, than, holds (True / False / None when a number is missing), why}."""
+    value, why = _lookup_ref(tables, c.value)
+    than, why_than = _lookup_ref(tables, c.than) if isinstance(c.than, str) else (c.than, None)
+    out = {"value": value, "than": than, "holds": None, "why": why or why_than}
+    if out["why"] is not None:
+        return out
+    if c.op == "==":
+        out["holds"] = bool(value == than)
+        return out
+    try:
+        v, t = float(value), float(than) * c.times
+    except (TypeError, ValueError):
+        out["why"] = f"{value!r} or {than!r} is not a number"
+        return out
+    if v != v or t != t:  # NaN: the runs cannot say
+        out["why"] = "not a number (too few seeds?)"
+        return out
+    out["holds"] = bool({"<": v < t, ">": v > t, "~": abs(v - t) <= c.tol}[c.op])
+    return out
+
+
+def compare_study(name: str, root: str | Path | None = None) -> dict:
+    """This machine's run (work/NAME) beside the committed reference (results/NAME).
+
+    cells: one row per grid cell with both official val_bpb values and their difference (fresh - reference);
+    conclusions: each claim of results/NAME/conclusions.yaml with its value in both and whether it holds.
+    """
+    root = resolve_root(root)
+    fresh, ref = place(name), place(name, reference=True)
+    if not (root / fresh.runs).is_dir():
+        raise GolfError(f"study {name}: no fresh run in {fresh.runs}; run `golf study run {name}` first")
+    if not (root / ref.runs).is_dir():
+        raise GolfError(f"study {name}: no committed reference in {ref.runs} to compare with")
+    _, cells = plan(name, root)
+    rows = []
+    for cell in cells:
+        a, b = read_result(root / fresh.runs / cell.id), read_result(root / ref.runs / cell.id)
+        row: dict[str, Any] = {"cell": cell.id}
+        for label, res in (("fresh", a), ("reference", b)):
+            row[f"val_bpb_{label}"] = _get(res, "eval", "val_bpb")
+            row[f"bytes_total_{label}"] = _get(res, "artifact", "bytes_total")
+            row[f"legal_{label}"] = _get(res, "ttt", "legal")
+        both = row["val_bpb_fresh"] is not None and row["val_bpb_reference"] is not None
+        row["val_bpb_diff"] = row["val_bpb_fresh"] - row["val_bpb_reference"] if both else None
+        rows.append(row)
+    conclusions = []
+    path = root / ref.study_dir / CONCLUSIONS_FILE
+    if path.is_file():
+        tables = {"fresh": report_tables(root / fresh.study_dir), "reference": report_tables(root / ref.study_dir)}
+        for c in load_conclusions(path):
+            entry = {"claim": c.claim, "check": f"{c.value} {c.op} "
+                     f"{'' if c.times == 1 else f'{c.times:g} x '}{c.than}{f' ± {c.tol:g}' if c.op == '~' else ''}"}
+            for label, t in tables.items():
+                entry[label] = check_conclusion(c, t)
+            conclusions.append(entry)
+    return {"study": name, "fresh": str(fresh.study_dir), "reference": str(ref.study_dir), "cells": rows,
+            "conclusions": conclusions, "conclusions_file": str(ref.study_dir / CONCLUSIONS_FILE) if path.is_file() else None}
+
+
+def _get(result: dict | None, *keys: str) -> Any:
+    node: Any = result
+    for key in keys:
+        if not isinstance(node, dict):
+            return None
+        node = node.get(key)
+    return node

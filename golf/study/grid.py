@@ -1,0 +1,101 @@
+"""A study's grid: cells (axes product x seeds, per grid), their ids, and shards.
+
+Cell ids are `[<notebook>-]<readable axis values>-s<seed>-<8 hex>` (the notebook named only in studies
+that mix notebooks), the hex a hash of the notebook and the cell's four parameters (preset, seed, bundle,
+overrides) as the study declares them. `--shard i/N` takes cell k of the id-sorted grid when k mod N = i,
+so shards on several machines (or the tasks of a Slurm array) cover the grid exactly once.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from golf.errors import GolfError
+from golf.study.spec import Study
+
+
+@dataclass
+class Cell:
+    id: str
+    notebook: str
+    params: dict  # the cell parameters: preset, seed, bundle, overrides (dotted key -> value)
+    axes: dict = field(default_factory=dict)  # the grid's values for this cell (axis name -> value)
+
+
+def _slug(name: str, value: Any) -> str:
+    """Readable id piece, named by the key's last part: strings as they are, numbers with their name,
+    booleans as name / no_name."""
+    name = name.rsplit(".", 1)[-1]
+    if isinstance(value, bool):
+        text = name if value else f"no_{name}"
+    elif isinstance(value, (int, float)):
+        text = f"{name}{value}"
+    elif isinstance(value, str):
+        text = value or f"{name}_default"
+    else:
+        text = name
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", text).strip("_.")
+
+
+def cell_id(notebook: str, params: dict, axes: dict, named: bool = False) -> str:
+    """`[<notebook>-]<axis values>-s<seed>-<hash8>`; the hash covers the notebook and every cell parameter.
+
+    `named` puts the notebook first, for studies that mix notebooks (smoke). A data_build dataset is not
+    part of the id: when its text changes, the config hash (its path names the content) changes, so the
+    cell re-runs in its same folder instead of leaving a stale one behind.
+    """
+    blob = json.dumps({"notebook": notebook, "parameters": params},
+                      sort_keys=True, separators=(",", ":"), default=str)
+    digest = hashlib.sha256(blob.encode()).hexdigest()[:8]
+    readable = "-".join(s for s in ([notebook] if named else []) + [_slug(k, v) for k, v in axes.items()] if s)[:60]
+    parts = [p for p in (readable, f"s{params['seed']}", digest) if p]
+    return "-".join(parts)
+
+
+def expand(study: Study) -> list[Cell]:
+    """Every cell of the study (axes product x seeds for each grid), sorted by id; ids are unique."""
+    cells: dict[str, Cell] = {}
+    named = len({g.notebook for g in study.grids}) > 1
+    for grid in study.grids:
+        names = list(grid.axes)
+        for values in itertools.product(*(grid.axes[n] for n in names)):
+            axes = dict(zip(names, values))
+            for seed in study.seeds:
+                params = {"preset": axes.get("preset", grid.preset), "seed": seed,
+                          "bundle": axes.get("bundle", grid.bundle),
+                          "overrides": {**grid.overrides, **{k: v for k, v in axes.items() if "." in k}}}
+                cid = cell_id(grid.notebook, params, axes, named)
+                if cid in cells:
+                    raise GolfError(f"study {study.name}: two cells with the same parameters ({cid}); "
+                                    "an axis repeats a value")
+                cells[cid] = Cell(cid, grid.notebook, params, axes)
+    return [cells[k] for k in sorted(cells)]
+
+
+def parse_shard(shard: str | tuple[int, int] | None) -> tuple[int, int] | None:
+    """"i/N" -> (i, N) with 0 <= i < N; None = the whole grid."""
+    if shard is None:
+        return None
+    if isinstance(shard, tuple):
+        i, n = shard
+    else:
+        m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", str(shard))
+        if not m:
+            raise GolfError(f"--shard {shard!r} must look like i/N (e.g. 0/4), 0 <= i < N")
+        i, n = int(m.group(1)), int(m.group(2))
+    if n < 1 or not 0 <= i < n:
+        raise GolfError(f"--shard {i}/{n}: need N >= 1 and 0 <= i < N")
+    return i, n
+
+
+def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
+    """Cell k of the id-sorted grid belongs to shard k mod N: disjoint shards that cover the grid."""
+    if shard is None:
+        return cells
+    i, n = shard
+    return [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i]
