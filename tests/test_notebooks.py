@@ -15,6 +15,8 @@ import nbformat
 import pytest
 
 from golf import study
+from golf.study import notebooks as study_notebooks
+from golf.study.notebooks import NOTEBOOK_PARAMS, notebook_parameters
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
@@ -47,22 +49,22 @@ def test_notebook_is_thin_with_a_typed_parameters_cell(path):
         assert "  # " in line, f"parameter without a comment: {line}"
     assert nb.metadata["kernelspec"]["name"] == "python3"
     # papermill reads every parameter (it skips lines it cannot parse; golf.study refuses that).
-    spec = study.notebook_parameters(path)
+    spec = notebook_parameters(path)
     assert len(spec) == len(first.source.splitlines())
 
 
 @pytest.mark.parametrize("path", CELL_NOTEBOOKS, ids=lambda p: p.stem)
-def test_cell_notebook_parameters_build_a_config(path):
-    """The defaults are a valid cell; every parameter but `out` goes to golf.study.cell_config."""
-    spec = study.notebook_parameters(path)
-    assert {"preset", "data", "seed", "max_steps", "max_val_tokens", "overrides", "out"} <= set(spec)
+def test_cell_notebook_takes_the_cell_and_passes_it_whole(path):
+    """Every cell notebook takes exactly preset, seed, bundle, overrides and out; its defaults are a valid
+    cell, and the four cell parameters reach run_cell (and so result.json's study_params) unchanged."""
+    spec = notebook_parameters(path)
+    assert {name: info["type"] for name, info in spec.items()} == NOTEBOOK_PARAMS
     defaults = {name: info["default"] for name, info in spec.items() if name != "out"}
     cfg = study.cell_config(**defaults)
     assert cfg.seed == defaults["seed"] and cfg.preset == defaults["preset"]
     source = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
-    assert "study.run_cell(out, **params)" in source
-    for name in defaults:  # each parameter reaches run_cell (and so result.json's study_params)
-        assert f"{name}={name}" in source, name
+    assert "study.run_cell(out, preset, seed, bundle, overrides)" in source
+    assert "study.cell_config(preset, seed, bundle, overrides)" in source
 
 
 @pytest.mark.slow
@@ -75,7 +77,7 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("GOLF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GOLF_DATA", str(tmp_path / "data"))
 
-    assert study.run_study("smoke", root=root) == {"done": 5, "cached": 0, "failed": 0}
+    assert study.run_study("smoke", root=root) == {"done": 5, "cached": 0, "busy": 0, "failed": 0}
 
     cells = study.expand(study.load_study("smoke", root))
     assert {c.notebook for c in cells} | {"report"} == {p.stem for p in NOTEBOOKS}
@@ -96,9 +98,13 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     report = nbformat.read(root / "work/smoke/papermill/report.ipynb", as_version=4)
     assert report.metadata["papermill"]["exception"] is None
     assert (root / "work/smoke/summary.md").is_file() and (root / "work/smoke/summary.csv").is_file()
+    # every section the smoke study lists wrote what its one-cell-per-notebook data supports
+    figures = {p.stem for p in (root / "work/smoke/figures").glob("*.png")}
+    assert {"ttt_curves", "frontier"} <= figures, figures
+    assert (root / "work/smoke/gap.md").is_file()
 
     calls = []
-    monkeypatch.setattr(study, "execute", lambda *a, **k: calls.append(a))
-    assert study.run_study("smoke", root=root) == {"done": 0, "cached": 5, "failed": 0}
+    monkeypatch.setattr(study_notebooks, "execute", lambda *a, **k: calls.append(a))
+    assert study.run_study("smoke", root=root) == {"done": 0, "cached": 5, "busy": 0, "failed": 0}
     assert calls == []  # nothing executed, not even the report
     assert study.report_study("smoke", root=root)

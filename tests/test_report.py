@@ -18,7 +18,12 @@ import pytest
 
 from golf import stats
 from golf.errors import GolfError
-from golf.report import _pareto, key_columns, load_results, per_epoch_frame, read_results, write_report
+from golf.report import SECTIONS, load_results, parse_sections, per_epoch_frame, read_results, write_report
+from golf.report.figures import _pareto
+from golf.report.frame import key_columns
+
+TTT_SECTIONS = parse_sections(["ttt_curves", "gap", "slopes", "frontier"], "test")
+UT_SECTIONS = parse_sections([{"curve": {"x": "model.ut_loops"}}, "frontier"], "test")
 
 FIXTURES = Path(__file__).parent / "fixtures" / "results"
 TRUNCATED = "score_first_e3_s2024"
@@ -39,7 +44,7 @@ def fixture_results(study):
 def ttt_report(tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("studies") / "ttt_gap"
     shutil.copytree(FIXTURES / "ttt_gap", study_dir)
-    return study_dir, write_report(study_dir)
+    return study_dir, write_report(study_dir, TTT_SECTIONS)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +52,7 @@ def ut_report(tmp_path_factory):
     study_dir = tmp_path_factory.mktemp("studies") / "ut_loops"
     shutil.copytree(FIXTURES / "ut_loops", study_dir)
     (study_dir / "gap.md").write_text("stale table from an older report\n")
-    return study_dir, write_report(study_dir)
+    return study_dir, write_report(study_dir, UT_SECTIONS)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -84,12 +89,12 @@ def test_load_results_flattens_and_skips_truncated():
     assert not frame.set_index("run_id").loc["none_fp16_zlib_s1337", "fits"]
 
 
-def test_study_params_become_p_columns():
+def test_study_overrides_become_columns_named_by_their_config_keys():
     frame = load_results(FIXTURES / "ut_loops")
-    assert {"p_ut_loops", "p_ut_curriculum"} <= set(frame.columns)
+    assert {"model.ut_loops", "model.ut_curriculum_frac", "bundle"} <= set(frame.columns)
     row = frame.set_index("run_id").loc["ut6_curr_s42"]
-    assert frame["p_ut_curriculum"].dtype == bool  # JSON true/false stay booleans
-    assert row["p_ut_loops"] == 6 and row["p_ut_curriculum"]
+    assert row["model.ut_loops"] == 6 and row["model.ut_curriculum_frac"] == 0.5 and row["bundle"] == "none"
+    assert key_columns(frame)[-3:] == ["bundle", "model.ut_curriculum_frac", "model.ut_loops"]
 
 
 def test_bad_files_are_skipped_with_reasons(tmp_path):
@@ -156,15 +161,15 @@ def test_per_epoch_frame_gains_relative_to_epoch_zero():
 def test_report_writes_expected_files(ttt_report):
     study_dir, written = ttt_report
     names = sorted(str(p.relative_to(study_dir)) for p in written)
-    figures = [f"figures/{n}.{e}" for n in ("frontier", "ttt_epochs", "ttt_slopes") for e in ("png", "svg")]
+    figures = [f"figures/{n}.{e}" for n in ("frontier", "ttt_curves", "ttt_slopes") for e in ("png", "svg")]
     assert names == sorted(
         figures + ["summary.csv", "summary.md", "gap.csv", "gap.md", "slopes.csv", "slopes.md"]
     )
     for path in written:
         assert path.stat().st_size > 0
-    assert (study_dir / "figures/ttt_epochs.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert (study_dir / "figures/ttt_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert b"<svg" in (study_dir / "figures/frontier.svg").read_bytes()[:500]
-    assert not (study_dir / "figures/ut_curve.png").exists()  # no p_ut_loops in this study
+    assert not list(study_dir.glob("figures/curve_*"))  # no curve section listed
     assert not list(study_dir.glob("**/*.tmp"))
 
 
@@ -260,23 +265,23 @@ def test_ut_study_report(ut_report):
         [
             "figures/frontier.png",
             "figures/frontier.svg",
-            "figures/ut_curve.png",
-            "figures/ut_curve.svg",
+            "figures/curve_ut_loops.png",
+            "figures/curve_ut_loops.svg",
             "summary.csv",
             "summary.md",
         ]
     )
     assert not (study_dir / "gap.md").exists()  # stale table from the earlier report is removed
     summary = pd.read_csv(study_dir / "summary.csv")
-    row = summary[(summary["p_ut_loops"] == 6) & summary["p_ut_curriculum"].astype(bool)].iloc[0]
+    row = summary[(summary["model.ut_loops"] == 6) & (summary["model.ut_curriculum_frac"] == 0.5)].iloc[0]
     assert row["val_bpb_mean"] == pytest.approx((1.22618 + 1.22750) / 2, abs=1e-12)
-    assert "| ut_curriculum | ut_loops |" in (study_dir / "summary.md").read_text()
+    assert "| model.ut_curriculum_frac | model.ut_loops |" in (study_dir / "summary.md").read_text()
 
 
 def test_report_is_reproducible(ut_report):
     study_dir, written = ut_report
     before = {p: p.read_bytes() for p in written}
-    again = write_report(study_dir)
+    again = write_report(study_dir, UT_SECTIONS)
     assert again == written
     for path in written:
         assert path.read_bytes() == before[path], path
@@ -290,38 +295,37 @@ def test_pareto_front():
 
 
 def test_key_columns_drop_parameters_that_repeat_a_base_key_and_constants_read_cleanly():
-    from golf.report import _constants_line, _fmt
+    from golf.report.tables import _constants_line, _fmt
 
     frame = pd.DataFrame(
         {
             "strategy": ["score_first", "prequant_val"],
-            "p_strategy": ["score_first", "prequant_val"],  # the notebook parameter behind `strategy`
-            "p_max_val_tokens": [16384.0, 16384.0],  # an int that pandas holds as float
-            "p_data": ["", ""],  # the default corpus: nothing to say
-            "p_seed": [1, 2],
+            "ttt.strategy": ["score_first", "prequant_val"],  # the override behind `strategy`
+            "data.max_val_tokens": [16384.0, 16384.0],  # an int that pandas holds as float
+            "bundle": ["none", "none"],
         }
     )
     keys = key_columns(frame)
-    assert keys == ["strategy", "p_max_val_tokens", "p_data"]
+    assert keys == ["strategy", "data.max_val_tokens", "bundle"]  # in the frame's order (read sorts them)
     assert _fmt(16384.0, "other") == "16384" and _fmt(0.25, "other") == "0.25"
-    assert _constants_line(frame, keys, ["strategy"]) == "Common to all rows: max_val_tokens=16384.\n"
+    assert _constants_line(frame, keys, ["strategy"]) == ("Common to all rows: data.max_val_tokens=16384, "
+                                                          "bundle=none.\n")
 
 
 def test_key_columns_drop_parameters_the_resolved_keys_determine():
-    # quant_budget's grid: quant_method and bits are what the notebook was asked for; `quant` (int4, gptq:4)
-    # already says both, so they split nothing. `ablate` splits configurations that share every base key.
+    # quant_budget's grid: quant.method and quant.bits are what the cell asked for; `quant` (int4, gptq:4)
+    # already says both, so they split nothing. `bundle` splits configurations that share every base key.
     frame = pd.DataFrame(
         {
             "quant": ["int4", "int4", "gptq:4", "gptq:6", "int4", "int4"],
             "compressor": ["zlib", "lzma", "zlib", "zlib", "zlib", "zlib"],
-            "p_quant_method": ["int", "int", "gptq", "gptq", "int", "int"],
-            "p_bits": [4, 4, 4, 6, 4, 4],
-            "p_ablate": ["none", "none", "none", "none", "xsa", "xsa"],
-            "p_max_steps": [800] * 6,  # constant: kept for the "common to all rows" line
-            "p_seed": [1, 1, 1, 1, 2, 2],
+            "quant.method": ["int4", "int4", "gptq", "gptq", "int4", "int4"],
+            "quant.bits": [None, None, 4, 6, None, None],
+            "bundle": ["none", "none", "none", "none", "no_xsa", "no_xsa"],
+            "train.max_steps": [800] * 6,  # constant: kept for the "common to all rows" line
         }
     )
-    assert key_columns(frame) == ["quant", "compressor", "p_ablate", "p_max_steps"]
+    assert key_columns(frame) == ["quant", "compressor", "bundle", "train.max_steps"]
 
 
 def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
@@ -334,7 +338,7 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
         ("tiny1550", "none", 1, 2.40, 2000), ("tiny1550", "none", 2, 2.44, 2000),
         ("tiny1550", "ema", 1, 2.38, 2000), ("tiny1550", "ema", 2, 2.43, 2000),
     ]
-    frame = pd.DataFrame(rows, columns=["preset", "p_ablate", "seed", "val_bpb", "bytes_total"])
+    frame = pd.DataFrame(rows, columns=["preset", "bundle", "seed", "val_bpb", "bytes_total"])
     table = ablation_table(frame).set_index(["preset", "ablate"])
     assert sorted(table.index) == [("tiny1127", "xsa"), ("tiny1550", "ema")]
     xsa = table.loc[("tiny1127", "xsa")]
@@ -348,8 +352,8 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     assert xsa["delta_bytes"] == pytest.approx(0.0)
     ema = table.loc[("tiny1550", "ema")]
     assert ema["delta_mean"] == pytest.approx(-0.015) and ema["deltas"] == "-0.02000 -0.01000"
-    # No `ablate` column: no table.
-    assert ablation_table(frame.drop(columns="p_ablate")).empty
+    # No `bundle` column: no table.
+    assert ablation_table(frame.drop(columns="bundle")).empty
 
 
 def test_official_gain_and_per_seed_slopes(tmp_path):
@@ -368,7 +372,7 @@ def test_official_gain_and_per_seed_slopes(tmp_path):
         path.write_text(json.dumps(result))
         gain = result["eval"]["val_bpb"] - result["eval"]["val_bpb_base"]
         official.setdefault(result["ttt"]["strategy"], []).append(gain)
-    write_report(study_dir)
+    write_report(study_dir, TTT_SECTIONS)
     gap = pd.read_csv(study_dir / "gap.csv").set_index("strategy")
     for strategy in ("score_first", "prequant_val"):
         assert gap.loc[strategy, "gain_official_mean"] == pytest.approx(statistics.mean(official[strategy]))
@@ -389,3 +393,19 @@ def test_official_gain_and_per_seed_slopes(tmp_path):
     assert row["seed_slope_p_value"] == pytest.approx(stats.one_sample_t_test(per_seed)["p_value"], rel=1e-9)
     # same epochs in every seed: the pooled OLS slope equals the mean of the per-seed slopes
     assert row["slope"] == pytest.approx(row["seed_slope_mean"], rel=1e-9)
+
+
+def test_sections_are_checked_and_name_no_study():
+    with pytest.raises(GolfError, match="unknown report section 'ut_curve'"):
+        parse_sections(["ut_curve"], "studies/x.yaml")
+    with pytest.raises(GolfError, match="curve takes options x, log2; .*missing: \\['x'\\]"):
+        parse_sections(["curve"], "studies/x.yaml")
+    with pytest.raises(GolfError, match="unknown: \\['axes'\\]"):
+        parse_sections([{"ablation": {"axes": "bundle"}}], "studies/x.yaml")
+    assert parse_sections(False, "x") == [] and parse_sections(None, "x") == [("summary", {})]
+    assert parse_sections(["gap"], "x") == [("summary", {}), ("gap", {})]
+    # The report package names no study: no study file stem appears in its source.
+    studies = [p.stem for p in (Path(__file__).parent.parent / "studies").glob("*.yaml")]
+    source = "\n".join(p.read_text() for p in (Path(__file__).parent.parent / "golf" / "report").glob("*.py"))
+    assert studies and not [name for name in studies if name in source]
+    assert set(SECTIONS) >= {"summary", "ttt_curves", "gap", "slopes", "curve", "ablation", "frontier"}

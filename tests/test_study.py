@@ -6,6 +6,7 @@ temporary folder. `golf.study.execute` is wrapped (not replaced) to count the no
 """
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 
 from golf import study
 from golf.errors import GolfError
+from golf.study import notebooks as study_notebooks
 
 REPO = Path(__file__).resolve().parent.parent
 NOTEBOOKS = REPO / "notebooks"
@@ -36,13 +38,13 @@ def write_study(root: Path, name: str, **spec) -> None:
 
 def mini_spec(data: Path, **parameters) -> dict:
     """Two quant_budget cells sharing one base model (same seed, model and training)."""
-    params = {"data": str(data), "max_steps": 2, "max_val_tokens": 1024, "quant_method": "int", "bits": 8,
-              "overrides": {"train.batch_tokens": 1024, "train.warmdown_steps": 1, "train.checkpoint": False}}
-    return {"notebook": "quant_budget", "parameters": {**params, **parameters},
-            "axes": {"compressor": ["zlib", "brotli"]}}
+    overrides = {"data.path": str(data), "train.max_steps": 2, "data.max_val_tokens": 1024, "quant.method": "int8",
+                 "train.batch_tokens": 1024, "train.warmdown_steps": 1, "train.checkpoint": False}
+    return {"notebook": "quant_budget", "preset": "tiny", "overrides": {**overrides, **parameters},
+            "axes": {"quant.compressor": ["zlib", "brotli"]}}
 
 
-REAL_EXECUTE = study.execute
+REAL_EXECUTE = study_notebooks.execute
 
 
 class Spy:
@@ -52,14 +54,14 @@ class Spy:
         self.started: list[str] = []  # every cell run_study was about to execute
         self.calls: list[str] = []  # the ones that were executed for real
 
-        def execute(notebook, output, parameters, cwd):
+        def execute(notebook, output, parameters, cwd, env=None):
             self.started.append(Path(output).stem)
             if len(self.started) == interrupt_at:
                 raise KeyboardInterrupt
             self.calls.append(Path(output).stem)
-            return REAL_EXECUTE(notebook, output, parameters, cwd)
+            return REAL_EXECUTE(notebook, output, parameters, cwd, env)
 
-        monkeypatch.setattr(study, "execute", execute)
+        monkeypatch.setattr(study_notebooks, "execute", execute)
 
 
 @pytest.fixture(scope="module")
@@ -109,12 +111,12 @@ def test_interrupted_grid_resumes_only_the_missing_cell(interrupted_then_resumed
     assert s["first_started"] == ids and s["first"] == [ids[0]]  # Ctrl-C as the second cell starts
     assert s["after_crash"] == [ids[0]]
     assert s["second"] == [ids[1]]  # the re-run executes only the missing one
-    assert s["resumed"] == {"done": 1, "cached": 1, "failed": 0}
+    assert s["resumed"] == {"done": 1, "cached": 1, "busy": 0, "failed": 0}
 
 
 def test_second_run_is_all_cached_without_papermill(interrupted_then_resumed):
     s = interrupted_then_resumed
-    assert s["cached"] == {"done": 0, "cached": 2, "failed": 0}
+    assert s["cached"] == {"done": 0, "cached": 2, "busy": 0, "failed": 0}
     assert s["third"] == []
 
 
@@ -122,11 +124,12 @@ def test_cells_write_results_with_study_params_and_executed_notebooks(interrupte
     root = interrupted_then_resumed["root"]
     for cell in study.expand(study.load_study("mini", root)):
         result = json.loads((root / "work/mini/runs" / cell.id / "result.json").read_text())
-        assert result["study_params"]["compressor"] == cell.params["compressor"]
-        assert result["artifact"]["compressor"] == cell.params["compressor"]
+        compressor = cell.params["overrides"]["quant.compressor"]
+        assert result["study_params"]["overrides"]["quant.compressor"] == compressor
+        assert result["artifact"]["compressor"] == compressor
         assert result["artifact"]["quant"].startswith("int8")
-        assert "out" not in result["study_params"]  # the run folder is no configuration
-        assert result["study_params"]["max_steps"] == 2 and result["train"]["steps"] == 2
+        assert set(result["study_params"]) == {"preset", "seed", "bundle", "overrides"}  # `out` is no configuration
+        assert result["study_params"]["overrides"]["train.max_steps"] == 2 and result["train"]["steps"] == 2
         executed = nbformat.read(root / "work/mini/papermill" / f"{cell.id}.ipynb", as_version=4)
         injected = [c for c in executed.cells if "injected-parameters" in c.metadata.get("tags", [])]
         assert f"work/mini/runs/{cell.id}" in injected[0].source  # out, relative to the root
@@ -145,7 +148,7 @@ def test_stray_temp_file_and_damaged_result_are_not_done(interrupted_then_resume
     (damaged / ".result.json.k1ll3d.tmp").write_text(text)
     (damaged / "result.json").write_text(text[: len(text) // 2])
     spy = Spy(monkeypatch)
-    assert study.run_study("mini", root=root) == {"done": 1, "cached": 1, "failed": 0}
+    assert study.run_study("mini", root=root) == {"done": 1, "cached": 1, "busy": 0, "failed": 0}
     assert spy.calls == [ids[1]]
     assert json.loads((damaged / "result.json").read_text())["config_hash"]
 
@@ -172,10 +175,10 @@ def test_failing_cell_keeps_notebook_and_error_and_others_go_on(tmp_path, tiny_d
     nb.cells.insert(at, nbformat.v4.new_code_cell('if seed == 0:\n    raise RuntimeError("planned failure")'))
     nbformat.write(nb, root / "notebooks" / "flaky.ipynb")
     spec = mini_spec(tiny_dataset)
-    write_study(root, "flaky", **{**spec, "notebook": "flaky", "axes": {"compressor": ["zlib"]}, "seeds": [0, 1]})
+    write_study(root, "flaky", **{**spec, "notebook": "flaky", "axes": {"quant.compressor": ["zlib"]}, "seeds": [0, 1]})
     spy = Spy(monkeypatch)
     summary = study.run_study("flaky", root=root)
-    assert summary == {"done": 1, "cached": 0, "failed": 1}
+    assert summary == {"done": 1, "cached": 0, "busy": 0, "failed": 1}
     bad, good = [c.id for c in study.expand(study.load_study("flaky", root))]
     assert spy.calls == [bad, good]  # the failure came first and the grid went on
     error = (root / "work/flaky/runs" / bad / "error.txt").read_text()
@@ -224,11 +227,11 @@ def test_committed_results_are_the_reference_not_a_cache(interrupted_then_resume
     (root / "results/mini/conclusions.yaml").write_text(yaml.safe_dump(CONCLUSIONS, sort_keys=False))
     ids = [c.id for c in study.expand(study.load_study("mini", root))]
     spy = Spy(monkeypatch)
-    assert study.run_study("mini", root=root) == {"done": 2, "cached": 0, "failed": 0}
+    assert study.run_study("mini", root=root) == {"done": 2, "cached": 0, "busy": 0, "failed": 0}
     assert spy.calls == ids
     assert sorted(p.parent.name for p in (root / "work/mini/runs").glob("*/result.json")) == ids
     # the reference is left as it was, and --reference sees it as complete (all cached, nothing run)
-    assert study.run_study("mini", root=root, reference=True) == {"done": 0, "cached": 2, "failed": 0}
+    assert study.run_study("mini", root=root, reference=True) == {"done": 0, "cached": 2, "busy": 0, "failed": 0}
     assert spy.calls == ids
 
     out = study.compare_study("mini", root=root)
@@ -255,6 +258,9 @@ def test_incomplete_study_report_is_refused_unless_partial(interrupted_then_resu
     root = tmp_path / "copy"
     shutil.copytree(interrupted_then_resumed["root"], root)
     ids = [c.id for c in study.expand(study.load_study("mini", root))]
+    spec = yaml.safe_load((root / "studies/mini.yaml").read_text())
+    (root / "studies/mini.yaml").write_text(yaml.safe_dump({**spec, "report": ["frontier"]}))
+    shutil.copy(NOTEBOOKS / "report.ipynb", root / "notebooks")  # a study with a report has its notebook
     study.report_study("mini", root=root)  # complete: writes tables and figures
     figures = sorted((root / "work/mini/figures").iterdir())
     summary = (root / "work/mini/summary.md").read_text()
@@ -277,13 +283,16 @@ def test_incomplete_study_report_is_refused_unless_partial(interrupted_then_resu
 
 
 @pytest.mark.parametrize("change, message", [
-    ({"parameters": {"max_stepz": 3}}, r"no parameter\(s\) max_stepz; valid: preset, data, seed, quant_method"),
-    ({"parameters": {"max_steps": "3"}}, "max_steps of notebook quant_budget must be int"),
-    ({"parameters": {"bits": True}}, "bits of notebook quant_budget must be int"),
-    ({"axes": {"compressor": ["zlib", "rar"]}}, "quant.compressor"),
-    ({"parameters": {"quant_method": "int", "bits": 3}}, "quant_method 'int' needs bits in 4..8"),
-    ({"parameters": {"out": "elsewhere"}}, "'out' is set by golf study"),
-    ({"parameters": {"seed": 3}}, "'seed' is set by golf study"),
+    ({"overrides": {"train.max_stepz": 3}}, r"'train.max_stepz' is not a config key; valid: seed, preset"),
+    ({"overrides": {"train.max_steps": "3"}}, "train.max_steps must be int, got '3'"),
+    ({"overrides": {"quant.bits": True}}, "quant.bits must be int or NoneType, got True"),
+    ({"axes": {"quant.compressor": ["zlib", "rar"]}}, "quant.compressor"),
+    ({"overrides": {"quant.method": "int3"}}, "quant.method='int3' is unknown"),
+    ({"overrides": {"seed": 3}}, "'seed' is the cell's own parameter.*seeds:"),
+    ({"overrides": {"preset": "tiny"}}, "'preset' is the cell's own parameter"),
+    ({"axes": {"train.max_steps": [2]}}, "'train.max_steps' is both a fixed override and an axis"),
+    ({"bundle": "no_xsa"}, "bundle 'no_xsa' changes nothing in preset 'tiny'"),
+    ({"report": ["summary", "ut_curve"]}, "unknown report section 'ut_curve'"),
     ({"shuffle": True}, r"unknown key\(s\) shuffle; valid: description"),
     ({"seeds": []}, "seeds"),
     ({"notebook": "nope"}, "notebook 'nope' not found"),
@@ -304,8 +313,8 @@ def test_bad_study_fails_before_anything_runs(tmp_path, tiny_dataset, env, monke
 
 def test_illegal_strategy_needs_allow_illegal(tmp_path, tiny_dataset, env, monkeypatch):
     root = make_root(tmp_path, notebooks=("ttt_epochs",))
-    write_study(root, "ttt", notebook="ttt_epochs", parameters={"data": str(tiny_dataset)},
-                axes={"strategy": ["score_first", "prequant_val"]})
+    write_study(root, "ttt", notebook="ttt_epochs", overrides={"data.path": str(tiny_dataset)},
+                axes={"ttt.strategy": ["score_first", "prequant_val"]})
     spy = Spy(monkeypatch)
     with pytest.raises(GolfError, match="prequant_val.*allow_illegal=true"):
         study.run_study("ttt", root=root)
@@ -332,7 +341,7 @@ def test_papermill_unreadable_parameter_is_refused(tmp_path):
     cell.source += '\nextra: int = 3  # 0 = off'
     nbformat.write(nb, root / "notebooks/quant_budget.ipynb")
     with pytest.raises(GolfError, match="cannot read parameter.*extra"):
-        study.notebook_parameters(root / "notebooks/quant_budget.ipynb")
+        study_notebooks.notebook_parameters(root / "notebooks/quant_budget.ipynb")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -343,15 +352,16 @@ def test_papermill_unreadable_parameter_is_refused(tmp_path):
 def test_grid_ids_are_stable_readable_and_unique(tmp_path):
     root = make_root(tmp_path)
     write_study(root, "g", notebook="quant_budget", seeds=[1, 2],
-                axes={"quant_method": ["int", "gptq"], "bits": [4, 6], "compressor": ["zlib"]})
+                axes={"quant.method": ["gptq_lite", "gptq"], "quant.bits": [4, 6], "quant.compressor": ["zlib"]})
     cells = study.expand(study.load_study("g", root))
     assert len(cells) == 2 * 2 * 1 * 2 and len({c.id for c in cells}) == 8
     assert [c.id for c in cells] == sorted(c.id for c in cells)
-    one = next(c for c in cells if c.params == {"quant_method": "gptq", "bits": 4, "compressor": "zlib", "seed": 2})
+    one = next(c for c in cells if c.params == {"preset": "tiny", "seed": 2, "bundle": "none", "overrides": {
+        "quant.method": "gptq", "quant.bits": 4, "quant.compressor": "zlib"}})
     assert one.id.startswith("gptq-bits4-zlib-s2-")
     again = study.expand(study.load_study("g", root))
     assert [c.id for c in again] == [c.id for c in cells]
-    write_study(root, "dup", notebook="quant_budget", axes={"bits": [4, 4]})
+    write_study(root, "dup", notebook="quant_budget", axes={"quant.bits": [4, 4]})
     with pytest.raises(GolfError, match="same parameters"):
         study.expand(study.load_study("dup", root))
 
@@ -377,7 +387,8 @@ def test_every_shipped_study_plans():
         assert cells, name
     _, cells = study.plan("ttt_epochs", REPO)
     assert len(cells) == 12 and {c.params["seed"] for c in cells} == {1337, 42, 7}
-    assert {c.params["strategy"] for c in cells} == {"prequant_val", "lora_single_pass", "train_slice", "score_first"}
+    assert {c.params["overrides"]["ttt.strategy"] for c in cells} == {"prequant_val", "lora_single_pass",
+                                                                      "train_slice", "score_first"}
     smoke_notebooks = {c.notebook for c in study.plan("smoke", REPO)[1]} | {"report"}
     assert smoke_notebooks == {p.stem for p in NOTEBOOKS.glob("*.ipynb")}  # smoke runs every notebook
 
@@ -387,39 +398,46 @@ def test_every_shipped_study_plans():
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_cell_config_maps_parameters():
-    cfg = study.cell_config(preset="tiny", seed=7, strategy="score_first", epochs=4, ttt_lr=0.01, max_steps=9,
-                            max_val_tokens=512, data="/some/dataset", overrides={"train.batch_tokens": 2048})
+def test_cell_config_is_preset_seed_bundle_overrides():
+    cfg = study.cell_config("tiny", 7, "none", {"ttt.strategy": "score_first", "ttt.epochs": 4, "ttt.lr": 0.01,
+                                                "train.max_steps": 9, "data.max_val_tokens": 512,
+                                                "data.path": "/some/dataset", "train.batch_tokens": 2048})
     assert (cfg.seed, cfg.ttt.strategy, cfg.ttt.epochs, cfg.ttt.lr) == (7, "score_first", 4, 0.01)
     assert (cfg.train.max_steps, cfg.data.max_val_tokens, cfg.data.path) == (9, 512, "/some/dataset")
     assert cfg.train.batch_tokens == 2048
-    assert study.cell_config(data="").data.path is None  # "" = the default corpus
-    assert study.cell_config(preset="tiny1554", ut_curriculum=False).model.ut_curriculum_frac == 0.0
-    assert study.cell_config(preset="tiny1554", ut_curriculum=True).model.ut_curriculum_frac == 0.5
-    assert study.cell_config(quant_method="int", bits=5).quant.method == "int5"
-    assert study.cell_config(quant_method="int", bits=8).quant.method == "int8"
-    q = study.cell_config(quant_method="sdclip", bits=4, compressor="lzma").quant
+    # The very config `golf run --preset tiny -s ...` builds from the same keys: no translation in between.
+    from golf.config import build_config, parse_overrides
+
+    same = build_config(preset="tiny", overrides=parse_overrides(["seed=7", "ttt.strategy=score_first",
+        "ttt.epochs=4", "ttt.lr=0.01", "train.max_steps=9", "data.max_val_tokens=512", "data.path=/some/dataset",
+        "train.batch_tokens=2048"]))
+    assert same.hash() == cfg.hash()
+    assert study.cell_config("tiny1554", 1, "none", {"model.ut_curriculum_frac": 0.0}).model.ut_curriculum_frac == 0.0
+    assert study.cell_config("tiny1554").model.ut_curriculum_frac == 0.5
+    q = study.cell_config(overrides={"quant.method": "sdclip", "quant.bits": 4, "quant.compressor": "lzma"}).quant
     assert (q.method, q.bits, q.compressor) == ("sdclip", 4, "lzma")
-    with pytest.raises(GolfError, match="unknown cell parameter.*stratgy; valid: seed, preset"):
-        study.cell_config(stratgy="none")
-    with pytest.raises(GolfError, match="overrides set ttt.strategy"):
-        study.cell_config(strategy="none", overrides={"ttt.strategy": "score_first"})
-    with pytest.raises(GolfError, match="bits=6 needs quant_method"):
-        study.cell_config(bits=6)
+    with pytest.raises(GolfError, match="unknown config key 'ttt.stratgy'"):
+        study.cell_config(overrides={"ttt.stratgy": "none"})
+    with pytest.raises(GolfError, match="bundle 'no_xs' is unknown; valid: none, no_xsa"):
+        study.cell_config(bundle="no_xs")
+    with pytest.raises(GolfError, match="overrides set seed"):
+        study.cell_config(overrides={"seed": 3})
 
 
 @pytest.mark.parametrize("preset", ["tiny1550", "tiny1127"])
-def test_each_ablation_switches_exactly_its_keys_off(preset):
-    full = study.cell_config(preset=preset, ema_decay=0.95)
+def test_each_bundle_switches_exactly_its_keys_off(preset):
+    from golf.presets import BUNDLES
+
+    full = study.cell_config(preset, overrides={"train.ema_decay": 0.95})
     flat_full = _flat(full.to_dict())
     applicable = 0
-    for name, keys in study.ABLATIONS.items():
+    for name, keys in BUNDLES.items():
         if name == "none":
             continue
         try:
-            cut = study.cell_config(preset=preset, ema_decay=0.95, ablate=name)
+            cut = study.cell_config(preset, bundle=name, overrides={"train.ema_decay": 0.95})
         except GolfError as e:  # only for a switch the stack does not have
-            assert "already off" in str(e)
+            assert "changes nothing" in str(e)
             assert all(flat_full[k] == v for k, v in keys.items())
             continue
         applicable += 1
@@ -456,3 +474,43 @@ def test_committed_conclusions_hold_on_the_committed_runs(path):
     for c in study.load_conclusions(path):
         verdict = study.check_conclusion(c, tables)
         assert verdict["holds"] is True, (c.claim, verdict)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Parallel cells and concurrent runs
+# ---------------------------------------------------------------------------------------------------
+
+
+def test_jobs_run_cells_in_parallel_workers(tmp_path, tiny_dataset, env):
+    root = make_root(tmp_path)
+    write_study(root, "mini", **{**mini_spec(tiny_dataset), "seeds": [1, 2]})
+    summary = study.run_study("mini", root=root, jobs=2)
+    assert summary == {"done": 4, "cached": 0, "busy": 0, "failed": 0}
+    ids = [c.id for c in study.expand(study.load_study("mini", root))]
+    assert sorted(p.parent.name for p in (root / "work/mini/runs").glob("*/result.json")) == ids
+    # Two cells of a seed share one base model, trained once even when both start at once.
+    cached = sorted(json.loads((root / "work/mini/runs" / i / "result.json").read_text())["train"]["cached"]
+                    for i in ids)
+    assert cached == [False, False, True, True]
+    assert study.run_study("mini", root=root, jobs=2)["cached"] == 4
+    with pytest.raises(GolfError, match="--jobs 0 must be a positive integer"):
+        study.run_study("mini", root=root, jobs=0)
+    env_cpu = study.runner.worker_env(0, 2)
+    assert "CUDA_VISIBLE_DEVICES" in env_cpu or env_cpu["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+def test_two_processes_on_one_study_never_run_a_cell_twice(tmp_path, tiny_dataset, env):
+    import subprocess
+    import sys
+
+    root = make_root(tmp_path)
+    write_study(root, "mini", **{**mini_spec(tiny_dataset), "seeds": [1, 2]})
+    command = [sys.executable, "-m", "golf", "-q", "study", "run", "mini", "--project", str(root), "--json"]
+    procs = [subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    outs = [p.communicate(timeout=600) for p in procs]
+    assert [p.returncode for p in procs] == [0, 0], outs
+    summaries = [json.loads(out.strip().splitlines()[-1]) for out, _ in outs]
+    assert sum(s["done"] for s in summaries) == 4  # every cell ran exactly once, in one of the two
+    assert all(s["failed"] == 0 and s["done"] + s["cached"] + s["busy"] == 4 for s in summaries)
+    run_ids = {json.loads(p.read_text())["run_id"] for p in (root / "work/mini/runs").glob("*/result.json")}
+    assert len(run_ids) == 4

@@ -16,7 +16,7 @@ What it writes into the study folder (each only when a listed section's data sup
                                held-out half B, with Welch p-values for A vs B and legal vs illegal
     slopes.csv / slopes.md     OLS slope of the gain per epoch, per configuration and half
     ablation.csv / ablation.md one value of an axis against the full stack, paired by seed
-    figures/<name>.png|.svg    ttt_epochs, ttt_slopes, curve_<key>, ablation, frontier
+    figures/<name>.png|.svg    ttt_curves, ttt_slopes, curve_<key>, ablation, frontier
 
 Why the gap and the slopes: the open question behind golf's TTT study is whether test-time training on
 validation tokens generalises or memorises. Memorisation shows as a gain on the tokens trained on (A) that

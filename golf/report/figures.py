@@ -63,7 +63,7 @@ def _color_cycle(n: int) -> list:
     return [cmap(i % 10) for i in range(n)]
 
 
-def _fig_ttt_epochs(per_epoch: pd.DataFrame, study: str):
+def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     """val_bpb vs TTT epoch: one panel per measured half, mean line and 95% t-band over seeds per group."""
     trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"])]
     halves = [h for h, (col, _, _) in HALVES.items() if trained[col].notna().any()]

@@ -5,7 +5,7 @@ its data supports; it writes nothing itself. The report is the study's list of s
 `summary` (always first: summary.md also lists the figures and the cells a partial report lacks). A section
 may take options, given in the YAML as `{name: {option: value}}`, e.g.
 
-    report: [ttt_epochs, gap, slopes]
+    report: [ttt_curves, gap, slopes]
     report: [{curve: {x: model.ut_loops}}]
     report: [{ablation: {axis: bundle, reference: none}}, frontier]
 
@@ -61,9 +61,9 @@ class Section:
     doc: str  # one line for `golf study` errors and the README
 
 
-def _ttt_epochs(inp: Inputs) -> Output:
-    """val_bpb against TTT epoch per strategy, halves A and B (figure ttt_epochs)."""
-    return Output(figures={"ttt_epochs": F._fig_ttt_epochs(inp.per_epoch, inp.study)} if inp.has_ttt() else {})
+def _ttt_curves(inp: Inputs) -> Output:
+    """val_bpb against TTT epoch per strategy, halves A and B (figure ttt_curves)."""
+    return Output(figures={"ttt_curves": F._fig_ttt_curves(inp.per_epoch, inp.study)} if inp.has_ttt() else {})
 
 
 def _gap(inp: Inputs) -> Output:
@@ -117,7 +117,7 @@ def _frontier(inp: Inputs) -> Output:
 SECTIONS: dict[str, Section] = {
     "summary": Section(lambda inp: Output(), ("summary.csv", "summary.md"),
                        "val_bpb, bytes and n-gram margins per configuration (always written, first)"),
-    "ttt_epochs": Section(_ttt_epochs, (), _ttt_epochs.__doc__),
+    "ttt_curves": Section(_ttt_curves, (), _ttt_curves.__doc__),
     "gap": Section(_gap, ("gap.csv", "gap.md"), _gap.__doc__),
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
