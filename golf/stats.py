@@ -378,3 +378,111 @@ def linear_fit(x: Sequence[float], y: Sequence[float], confidence: float = 0.95)
                slope_ci_low=slope - t_crit * slope_se, slope_ci_high=slope + t_crit * slope_se,
                p_value=p_value)
     return out
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paired designs: runs that share a base (same seed, same split) are compared within the pair
+# ---------------------------------------------------------------------------------------------------
+
+
+def paired_t_test(a: Sequence[float], b: Sequence[float], confidence: float = 0.95, power: float = 0.8) -> dict:
+    """Paired t-test of mean(a - b) = 0, two-sided, with the CI of the mean difference and its MDE.
+
+    a[i] and b[i] are one unit's two measurements (e.g. the gain on adapted half A and on held-out half B
+    of one run, or two strategies on one seed's base model). Pairing removes the units' shared noise, which
+    an unpaired (Welch) test would count as spread. `mde` is the smallest true mean difference this design
+    detects with probability `power` at two-sided level 1 - confidence (`paired_mde` of the observed sd).
+    Returns {n, mean_diff, sd_diff, t, df, p_value, ci_low, ci_high, mde}.
+    """
+    xa = _as_values(a, "paired_t_test (a)")
+    xb = _as_values(b, "paired_t_test (b)")
+    if xa.size != xb.size:
+        raise GolfError(f"paired_t_test: a and b need the same length (one pair per unit), got {xa.size} and {xb.size}")
+    d = xa - xb
+    test = one_sample_t_test(d)
+    ci = mean_std_ci(d, confidence)
+    return {"n": test["n"], "mean_diff": test["mean"], "sd_diff": ci["std"], "t": test["t"], "df": test["df"],
+            "p_value": test["p_value"], "ci_low": ci["ci_low"], "ci_high": ci["ci_high"],
+            "mde": paired_mde(ci["std"], test["n"], 1.0 - confidence, power)}
+
+
+def paired_mde(sd: float, n: int, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Minimum detectable effect of a two-sided paired (one-sample) t-test with n units of spread sd:
+
+        mde = (t_{1 - alpha/2, n-1} + t_{power, n-1}) * sd / sqrt(n)
+
+    the usual approximation to the noncentral-t solution (it is a little optimistic for n < 5: the power
+    reached at this effect is then a few points under `power`; tests/test_stats.py measures it with
+    scipy's noncentral t). NaN for n < 2 or an unknown sd. A claim of "no effect" is only as strong as this.
+    """
+    if not (0.0 < alpha < 1.0 and 0.0 < power < 1.0):
+        raise GolfError(f"paired_mde: alpha {alpha} and power {power} must be in (0, 1)")
+    if n < 2 or sd is None or not math.isfinite(sd):
+        return NAN
+    df = n - 1
+    return (_student_t_ppf(1.0 - alpha / 2.0, df) + _student_t_ppf(power, df)) * sd / math.sqrt(n)
+
+
+def holm(p_values: Sequence[float]) -> list[float]:
+    """Holm's step-down adjustment for a family of tests (controls the family-wise error rate).
+
+    Sort the m finite p-values ascending, p_(1) <= ... <= p_(m); adjusted p_(i) = max over j <= i of
+    min(1, (m - j + 1) p_(j)). A NaN p-value (a test the data cannot make) stays NaN and does not count in m.
+    Returned in the input order.
+    """
+    p = [float(v) if v is not None else NAN for v in p_values]
+    finite = sorted((v, i) for i, v in enumerate(p) if not math.isnan(v))
+    m = len(finite)
+    out = [NAN] * len(p)
+    running = 0.0
+    for rank, (value, i) in enumerate(finite):
+        running = max(running, min(1.0, (m - rank) * value))
+        out[i] = running
+    return out
+
+
+def page_trend_test(blocks: Sequence[Sequence[float]], permutations: int = 20_000, seed: int = 0) -> dict:
+    """Page's L test for a monotone increasing trend across k ordered conditions, in n blocks.
+
+    `blocks[i][j]` is block i's (e.g. one seed and split's base model) value under condition j (e.g. the
+    j-th epoch count, in increasing order). Values are ranked within each block (ties averaged), and
+
+        L = sum_j j * R_j,   R_j = the sum over blocks of the ranks of condition j   (j = 1..k)
+
+    is large when the values rise with j. This is a test of trend that uses only the order within each
+    block, so a saturating curve counts as a trend just as a straight line does, and blocks with different
+    levels are compared only with themselves. Two p-values (one-sided, H1: increasing):
+    `p_value` by permutation (ranks shuffled within each block, `permutations` draws, seeded, so reports
+    are reproducible) and `p_normal` by the normal approximation
+    E[L] = n k (k+1)^2 / 4, Var[L] = n k^2 (k+1) (k^2 - 1) / 144 (tie-free). For a decreasing trend pass
+    the negated values. Returns {n, k, L, p_value, p_normal, z}.
+    """
+    x = np.asarray(blocks, dtype=float)
+    if x.ndim != 2 or x.shape[1] < 2:
+        raise GolfError(f"page_trend_test: need an n x k table with k >= 2 conditions, got shape {x.shape}")
+    if not np.all(np.isfinite(x)):
+        raise GolfError("page_trend_test: every block needs a finite value for every condition")
+    n, k = x.shape
+    ranks = np.apply_along_axis(_average_ranks, 1, x)
+    weights = np.arange(1, k + 1, dtype=float)
+    L = float((ranks * weights).sum())
+    mean = n * k * (k + 1) ** 2 / 4.0
+    var = n * k * k * (k + 1) * (k * k - 1) / 144.0
+    z = (L - mean) / math.sqrt(var)
+    rng = np.random.default_rng(seed)
+    draws = rng.permuted(np.broadcast_to(ranks, (permutations, n, k)).copy(), axis=2)
+    null = (draws * weights).sum(axis=(1, 2))
+    p_perm = float((1 + np.count_nonzero(null >= L - 1e-9)) / (permutations + 1))
+    return {"n": n, "k": k, "L": L, "p_value": p_perm, "p_normal": 1.0 - _normal_cdf(z), "z": z}
+
+
+def _average_ranks(row: np.ndarray) -> np.ndarray:
+    """Ranks 1..k of a row, ties sharing the average of the ranks they span."""
+    order = np.argsort(row, kind="stable")
+    ranks = np.empty(row.size, dtype=float)
+    ranks[order] = np.arange(1, row.size + 1, dtype=float)
+    for value in np.unique(row):
+        tied = row == value
+        if tied.sum() > 1:
+            ranks[tied] = ranks[tied].mean()
+    return ranks

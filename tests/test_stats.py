@@ -5,6 +5,7 @@ import math
 import numpy as np
 import pytest
 
+from golf import stats
 from golf.errors import GolfError
 from golf.stats import linear_fit, mean_std_ci, one_sample_t_test, student_t_cdf, student_t_ppf, welch_t_test
 
@@ -247,3 +248,63 @@ def test_one_sample_t_degenerate():
     assert math.isnan(one_sample_t_test([0.3])["p_value"])  # one seed: no spread, no test
     assert one_sample_t_test([2.0, 2.0, 2.0])["t"] == math.inf
     assert math.isnan(one_sample_t_test([0.0, 0.0], mu=0.0)["t"])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Paired designs, checked against scipy (an implementation nobody here wrote; a test-only dependency)
+# ---------------------------------------------------------------------------------------------------
+
+
+
+@pytest.fixture
+def scipy_stats():
+    return pytest.importorskip("scipy.stats")  # in the [dev] extra; only these reference checks need it
+
+
+def test_paired_t_test_matches_scipy(scipy_stats):
+    rng = np.random.default_rng(3)
+    a = rng.normal(0.0, 0.02, 9)
+    b = a + rng.normal(0.004, 0.003, 9)  # shared noise: pairing sees a clear shift, Welch does not
+    ours = stats.paired_t_test(a, b)
+    ref = scipy_stats.ttest_rel(a, b)
+    assert ours["t"] == pytest.approx(ref.statistic, rel=1e-12)
+    assert ours["p_value"] == pytest.approx(ref.pvalue, rel=1e-9)
+    ci = ref.confidence_interval(0.95)
+    assert (ours["ci_low"], ours["ci_high"]) == (pytest.approx(ci.low, rel=1e-9), pytest.approx(ci.high, rel=1e-9))
+    assert ours["p_value"] < 0.01 < stats.welch_t_test(a, b)["p_value"]
+
+
+@pytest.mark.parametrize("n", [3, 5, 9, 15])
+def test_paired_mde_reaches_its_power_under_the_noncentral_t(n, scipy_stats):
+    sd, alpha = 0.01, 0.05
+    mde = stats.paired_mde(sd, n, alpha, 0.8)
+    df, crit = n - 1, scipy_stats.t.ppf(1 - alpha / 2, n - 1)
+    nc = mde / (sd / np.sqrt(n))
+    power = scipy_stats.nct.sf(crit, df, nc) + scipy_stats.nct.cdf(-crit, df, nc)
+    assert 0.72 <= power <= 0.81, power  # the approximation is a little optimistic at small n
+    assert math.isnan(stats.paired_mde(sd, 1)) and math.isnan(stats.paired_mde(float("nan"), 5))
+
+
+def test_holm_matches_the_step_down_definition_and_keeps_nan():
+    p = [0.01, 0.04, 0.03, float("nan"), 0.005]
+    adj = stats.holm(p)
+    # sorted 0.005, 0.01, 0.03, 0.04 (m = 4): 0.02, 0.03, 0.06, 0.06 (monotone), NaN stays NaN
+    assert adj[4] == pytest.approx(0.02) and adj[0] == pytest.approx(0.03)
+    assert adj[2] == pytest.approx(0.06) and adj[1] == pytest.approx(0.06) and math.isnan(adj[3])
+    assert stats.holm([0.5, 0.9]) == [1.0, 1.0]
+
+
+def test_page_trend_test_matches_scipy(scipy_stats):
+    rng = np.random.default_rng(11)
+    base = rng.normal(0, 1, (6, 1))
+    table = base + np.array([0.0, 0.1, 0.35, 0.4, 0.9]) + rng.normal(0, 0.3, (6, 5))
+    ours = stats.page_trend_test(table, permutations=40_000)
+    exact = scipy_stats.page_trend_test(table, method="exact")
+    asym = scipy_stats.page_trend_test(table, method="asymptotic")
+    assert ours["L"] == pytest.approx(exact.statistic)
+    assert ours["p_normal"] == pytest.approx(asym.pvalue, rel=1e-9)
+    assert abs(ours["p_value"] - exact.pvalue) < 0.004
+    flat = stats.page_trend_test(rng.normal(0, 1, (6, 5)))
+    assert flat["p_value"] > 0.05
+    with pytest.raises(GolfError, match="finite value"):
+        stats.page_trend_test([[1.0, float("nan")], [1.0, 2.0]])
