@@ -409,3 +409,40 @@ def test_sections_are_checked_and_name_no_study():
     source = "\n".join(p.read_text() for p in (Path(__file__).parent.parent / "golf" / "report").glob("*.py"))
     assert studies and not [name for name in studies if name in source]
     assert set(SECTIONS) >= {"summary", "ttt_curves", "gap", "slopes", "curve", "ablation", "frontier"}
+
+
+def test_paired_section_pairs_within_units_and_corrects_the_family(tmp_path):
+    study_dir = tmp_path / "ttt_gap"
+    shutil.copytree(FIXTURES / "ttt_gap", study_dir)
+    official: dict[str, dict[int, float]] = {}
+    halves: dict[str, dict[int, tuple[float, float]]] = {}
+    for path in sorted((study_dir / "runs").glob("*/result.json")):
+        try:
+            result = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            continue  # the truncated fixture
+        strategy, seed = result["ttt"]["strategy"], result["seed"]
+        result["eval"]["val_bpb_base"] = result["eval"]["val_bpb"] + 0.002 + 0.0005 * (seed % 11)
+        path.write_text(json.dumps(result))
+        if strategy == "none":
+            continue
+        official.setdefault(strategy, {})[seed] = result["eval"]["val_bpb"] - result["eval"]["val_bpb_base"]
+        first, last = result["ttt"]["per_epoch"][0], result["ttt"]["per_epoch"][-1]
+        halves.setdefault(strategy, {})[seed] = (last["val_bpb_adapted"] - first["val_bpb_adapted"],
+                                                 last["val_bpb_heldout"] - first["val_bpb_heldout"])
+    write_report(study_dir, parse_sections(["paired"], "test"))
+    table = pd.read_csv(study_dir / "paired.csv")
+    memo = table[table["comparison"].str.startswith("memorization")].set_index("config")
+    seeds = sorted(halves["prequant_val"])
+    ref = stats.paired_t_test([halves["prequant_val"][s][0] for s in seeds], [halves["prequant_val"][s][1] for s in seeds])
+    row = memo.loc["strategy=prequant_val, legal=False"]
+    assert row["n_units"] == 3 and row["p_value"] == pytest.approx(ref["p_value"], rel=1e-9)
+    assert row["mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9)
+    versus = table[table["config"] == "illegal - legal"].iloc[0]
+    common = sorted(set(official["prequant_val"]) & set(official["score_first"]))
+    diff = stats.paired_t_test([official["prequant_val"][s] for s in common], [official["score_first"][s] for s in common])
+    assert versus["n_units"] == len(common) and versus["p_value"] == pytest.approx(diff["p_value"], rel=1e-9)
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()), nan_ok=True)
+    assert set(table["comparison"].str.split(" ").str[0]) == {"memorization", "official"}
+    text = (study_dir / "paired.md").read_text()
+    assert "p (Holm)" in text and ("not resolved at this power" in text or "resolved" in text)

@@ -77,6 +77,11 @@ RESOLVED_AS = {"preset": "preset", "ttt.strategy": "strategy", "ttt.epochs": "ep
                "quant.compressor": "compressor", "eval.mode": "eval_mode"}
 
 
+# Study columns that name a replicate, not a configuration: runs that differ only in these are repeats of one
+# cell (the seed is a base column; a probe split and its swap choose which documents form each half).
+UNIT_COLUMNS = ("seed", "ttt.probe_split", "ttt.probe_swap")
+
+
 def is_study_column(name: str) -> bool:
     """Columns that come from a cell's study parameters: a dotted config key, or the override bundle."""
     return "." in name or name == "bundle"
@@ -305,7 +310,8 @@ def key_columns(frame: pd.DataFrame) -> list[str]:
     resolved keys already determine (quant.method=gptq, quant.bits=6 beside quant=gptq:6): it splits no
     configuration and would only repeat a column."""
     base = [c for c in BASE_KEYS if c in frame.columns]
-    params = [c for c in frame.columns if is_study_column(c) and RESOLVED_AS.get(c) not in base]
+    params = [c for c in frame.columns
+              if is_study_column(c) and RESOLVED_AS.get(c) not in base and c not in UNIT_COLUMNS]
     return base + [c for c in params if not _determined_by(frame, base, c)]
 
 

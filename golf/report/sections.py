@@ -26,6 +26,7 @@ import pandas as pd
 from golf import io as gio
 from golf.errors import GolfError
 from golf.report import figures as F
+from golf.report import paired as P
 from golf.report import tables as T
 from golf.report.frame import _norm, _results_frame, per_epoch_frame, read_results
 
@@ -87,6 +88,22 @@ def _slopes(inp: Inputs) -> Output:
                   figures={"ttt_slopes": F._fig_ttt_slopes(pe, slopes, inp.study)})
 
 
+def _paired(inp: Inputs) -> Output:
+    """Within-unit contrasts (memorization, official gain, illegal - legal), Holm, MDE (paired.csv/.md)."""
+    table = P.paired_table(inp.per_epoch)
+    if table.empty:
+        return Output()
+    return Output(tables={"paired.csv": T._csv(table), "paired.md": P.paired_md(inp.study, table)})
+
+
+def _trend(inp: Inputs) -> Output:
+    """Page's trend test across epoch counts run separately, blocked by unit (trend.csv/.md)."""
+    table = P.trend_table(inp.per_epoch)
+    if table.empty:
+        return Output()
+    return Output(tables={"trend.csv": T._csv(table), "trend.md": P.trend_md(inp.study, table)})
+
+
 def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
     if x not in inp.frame.columns:
@@ -120,6 +137,8 @@ SECTIONS: dict[str, Section] = {
     "ttt_curves": Section(_ttt_curves, (), _ttt_curves.__doc__),
     "gap": Section(_gap, ("gap.csv", "gap.md"), _gap.__doc__),
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
+    "paired": Section(_paired, ("paired.csv", "paired.md"), _paired.__doc__),
+    "trend": Section(_trend, ("trend.csv", "trend.md"), _trend.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
     "frontier": Section(_frontier, (), _frontier.__doc__),
