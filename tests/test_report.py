@@ -448,3 +448,28 @@ def test_paired_section_pairs_within_units_and_corrects_the_family(tmp_path):
     assert set(table["comparison"].str.split(" ").str[0]) == {"memorization", "official"}
     text = (study_dir / "paired.md").read_text()
     assert "p (Holm)" in text and ("not resolved at this power" in text or "resolved" in text)
+
+
+def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
+    # Separate runs per epoch count, made from the fixture's runs cut after E epochs (E = 1, 2, 3).
+    study_dir = tmp_path / "epochs"
+    by_unit: dict[int, dict[int, float]] = {}
+    for path in sorted((FIXTURES / "ttt_gap" / "runs").glob("prequant_val_*/result.json")):
+        result = json.loads(path.read_text())
+        for e in (1, 2, 3):
+            cut = json.loads(json.dumps(result))
+            cut["ttt"]["epochs"], cut["ttt"]["per_epoch"] = e, result["ttt"]["per_epoch"][: e + 1]
+            cut["run_id"] = f"{result['run_id']}_E{e}"
+            cut["study_params"] = {"preset": "tiny", "seed": result["seed"], "bundle": "none",
+                                   "overrides": {"ttt.epochs": e}}
+            (study_dir / "runs" / cut["run_id"]).mkdir(parents=True)
+            (study_dir / "runs" / cut["run_id"] / "result.json").write_text(json.dumps(cut))
+            pe = cut["ttt"]["per_epoch"]
+            by_unit.setdefault(result["seed"], {})[e] = ((pe[-1]["val_bpb_adapted"] - pe[0]["val_bpb_adapted"])
+                                                         - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
+    write_report(study_dir, parse_sections(["trend"], "test"))
+    table = pd.read_csv(study_dir / "trend.csv")
+    memo = table[table["measure"].str.startswith("memorization")].iloc[0]
+    ref = stats.page_trend_test([[-by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)])
+    assert memo["epochs"] == "1 2 3" and memo["n_units"] == 3
+    assert memo["L"] == pytest.approx(ref["L"]) and memo["p_value"] == pytest.approx(ref["p_value"])
