@@ -7,6 +7,7 @@ renamed over the final path. A crash leaves either the old file or no file, neve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -80,3 +81,12 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (a 200 MB shard never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

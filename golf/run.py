@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -36,22 +35,15 @@ import golf
 from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
+from golf.device import Dist, autocast, device_name, init_distributed, pick_device
 from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol, validation_subset
+from golf.export import script_bytes
 from golf.io import atomic_dir, atomic_path, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
 from golf.quant import collect_hessians, dequantize_state, quantize_state_dict
-from golf.train import (
-    Dist,
-    TrainingDiverged,
-    apply_param_dtypes,
-    autocast,
-    init_distributed,
-    micro_batches,
-    pick_device,
-    train,
-)
+from golf.train import TrainingDiverged, apply_param_dtypes, micro_batches, train
 
 ARTIFACT_NAME = "model.golfart"
 
@@ -111,12 +103,6 @@ def git_state() -> tuple[str, bool]:
         return sha.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
         return "unknown", False
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def seed_everything(seed: int) -> None:
@@ -246,7 +232,7 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
     quant_s = time.perf_counter() - t0
     restored = GPT(cfg.model)
     restored.load_state_dict(dequantize_state(art.load_artifact(path)), strict=True)
-    report = art.byte_report(path, art.code_bytes(cfg.to_dict()))  # the size of `golf export`'s train_gpt.py
+    report = art.byte_report(path, script_bytes(cfg.to_dict()))  # the size of `golf export`'s train_gpt.py
     report["quant_s"] = quant_s
     return restored.to(device), report
 

@@ -34,13 +34,14 @@ import torch
 from golf.artifact import load_artifact, save_artifact
 from golf.data.dataset import BOS_ID, _find_tokenizer, _vocab_from_dirname
 from golf.data.shards import read_shard
+from golf.device import autocast, init_distributed, pick_device
 from golf.evaluate import make_windows, official_tokens, resolve_protocol, validation_subset
 from golf.ledger import plain_windows
 from golf.metric import BpbMeter, build_byte_table, load_tokenizer
 from golf.model import GPT, ModelConfig
 from golf.quant import QuantConfig, collect_hessians, dequantize_state, quantize_state_dict
 from golf.run import calibration_batches, seed_everything
-from golf.train import autocast, init_distributed, pick_device, train
+from golf.train import train
 from golf.ttt.lora import attach_lora
 from golf.ttt.strategies import (
     LORA_BETAS,

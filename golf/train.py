@@ -18,7 +18,6 @@ from __future__ import annotations
 import copy
 import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ import torch.distributed as dist
 
 from golf import qat
 from golf.data.dataset import Dataset
+from golf.device import Dist, autocast, pick_device
 from golf.errors import GolfError
 from golf.optim import build_optimizers, lr_scale, muon_momentum
 from golf.progress import Progress
@@ -39,45 +39,6 @@ class TrainingDiverged(GolfError):
     def __init__(self, step: int, loss: float, last_finite: float | None):
         super().__init__(f"training diverged: loss {loss} at step {step} (last finite loss {last_finite})")
         self.step, self.loss, self.last_finite = step, loss, last_finite
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Devices and processes
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise GolfError("train.device=cuda but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; CPU runs in float32 (same code path, different numerics)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -41,9 +41,9 @@ from typing import Protocol
 import numpy as np
 
 from golf.data.shards import read_header, read_shard
-from golf.data.sources import data_root, load_complete_manifest, sha256_file, writable_root
+from golf.data.store import data_root, load_complete_manifest, writable_root
 from golf.errors import GolfError
-from golf.io import atomic_dir, atomic_path, write_json
+from golf.io import atomic_dir, atomic_path, sha256_file, write_json
 from golf.progress import Progress
 
 REMOTE_ROOT = "datasets"  # the export's folder inside the hub repo; manifest paths are relative to it
