@@ -175,9 +175,16 @@ class RunConfig:
     ttt: TTTConfig = field(default_factory=TTTConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Where model.vocab_size came from, not what the run is: True when the user stated it (a YAML file or
+    # -s), False when it is the preset's, which only says what the preset's original run used and which
+    # run() replaces with the dataset's (golf.run.with_dataset_vocab); a stated one must match the dataset.
+    # Set by build_config; not part of to_dict() and so of no hash.
+    vocab_stated: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        del d["vocab_stated"]
+        return d
 
     def hash(self, *sections: str) -> str:
         """Hash of the whole config, or of some sections (the base-model cache uses data/model/train/seed)."""
@@ -307,11 +314,8 @@ def build_config(preset: str | None = None, config_file: str | Path | None = Non
     for layer in layers:
         _merge(resolved, layer)
     cfg = config_from_dict(resolved)
-    # A preset's vocab_size only says what its original run used and run() replaces it with the dataset's;
-    # one the user states must match the dataset instead (golf.run.with_dataset_vocab). Not a config field:
-    # it says where a value came from, not what the run is.
-    cfg.vocab_from_user = any(isinstance(layer.get("model"), dict) and "vocab_size" in layer["model"]
-                              for layer in layers)
+    cfg.vocab_stated = any(isinstance(layer.get("model"), dict) and "vocab_size" in layer["model"]
+                           for layer in layers)
     return cfg
 
 

@@ -56,11 +56,3 @@ def detach(model: nn.Module) -> None:
     for module in model.modules():
         if parametrize.is_parametrized(module, "weight"):
             parametrize.remove_parametrizations(module, "weight", leave_parametrized=False)
-
-
-def plain_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
-    """state_dict with parametrized weights under their plain names (`x.weight`, not `...original`)."""
-    out = {}
-    for key, value in model.state_dict().items():
-        out[key.replace("parametrizations.weight.original", "weight")] = value
-    return out

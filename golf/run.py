@@ -35,6 +35,7 @@ import golf
 from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
+from golf.data.shards import BOS_ID
 from golf.device import Dist, autocast, device_name, init_distributed, pick_device
 from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol, validation_subset
@@ -69,8 +70,9 @@ def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
     """Set the model's vocabulary to the dataset's (a preset's vocab only says what its original run used).
 
     run() does this before hashing the config, so whoever predicts a run's config hash must too. A
-    vocab_size the user set (build_config marks it) is never replaced: a mismatch is an error."""
-    if cfg.model.vocab_size != vocab_size and getattr(cfg, "vocab_from_user", False):
+    vocab_size the user stated (`cfg.vocab_stated`, set by build_config) is never replaced: a mismatch is an
+    error."""
+    if cfg.model.vocab_size != vocab_size and cfg.vocab_stated:
         raise GolfError(f"model.vocab_size={cfg.model.vocab_size} but the dataset's tokenizer has {vocab_size} "
                         "pieces; drop the setting (the dataset's vocabulary is used) or use a matching dataset")
     if cfg.model.vocab_size != vocab_size:
@@ -303,7 +305,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         return {}
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
-    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, cfg.model.bos_id)
+    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     protocol = resolve_protocol(cfg.eval.protocol, ds.name)
     stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)

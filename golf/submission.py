@@ -32,8 +32,8 @@ import numpy as np
 import torch
 
 from golf.artifact import load_artifact, save_artifact
-from golf.data.dataset import BOS_ID, _find_tokenizer, _vocab_from_dirname
-from golf.data.shards import read_shard
+from golf.data.dataset import _find_tokenizer, _vocab_from_dirname
+from golf.data.shards import BOS_ID, read_shard
 from golf.device import autocast, init_distributed, pick_device
 from golf.evaluate import make_windows, official_tokens, resolve_protocol, validation_subset
 from golf.ledger import plain_windows

@@ -15,12 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from golf.data.shards import SHARD_RE, check_vocab, list_shards, read_header, read_shard
+from golf.data.shards import BOS_ID, SHARD_RE, check_vocab, list_shards, read_header, read_shard
 from golf.errors import GolfError
 from golf.io import sha256_file
 from golf.metric import ByteTable, build_byte_table, load_tokenizer, stream_bytes
-
-BOS_ID = 1
 
 
 def _find_tokenizer(directory: Path, vocab_hint: int | None) -> Path:
