@@ -82,8 +82,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     grad_clip: float = 0.0  # 0 = none (baseline)
     ema_decay: float = 0.0  # 0 = off; records use 0.997 / 0.9965, seed #1127 0.9985; applied before quantization
-    qat_threshold: float = 0.0  # 0 = off; late QAT switches on when the LR scale drops below this (records: 0.1-0.15)
-    qat_bits: int = 6  # int6 straight-through estimator
+    # 0 = off; late QAT switches on when the LR scale drops below this (records: 0.1-0.15). It trains for
+    # the artifact's own grid, from the quant section (golf/qat.py).
+    qat_threshold: float = 0.0
     log_every: int = 1  # write a metrics line every N steps
     checkpoint: bool = True  # write the final (pre-quantization) weights as checkpoint.pt
     device: str = "auto"  # auto | cpu | cuda
@@ -100,8 +101,6 @@ class TrainConfig:
             raise GolfError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise GolfError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
-        if self.qat_bits not in (4, 5, 6, 8):
-            raise GolfError(f"train.qat_bits must be 4, 5, 6 or 8, got {self.qat_bits}")
 
 
 @dataclass
@@ -339,9 +338,23 @@ def _check_types(section: str, cls, values: dict) -> None:
             raise GolfError(f"config key {section}.{key} must be {names}, got {value!r}")
 
 
+def _without_retired_keys(d: dict) -> dict:
+    """A config written before a key was retired, read as today's: `train.qat_bits` (QAT now trains for
+    the quant section's grid) is dropped where QAT was off, so it meant nothing; with QAT on it is refused,
+    since that run trained for a grid today's config cannot state."""
+    train = d.get("train")
+    if not isinstance(train, dict) or "qat_bits" not in train:
+        return d
+    if train.get("qat_threshold", 0.0):
+        raise GolfError(f"train.qat_bits={train['qat_bits']} is retired: QAT now trains for the artifact's grid "
+                        "(quant.method / quant.bits); drop train.qat_bits and set the quant section instead")
+    return {**d, "train": {k: v for k, v in train.items() if k != "qat_bits"}}
+
+
 def config_from_dict(d: dict) -> RunConfig:
     """Rebuild a RunConfig from its `to_dict()` form (e.g. a run folder's config.json)."""
     kwargs: dict[str, Any] = {}
+    d = _without_retired_keys(d)
     for key, value in d.items():
         if key in SECTIONS:
             _check_types(key, SECTIONS[key], value)

@@ -90,3 +90,26 @@ def sha256_file(path: str | os.PathLike) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+class MetricsLog:
+    """A run's metrics.jsonl, the one writer and its one schema: a JSON object a line,
+
+        {"step": int, "phase": "train" | "ttt" | "ttt_probe", ...what that phase measured}
+
+    `step` counts within its phase (training steps, TTT optimizer steps). Training lines carry train_loss,
+    lr_scale, step_ms, tokens_per_s, elapsed_s, qat (or diverged, last_finite_loss); TTT lines carry the
+    strategy and ttt_loss / ttt_lr / ttt_epoch or ttt_chunk, or a `log` message; probe lines the per-epoch
+    scores. Each line is appended and the file closed at once, so a crash loses nothing already measured and
+    a later stage (TTT after training, or after a cached base's lines were copied in) appends after it.
+    `path=None` writes nothing (ranks other than the main one).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, phase: str, **fixed: Any):
+        self.path, self.phase, self.fixed = path, phase, fixed
+
+    def write(self, step: int, phase: str | None = None, **row: Any) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "phase": phase or self.phase, **self.fixed, **row}) + "\n")

@@ -3,7 +3,7 @@
 The run folder (self-describing, STYLE principle 7):
 
     config.json     the resolved RunConfig (vocab set from the dataset)
-    metrics.jsonl   training (and TTT) lines: step, train_loss, lr_scale, tokens_per_s, ...
+    metrics.jsonl   training and TTT lines, one schema: {step, phase, ...} (golf/io.py MetricsLog)
     checkpoint.pt   the trained float weights (a plain state_dict: loads with weights_only=True)
     model.golfart   the artifact: quantized, compressed, checksummed (golf/artifact.py)
     result.json     the contract's keys; written last and atomically, so its presence means "done"

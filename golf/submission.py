@@ -319,7 +319,7 @@ def main() -> None:
     log0(f"model_params:{sum(p.numel() for p in model.parameters())} world_size:{d.world} grad_accum_steps:{args.train.grad_accum}")
     log0(f"seed:{args.seed} iterations:{args.train.max_steps} max_wallclock_seconds:{args.train.wallclock_s:.0f}")
     metrics = f"logs/{args.run_id}.metrics.jsonl"
-    cfg = SimpleNamespace(train=args.train, model=model_cfg)
+    cfg = SimpleNamespace(train=args.train, model=model_cfg, quant=args.quant)
     res = train(model, data, cfg, metrics_path=metrics if d.main else None, device=device, dist_info=d)
     loss = float("nan") if res.final_train_loss is None else res.final_train_loss
     log0(f"step:{res.steps}/{args.train.max_steps} train_loss:{loss:.4f} "
