@@ -234,14 +234,6 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "model config") -> ModelConfig:
-        """Build from a plain dict, naming unknown keys together with the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise GolfError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**values)
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:
