@@ -25,7 +25,7 @@ import sentencepiece as spm
 
 from golf.data.build import encode_documents, read_documents, train_tokenizer
 from golf.data.shards import read_shard, write_shard
-from golf.data.sources import data_root
+from golf.data.store import data_root
 from golf.io import write_json
 
 

@@ -23,7 +23,7 @@ elements wider than one byte is byte-shuffled (see golf.compress) in place; the 
 Integrity: a file shorter than its header, a stream that does not decompress, a payload of the wrong
 length or with the wrong sha256 all raise GolfError naming the file ("truncated" / "checksum mismatch").
 
-Code bytes (`code_bytes`): the size of the exported train_gpt.py (golf.export); see its docstring.
+Code bytes: the size of the exported train_gpt.py (`golf.export.script_bytes`); see its docstring.
 """
 
 from __future__ import annotations
@@ -442,14 +442,3 @@ def wrap_code(text: str) -> str:
     """lzma (preset 9 extreme, .xz) + base85 self-extracting one-liner around `text`."""
     packed = lzma.compress(text.encode("utf-8"), format=lzma.FORMAT_XZ, preset=9 | lzma.PRESET_EXTREME)
     return _WRAPPER.format(base64.b85encode(packed).decode("ascii"))
-
-
-def code_bytes(config: dict) -> int:
-    """Bytes of the code a submission of this run ships: the size of the train_gpt.py that `golf export`
-    writes for the run's resolved config (golf.export.script_bytes: golf's modules flattened into one file,
-    minified, lzma-compressed and base85-wrapped in the one-line loader
-    `import lzma,base64;exec(lzma.decompress(base64.b85decode("...")))`). Third-party packages (torch,
-    numpy, ...) are not counted, as in the challenge."""
-    from golf.export import script_bytes  # golf.export inlines this module: imported late, no cycle
-
-    return script_bytes(config)

@@ -135,12 +135,13 @@ def cmd_import(args) -> int:
 
 
 def cmd_artifact_inspect(args) -> int:
-    from golf.artifact import LIMIT_BYTES, code_bytes, inspect_artifact
+    from golf.artifact import LIMIT_BYTES, inspect_artifact
+    from golf.export import script_bytes
 
     report = inspect_artifact(args.path)
     bytes_model = report["totals"]["bytes_file"]
     config = Path(args.path).parent / "config.json"  # code bytes are those of the run's exported script
-    bytes_code = code_bytes(json.loads(config.read_text())) if config.is_file() else None
+    bytes_code = script_bytes(json.loads(config.read_text())) if config.is_file() else None
     total = None if bytes_code is None else bytes_model + bytes_code
     report.update({"bytes_model": bytes_model, "bytes_code": bytes_code, "bytes_total": total,
                    "limit": LIMIT_BYTES, "fits": None if total is None else total <= LIMIT_BYTES})

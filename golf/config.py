@@ -82,8 +82,9 @@ class TrainConfig:
     adam_eps: float = 1e-8
     grad_clip: float = 0.0  # 0 = none (baseline)
     ema_decay: float = 0.0  # 0 = off; records use 0.997 / 0.9965, seed #1127 0.9985; applied before quantization
-    qat_threshold: float = 0.0  # 0 = off; late QAT switches on when the LR scale drops below this (records: 0.1-0.15)
-    qat_bits: int = 6  # int6 straight-through estimator
+    # 0 = off; late QAT switches on when the LR scale drops below this (records: 0.1-0.15). It trains for
+    # the artifact's own grid, from the quant section (golf/qat.py).
+    qat_threshold: float = 0.0
     log_every: int = 1  # write a metrics line every N steps
     checkpoint: bool = True  # write the final (pre-quantization) weights as checkpoint.pt
     device: str = "auto"  # auto | cpu | cuda
@@ -100,8 +101,6 @@ class TrainConfig:
             raise GolfError(f"train.ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise GolfError(f"train.device must be auto, cpu or cuda, got {self.device!r}")
-        if self.qat_bits not in (4, 5, 6, 8):
-            raise GolfError(f"train.qat_bits must be 4, 5, 6 or 8, got {self.qat_bits}")
 
 
 @dataclass
@@ -175,9 +174,16 @@ class RunConfig:
     ttt: TTTConfig = field(default_factory=TTTConfig)
     quant: QuantConfig = field(default_factory=QuantConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    # Where model.vocab_size came from, not what the run is: True when the user stated it (a YAML file or
+    # -s), False when it is the preset's, which only says what the preset's original run used and which
+    # run() replaces with the dataset's (golf.run.with_dataset_vocab); a stated one must match the dataset.
+    # Set by build_config; not part of to_dict() and so of no hash.
+    vocab_stated: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        del d["vocab_stated"]
+        return d
 
     def hash(self, *sections: str) -> str:
         """Hash of the whole config, or of some sections (the base-model cache uses data/model/train/seed)."""
@@ -307,11 +313,8 @@ def build_config(preset: str | None = None, config_file: str | Path | None = Non
     for layer in layers:
         _merge(resolved, layer)
     cfg = config_from_dict(resolved)
-    # A preset's vocab_size only says what its original run used and run() replaces it with the dataset's;
-    # one the user states must match the dataset instead (golf.run.with_dataset_vocab). Not a config field:
-    # it says where a value came from, not what the run is.
-    cfg.vocab_from_user = any(isinstance(layer.get("model"), dict) and "vocab_size" in layer["model"]
-                              for layer in layers)
+    cfg.vocab_stated = any(isinstance(layer.get("model"), dict) and "vocab_size" in layer["model"]
+                           for layer in layers)
     return cfg
 
 
@@ -335,9 +338,23 @@ def _check_types(section: str, cls, values: dict) -> None:
             raise GolfError(f"config key {section}.{key} must be {names}, got {value!r}")
 
 
+def _without_retired_keys(d: dict) -> dict:
+    """A config written before a key was retired, read as today's: `train.qat_bits` (QAT now trains for
+    the quant section's grid) is dropped where QAT was off, so it meant nothing; with QAT on it is refused,
+    since that run trained for a grid today's config cannot state."""
+    train = d.get("train")
+    if not isinstance(train, dict) or "qat_bits" not in train:
+        return d
+    if train.get("qat_threshold", 0.0):
+        raise GolfError(f"train.qat_bits={train['qat_bits']} is retired: QAT now trains for the artifact's grid "
+                        "(quant.method / quant.bits); drop train.qat_bits and set the quant section instead")
+    return {**d, "train": {k: v for k, v in train.items() if k != "qat_bits"}}
+
+
 def config_from_dict(d: dict) -> RunConfig:
     """Rebuild a RunConfig from its `to_dict()` form (e.g. a run folder's config.json)."""
     kwargs: dict[str, Any] = {}
+    d = _without_retired_keys(d)
     for key, value in d.items():
         if key in SECTIONS:
             _check_types(key, SECTIONS[key], value)

@@ -20,11 +20,11 @@ import numpy as np
 import torch
 
 from golf.data.fineweb import SHARD_PREFIX as FINEWEB_NAME
+from golf.device import autocast
 from golf.errors import GolfError
 from golf.ledger import ValidationStream, Window, plain_windows, sliding_windows
 from golf.metric import BpbMeter
 from golf.progress import Progress
-from golf.train import autocast
 
 
 def resolve_protocol(protocol: str, dataset_name: str) -> str:

@@ -8,6 +8,7 @@ renamed over the final path. A crash leaves either the old file or no file, neve
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -105,3 +106,35 @@ def file_lock(path: str | os.PathLike, blocking: bool = True) -> Iterator[bool]:
         yield True
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (a 200 MB shard never sits in memory)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+class MetricsLog:
+    """A run's metrics.jsonl, the one writer and its one schema: a JSON object a line,
+
+        {"step": int, "phase": "train" | "ttt" | "ttt_probe", ...what that phase measured}
+
+    `step` counts within its phase (training steps, TTT optimizer steps). Training lines carry train_loss,
+    lr_scale, step_ms, tokens_per_s, elapsed_s, qat (or diverged, last_finite_loss); TTT lines carry the
+    strategy and ttt_loss / ttt_lr / ttt_epoch or ttt_chunk, or a `log` message; probe lines the per-epoch
+    scores. Each line is appended and the file closed at once, so a crash loses nothing already measured and
+    a later stage (TTT after training, or after a cached base's lines were copied in) appends after it.
+    `path=None` writes nothing (ranks other than the main one).
+    """
+
+    def __init__(self, path: str | os.PathLike | None, phase: str, **fixed: Any):
+        self.path, self.phase, self.fixed = path, phase, fixed
+
+    def write(self, step: int, phase: str | None = None, **row: Any) -> None:
+        if self.path is None:
+            return
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"step": step, "phase": phase or self.phase, **self.fixed, **row}) + "\n")

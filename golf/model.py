@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from golf.data.shards import BOS_ID
 from golf.errors import GolfError
 
 # flash-attn is optional (pyproject extra `gpu`): used only for CUDA bf16/fp16 tensors, SDPA otherwise.
@@ -103,7 +104,7 @@ class ModelConfig:
     ut_curriculum_frac: float = 0.5  # local-window attention until this training progress
     # --- data facts the model needs ---
     max_seq_len: int = 1024
-    bos_id: int = 1  # every document starts with BOS (SmearGate does not smear into it)
+    bos_id: int = BOS_ID  # every document starts with BOS (SmearGate does not smear into it); golf/data/shards.py
 
     def __post_init__(self):
         self._check_types()
@@ -233,14 +234,6 @@ class ModelConfig:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, values: dict[str, Any], where: str = "model config") -> ModelConfig:
-        """Build from a plain dict, naming unknown keys together with the valid ones."""
-        valid = [f.name for f in fields(cls)]
-        unknown = sorted(set(values) - set(valid))
-        if unknown:
-            raise GolfError(f"{where}: unknown key(s) {unknown}; valid keys: {', '.join(valid)}")
-        return cls(**values)
 
 
 def rms_norm(x: torch.Tensor) -> torch.Tensor:

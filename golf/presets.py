@@ -1,9 +1,9 @@
 """Named model configurations: the baseline, three seed stacks, and tiny twins for CPU tests.
 
 A preset is a plain dict of `ModelConfig` overrides (the defaults are the baseline), so a preset says
-only what differs and is safe to print, diff and serialise. `get_preset(name, **overrides)` builds the
-validated config; the trainer passes `vocab_size=` from the dataset, since a preset's vocab only says
-what the original run used.
+only what differs and is safe to print, diff and serialise. There is one way to use one:
+`golf.config.build_config(preset)` merges it (with its run scale) into a validated RunConfig; `golf run`
+then sets `vocab_size` from the dataset, since a preset's vocab only says what the original run used.
 
 The seed presets reproduce the architectures of the three research seeds (parameter-golf PRs/issues
 #1127, #1550, #1554) as far as the public notes describe them; training-side settings (EMA, QAT, TTT,
@@ -14,9 +14,6 @@ seed at dimensions that run in seconds on a laptop CPU, so every technique is ex
 from __future__ import annotations
 
 from typing import Any
-
-from golf.errors import GolfError
-from golf.model import ModelConfig
 
 # Dims shared by the tiny presets: 4 heads of 16 dims, 2 KV heads, 128-token context.
 _TINY = {"d_model": 64, "n_head": 4, "n_kv_head": 2, "max_seq_len": 128}
@@ -131,18 +128,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "ut_curriculum_frac": 0.5,
     },
 }
-
-
-def list_presets() -> list[str]:
-    return list(PRESETS)
-
-
-def get_preset(name: str, **overrides: Any) -> ModelConfig:
-    """The validated ModelConfig of preset `name`, with `overrides` (e.g. vocab_size=8192) applied."""
-    if name not in PRESETS:
-        raise GolfError(f"unknown model preset {name!r}; choose one of: {', '.join(PRESETS)}")
-    return ModelConfig.from_dict({**PRESETS[name], **overrides}, where=f"model preset {name!r}")
-
 
 # Named override bundles: dotted config keys a study cell applies over its preset and overrides
 # (`bundle` in a study YAML, last so that it wins). Each switches ONE technique of a seed stack off, for the

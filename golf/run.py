@@ -3,7 +3,7 @@
 The run folder (self-describing, STYLE principle 7):
 
     config.json     the resolved RunConfig (vocab set from the dataset)
-    metrics.jsonl   training (and TTT) lines: step, train_loss, lr_scale, tokens_per_s, ...
+    metrics.jsonl   training and TTT lines, one schema: {step, phase, ...} (golf/io.py MetricsLog)
     checkpoint.pt   the trained float weights (a plain state_dict: loads with weights_only=True)
     model.golfart   the artifact: quantized, compressed, checksummed (golf/artifact.py)
     result.json     the contract's keys; written last and atomically, so its presence means "done"
@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import shutil
 import subprocess
 import time
@@ -36,22 +35,16 @@ import golf
 from golf import artifact as art
 from golf.config import RunConfig
 from golf.data.dataset import Dataset
+from golf.data.shards import BOS_ID
+from golf.device import Dist, autocast, device_name, init_distributed, pick_device
 from golf.errors import GolfError
 from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol, validation_subset
+from golf.export import script_bytes
 from golf.io import atomic_dir, atomic_path, file_lock, write_json
 from golf.ledger import ValidationStream
 from golf.model import GPT
 from golf.quant import collect_hessians, dequantize_state, quantize_state_dict
-from golf.train import (
-    Dist,
-    TrainingDiverged,
-    apply_param_dtypes,
-    autocast,
-    init_distributed,
-    micro_batches,
-    pick_device,
-    train,
-)
+from golf.train import TrainingDiverged, apply_param_dtypes, micro_batches, train
 
 ARTIFACT_NAME = "model.golfart"
 
@@ -77,8 +70,9 @@ def with_dataset_vocab(cfg: RunConfig, vocab_size: int) -> RunConfig:
     """Set the model's vocabulary to the dataset's (a preset's vocab only says what its original run used).
 
     run() does this before hashing the config, so whoever predicts a run's config hash must too. A
-    vocab_size the user set (build_config marks it) is never replaced: a mismatch is an error."""
-    if cfg.model.vocab_size != vocab_size and getattr(cfg, "vocab_from_user", False):
+    vocab_size the user stated (`cfg.vocab_stated`, set by build_config) is never replaced: a mismatch is an
+    error."""
+    if cfg.model.vocab_size != vocab_size and cfg.vocab_stated:
         raise GolfError(f"model.vocab_size={cfg.model.vocab_size} but the dataset's tokenizer has {vocab_size} "
                         "pieces; drop the setting (the dataset's vocabulary is used) or use a matching dataset")
     if cfg.model.vocab_size != vocab_size:
@@ -111,12 +105,6 @@ def git_state() -> tuple[str, bool]:
         return sha.stdout.strip(), bool(dirty.stdout.strip())
     except (OSError, subprocess.TimeoutExpired):
         return "unknown", False
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {os.cpu_count()} cores)"
 
 
 def seed_everything(seed: int) -> None:
@@ -258,7 +246,7 @@ def quantize_round_trip(model: GPT, cfg: RunConfig, ds: Dataset, out: Path, devi
     quant_s = time.perf_counter() - t0
     restored = GPT(cfg.model)
     restored.load_state_dict(dequantize_state(art.load_artifact(path)), strict=True)
-    report = art.byte_report(path, art.code_bytes(cfg.to_dict()))  # the size of `golf export`'s train_gpt.py
+    report = art.byte_report(path, script_bytes(cfg.to_dict()))  # the size of `golf export`'s train_gpt.py
     report["quant_s"] = quant_s
     return restored.to(device), report
 
@@ -329,7 +317,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         return {}
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
-    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, cfg.model.bos_id)
+    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     protocol = resolve_protocol(cfg.eval.protocol, ds.name)
     stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)

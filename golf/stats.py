@@ -206,11 +206,6 @@ student_t_cdf = _vectorized(_student_t_cdf)
 student_t_ppf = _vectorized(_student_t_ppf)
 
 
-def student_t_sf(t: float, df: float) -> float:
-    """Upper tail P(T > t) = CDF(-t) by symmetry (exact in the tail, unlike 1 - CDF(t))."""
-    return student_t_cdf(-t, df) if np.ndim(t) == 0 else student_t_cdf(-np.asarray(t, float), df)
-
-
 # ---------------------------------------------------------------------------------------------------
 # Estimators and tests
 # ---------------------------------------------------------------------------------------------------

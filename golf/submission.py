@@ -32,15 +32,16 @@ import numpy as np
 import torch
 
 from golf.artifact import load_artifact, save_artifact
-from golf.data.dataset import BOS_ID, _find_tokenizer, _vocab_from_dirname
-from golf.data.shards import read_shard
+from golf.data.dataset import _find_tokenizer, _vocab_from_dirname
+from golf.data.shards import BOS_ID, read_shard
+from golf.device import autocast, init_distributed, pick_device
 from golf.evaluate import make_windows, official_tokens, resolve_protocol, validation_subset
 from golf.ledger import plain_windows
 from golf.metric import BpbMeter, build_byte_table, load_tokenizer
 from golf.model import GPT, ModelConfig
 from golf.quant import QuantConfig, collect_hessians, dequantize_state, quantize_state_dict
 from golf.run import calibration_batches, seed_everything
-from golf.train import autocast, init_distributed, pick_device, train
+from golf.train import train
 from golf.ttt.lora import attach_lora
 from golf.ttt.strategies import (
     LORA_BETAS,
@@ -318,7 +319,7 @@ def main() -> None:
     log0(f"model_params:{sum(p.numel() for p in model.parameters())} world_size:{d.world} grad_accum_steps:{args.train.grad_accum}")
     log0(f"seed:{args.seed} iterations:{args.train.max_steps} max_wallclock_seconds:{args.train.wallclock_s:.0f}")
     metrics = f"logs/{args.run_id}.metrics.jsonl"
-    cfg = SimpleNamespace(train=args.train, model=model_cfg)
+    cfg = SimpleNamespace(train=args.train, model=model_cfg, quant=args.quant)
     res = train(model, data, cfg, metrics_path=metrics if d.main else None, device=device, dist_info=d)
     loss = float("nan") if res.final_train_loss is None else res.final_train_loss
     log0(f"step:{res.steps}/{args.train.max_steps} train_loss:{loss:.4f} "

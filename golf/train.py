@@ -16,9 +16,7 @@ loss (raised as `TrainingDiverged`, which the run folder records).
 from __future__ import annotations
 
 import copy
-import json
 import math
-import os
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -30,7 +28,9 @@ import torch.distributed as dist
 
 from golf import qat
 from golf.data.dataset import Dataset
+from golf.device import Dist, autocast, pick_device
 from golf.errors import GolfError
+from golf.io import MetricsLog
 from golf.optim import build_optimizers, lr_scale, muon_momentum
 from golf.progress import Progress
 
@@ -39,45 +39,6 @@ class TrainingDiverged(GolfError):
     def __init__(self, step: int, loss: float, last_finite: float | None):
         super().__init__(f"training diverged: loss {loss} at step {step} (last finite loss {last_finite})")
         self.step, self.loss, self.last_finite = step, loss, last_finite
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Devices and processes
-# ---------------------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Dist:
-    rank: int = 0
-    world: int = 1
-    local_rank: int = 0
-
-    @property
-    def main(self) -> bool:
-        return self.rank == 0
-
-
-def init_distributed(device: torch.device) -> Dist:
-    """Join the torchrun process group if launched by torchrun (NCCL on GPU, gloo on CPU)."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return Dist()
-    if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
-    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "cuda" or (name == "auto" and torch.cuda.is_available()):
-        if not torch.cuda.is_available():
-            raise GolfError("train.device=cuda but no CUDA device is available")
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-    return torch.device("cpu")
-
-
-def autocast(device: torch.device):
-    """bf16 autocast on CUDA; CPU runs in float32 (same code path, different numerics)."""
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else nullcontext()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -171,22 +132,6 @@ class TrainResult:
     compile_warmup_s: float
 
 
-class MetricsWriter:
-    """metrics.jsonl: one JSON object a line, appended and flushed as training goes."""
-
-    def __init__(self, path: Path | None):
-        self.f = open(path, "a") if path is not None else None
-
-    def write(self, **row) -> None:
-        if self.f:
-            self.f.write(json.dumps(row) + "\n")
-            self.f.flush()
-
-    def close(self) -> None:
-        if self.f:
-            self.f.close()
-
-
 def micro_batches(train_cfg, world: int) -> int:
     """Micro-batches per step and rank: train.grad_accum, or for 0 the baseline's 8 // world size."""
     if train_cfg.grad_accum:
@@ -212,14 +157,15 @@ def apply_param_dtypes(model: torch.nn.Module, device: torch.device, train_cfg) 
 
 def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | None = None,
           device: torch.device | None = None, dist_info: Dist | None = None) -> TrainResult:
-    """Train `model` in place under `cfg` (a RunConfig). The EMA weights, if any, are copied in at the end."""
+    """Train `model` in place under `cfg` (a RunConfig: its train, model and, for QAT, quant sections).
+    The EMA weights, if any, are copied in at the end."""
     tc = cfg.train
     device = device or pick_device(tc.device)
     d = dist_info or Dist()
     model.to(device)
     apply_param_dtypes(model, device, tc)
     accum = micro_batches(tc, d.world)
-    switches = qat.attach(model, tc.qat_bits) if tc.qat_threshold > 0 else []
+    switches = qat.attach(model, cfg.quant) if tc.qat_threshold > 0 else []
     opts = build_optimizers(model, tc)
     ddp_model = model
     if d.world > 1:
@@ -228,7 +174,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
             model, device_ids=[device.index] if device.type == "cuda" else None,
             find_unused_parameters=cfg.model.recur_start is not None)
     fwd = torch.compile(ddp_model, backend=tc.compile_backend) if tc.compile else ddp_model
-    writer = MetricsWriter(metrics_path if d.main else None)
+    writer = MetricsLog(metrics_path if d.main else None, "train")
 
     def run_step(stream: TokenStream, step: int, elapsed_s: float) -> tuple[float, float]:
         scale = lr_scale(step, tc.max_steps, tc.warmdown_steps, elapsed_s, tc.wallclock_s, tc.warmdown_mode)
@@ -291,7 +237,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
             t_step = time.perf_counter()
             loss_value, scale = run_step(stream, step, elapsed)
             if not math.isfinite(loss_value):
-                writer.write(step=step, train_loss=None, diverged=True, last_finite_loss=last_finite)
+                writer.write(step, train_loss=None, diverged=True, last_finite_loss=last_finite)
                 raise TrainingDiverged(step, loss_value, last_finite)
             last_finite = loss_value
             if ema is not None:
@@ -303,11 +249,10 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
                 if device.type == "cuda":
                     torch.cuda.synchronize()
                 dt = time.perf_counter() - t_step
-                writer.write(step=step, train_loss=loss_value, lr_scale=scale, step_ms=dt * 1e3,
+                writer.write(step, train_loss=loss_value, lr_scale=scale, step_ms=dt * 1e3,
                              tokens_per_s=step_tokens / max(dt, 1e-9), elapsed_s=time.perf_counter() - t0,
                              qat=bool(switches and switches[0].enabled.item() > 0))
     finally:
-        writer.close()
         if bar is not None:
             bar.close()
     wall_s = time.perf_counter() - t0

@@ -7,6 +7,7 @@ would make causality tests pass trivially, so `_randomized` perturbs every param
 import pytest
 import torch
 
+from golf.config import build_config
 from golf.errors import GolfError
 from golf.model import (
     GPT,
@@ -15,7 +16,7 @@ from golf.model import (
     curriculum_window,
     exclusive_self_attention,
 )
-from golf.presets import PRESETS, get_preset, list_presets
+from golf.presets import PRESETS
 
 TINY = {"n_layer": 2, "d_model": 32, "n_head": 4, "n_kv_head": 2, "vocab_size": 64, "max_seq_len": 64}
 T = 24  # test sequence length
@@ -44,19 +45,19 @@ def _tokens(cfg: ModelConfig, B: int = 2, seed: int = 1) -> torch.Tensor:
 
 def test_baseline_has_exactly_the_record_parameter_count():
     with torch.device("meta"):
-        model = GPT(get_preset("baseline"))
+        model = GPT(build_config("baseline").model)
     assert model.num_params() == 17_059_912
 
 
 def test_seed1554_lands_within_one_percent_of_the_seed():
     with torch.device("meta"):
-        model = GPT(get_preset("seed1554"))
+        model = GPT(build_config("seed1554").model)
     assert abs(model.num_params() - 4_546_568) / 4_546_568 < 0.01
 
 
-@pytest.mark.parametrize("name", list_presets())
+@pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_builds_and_groups_each_parameter_once(name):
-    cfg = get_preset(name)
+    cfg = build_config(name).model
     tiny = name.startswith("tiny")
     if tiny:
         model = GPT(cfg)
@@ -82,18 +83,18 @@ def test_every_preset_builds_and_groups_each_parameter_once(name):
 
 def test_baseline_groups_put_block_linears_in_matrix():
     with torch.device("meta"):
-        groups = GPT(get_preset("baseline")).param_groups()
+        groups = GPT(build_config("baseline").model).param_groups()
     assert len(groups["matrix"]) == 9 * 6  # c_q, c_k, c_v, attn.proj, mlp.fc, mlp.proj per block
     assert [n for n, _ in groups["embed"]] == ["tok_emb.weight"]
     assert "blocks.0.resid_mix" in dict(groups["scalar"]) and "skip_weights" in dict(groups["scalar"])
 
 
 def test_preset_vocab_is_overridable_and_unknowns_are_named():
-    assert get_preset("seed1550", vocab_size=1024).vocab_size == 1024
-    with pytest.raises(GolfError, match="unknown model preset 'nope'.*baseline"):
-        get_preset("nope")
-    with pytest.raises(GolfError, match="unknown key.*'n_layers'.*n_layer"):
-        get_preset("tiny", n_layers=3)
+    assert build_config("seed1550", overrides=["model.vocab_size=1024"]).model.vocab_size == 1024
+    with pytest.raises(GolfError, match="unknown preset 'nope'.*baseline"):
+        build_config("nope")
+    with pytest.raises(GolfError, match="unknown config key 'model.n_layers'.*model.n_layer"):
+        build_config("tiny", overrides=["model.n_layers=3"])
     assert set(PRESETS) >= {"baseline", "tiny", "seed1127", "seed1550", "seed1554"}
 
 

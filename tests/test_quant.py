@@ -430,3 +430,23 @@ def test_gptq_without_hessians_is_an_error(trained):
             QuantConfig(method="gptq", keep_fp16_max_numel=0),
             {"mlp.fc.weight": torch.eye(3)},
         )
+
+
+@pytest.mark.parametrize("quant", [{"method": "int8"}, {"method": "int6"}, {"method": "gptq_lite", "bits": 5},
+                                   {"method": "sdclip", "bits": 6}, {"method": "gptq", "gptq_scales": "rowmax"}],
+                         ids=lambda q: q["method"])
+def test_qat_round_trip_needs_no_host_sync(quant):
+    """QAT applies the artifact's round trip at every training step (golf/qat.py), so it must not read
+    values back to the host: it compiles to one graph (fullgraph: a data-dependent branch such as a range
+    check would break it), gives the same weights compiled and eager; the artifact's own checked scale
+    rounding does break the graph, so the test can tell."""
+    from golf.quant import qat_round_trip
+    from golf.quant.rowwise import fp16_scales
+
+    w = torch.randn(64, 128, generator=torch.Generator().manual_seed(0))
+    round_trip = qat_round_trip("blocks.0.attn.c_q.weight", w, QuantConfig(**quant, keep_fp16_max_numel=0))
+    assert torch.equal(torch.compile(round_trip, fullgraph=True, backend="eager")(w), round_trip(w))
+    torch._dynamo.reset()
+    with pytest.raises(Exception, match="(?i)data.dependent|graph break|unsupported"):
+        torch.compile(lambda s: fp16_scales(s), fullgraph=True, backend="eager")(w.abs().amax(dim=1))
+    torch._dynamo.reset()

@@ -124,6 +124,9 @@ def test_checkpoint_loads_with_weights_only_and_metrics_lines(run_dir):
     lines = [json.loads(x) for x in (run_dir / "metrics.jsonl").read_text().splitlines()]
     train_lines = [x for x in lines if "train_loss" in x]
     assert train_lines[-1]["step"] == 12 and {"lr_scale", "tokens_per_s", "step_ms"} <= set(train_lines[-1])
+    # one schema (golf.io.MetricsLog): every line says its phase and step; the loss lines are training's
+    assert all(isinstance(x["step"], int) and x["phase"] in ("train", "ttt", "ttt_probe") for x in lines)
+    assert {x["phase"] for x in train_lines} == {"train"}
 
 
 def test_artifact_inspect_json(run_dir):

@@ -67,6 +67,70 @@ def test_qat_is_active_under_torch_compile(tiny_dataset, tmp_path):
     assert max(abs(a - b) for a, b in zip(compiled_qat[1:], no_qat[1:])) > 1e-3
 
 
+QAT_GRIDS = [
+    {"method": "int8"}, {"method": "int8_stored_scale"}, {"method": "int6"}, {"method": "int4"},
+    {"method": "gptq_lite", "bits": 5}, {"method": "sdclip", "bits": 6},
+    {"method": "mixed", "mixed": {"attn": "int6", "mlp": "sdclip:6", "other": "gptq_lite:5"}},
+    {"method": "gptq", "gptq_scales": "rowmax"}, {"method": "gptq", "gptq_scales": "search"},
+]
+
+
+@pytest.mark.parametrize("quant", QAT_GRIDS, ids=lambda q: "-".join(str(v) for v in q.values()))
+def test_qat_trains_for_the_artifacts_grid(tiny_dataset, tmp_path, quant):
+    """With QAT on, every quantized linear layer computes with exactly the weights the artifact reads back
+    (the quantizer's own output, dequantized), for each method and per tensor class under `mixed`. For
+    gptq, whose symbols come from error feedback on calibration data, QAT's weights lie on the artifact's
+    grid: the same per-row scales, integer symbols."""
+    from golf import qat
+    from golf.quant import QuantConfig, collect_hessians, dequantize_state, quantize_state_dict
+
+    qcfg = QuantConfig(**quant, keep_fp16_max_numel=1024)  # the tiny presets' rule: every matrix quantized
+    cfg = build_config("tiny", overrides=SMALL + ["train.max_steps=3"])
+    torch.manual_seed(0)
+    model = GPT(cfg.model)
+    train(model, Dataset.open(tiny_dataset), cfg, device=torch.device("cpu"))  # trained, not initial weights
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    hessians = None
+    if qcfg.uses_gptq():
+        tokens = torch.from_numpy(Dataset.open(tiny_dataset).train_tokens(0)[: 8 * 64].astype("int64")).view(8, 64)
+        hessians = collect_hessians(model, [tokens])
+    qs = quantize_state_dict(state, qcfg, hessians)
+    artifact = dequantize_state(qs)
+    switches = qat.attach(model, qcfg)
+    qat.set_enabled(switches, True)
+    linears = {f"{n}.weight": m for n, m in model.named_modules() if isinstance(m, torch.nn.Linear)}
+    assert len(switches) == len(linears) > 0
+    for name, module in linears.items():
+        seen = module.weight.detach()  # through the parametrization: what the forward pass computes with
+        record = qs.record(name)
+        assert record.is_int
+        if record.method == "gptq":
+            symbols = seen / record.scales.float()[:, None]
+            assert torch.equal(symbols, symbols.round()), name
+            assert symbols.abs().max() <= 2 ** (record.bits - 1), name
+        else:
+            assert torch.equal(seen, artifact[name]), (name, record.method)
+    qat.detach(model)
+    assert all(torch.equal(model.state_dict()[k], state[k]) for k in linears)
+
+
+def test_qat_skips_what_the_artifact_keeps_in_float():
+    """At the baseline's keep-in-float rule every tiny matrix (<= 65,536 elements) is stored fp16: QAT has
+    nothing to train for and attaches nothing; a retired train.qat_bits is read only where QAT was off."""
+    from golf import qat
+    from golf.config import config_from_dict
+    from golf.quant import QuantConfig
+
+    model = GPT(build_config("tiny").model)
+    assert qat.attach(model, QuantConfig()) == []
+    old = build_config("tiny").to_dict()
+    old["train"]["qat_bits"] = 6
+    assert config_from_dict(old).to_dict() == build_config("tiny").to_dict()
+    old["train"]["qat_threshold"] = 0.15
+    with pytest.raises(GolfError, match="qat_bits=6 is retired"):
+        config_from_dict(old)
+
+
 def test_lr_schedule_and_momentum_warmup():
     assert lr_scale(0, 100, 20) == 1.0 and lr_scale(80, 100, 20) == 1.0
     assert lr_scale(90, 100, 20) == pytest.approx(0.5) and lr_scale(100, 100, 20) == 0.0

@@ -6,7 +6,7 @@ Steps, each deterministic for the same inputs:
 2. split by document: the first `val_docs` documents are validation, the rest training (documents never
    straddle the split, so no validation text leaks into training through a shared document);
 3. train a SentencePiece BPE tokenizer on the *training* documents with the official parameter-golf settings;
-4. encode every document with BOS (id 1) in front and no EOS, concatenate, cut into shards;
+4. encode every document with BOS (`BOS_ID`) in front and no EOS, concatenate, cut into shards;
 5. write `manifest.json` (contract) with `val.bytes` from the metric's byte tables.
 
 Everything is built in a temporary directory and renamed into place, so a failure leaves nothing behind.
@@ -22,13 +22,12 @@ from typing import Iterable, Iterator
 
 import numpy as np
 
-from golf.data.shards import shard_name, write_shard
+from golf.data.shards import BOS_ID, shard_name, write_shard
 from golf.errors import GolfError
 from golf.io import atomic_dir, write_json
 from golf.metric import build_byte_table, stream_bytes
 from golf.progress import Progress
 
-BOS_ID = 1
 DEFAULT_SHARD_TOKENS = 100_000_000  # parameter-golf shards hold 10^8 tokens
 
 # The tokenizer settings of parameter-golf's sp1024 (shared research notes, "Data format").
@@ -40,7 +39,7 @@ TOKENIZER_SETTINGS = {
     "normalization_rule_name": "nmt_nfkc",
     "add_dummy_prefix": False,
     "pad_id": 0,
-    "bos_id": 1,
+    "bos_id": BOS_ID,
     "eos_id": 2,
     "unk_id": 3,
     "hard_vocab_limit": False,

@@ -8,7 +8,6 @@ Two layouts are accepted:
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -16,19 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
-from golf.data.shards import SHARD_RE, check_vocab, list_shards, read_header, read_shard
+from golf.data.shards import BOS_ID, SHARD_RE, check_vocab, list_shards, read_header, read_shard
 from golf.errors import GolfError
+from golf.io import sha256_file
 from golf.metric import ByteTable, build_byte_table, load_tokenizer, stream_bytes
-
-BOS_ID = 1
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _find_tokenizer(directory: Path, vocab_hint: int | None) -> Path:

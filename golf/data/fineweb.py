@@ -40,15 +40,14 @@ from typing import Protocol
 
 import numpy as np
 
-from golf.data.shards import read_header, read_shard
-from golf.data.sources import data_root, load_complete_manifest, sha256_file, writable_root
+from golf.data.shards import BOS_ID, read_header, read_shard
+from golf.data.store import data_root, load_complete_manifest, writable_root
 from golf.errors import GolfError
-from golf.io import atomic_dir, atomic_path, write_json
+from golf.io import atomic_dir, atomic_path, sha256_file, write_json
 from golf.progress import Progress
 
 REMOTE_ROOT = "datasets"  # the export's folder inside the hub repo; manifest paths are relative to it
 SHARD_PREFIX = "fineweb"  # fineweb_train_000000.bin: kept as published, so it is also the dataset's name
-BOS_ID = 1  # every document starts with BOS; there is no EOS
 FINEWEB_LICENSE = "ODC-By-1.0 (FineWeb)"
 SCAN_TOKENS = 1 << 24  # tokens per chunk when scanning shards: bounds memory (~0.4 GB of int64 temporaries)
 

@@ -8,6 +8,9 @@ A shard is a 1,024-byte header of 256 little-endian int32 followed by the tokens
     header[3:] = 0
     then num_tokens * uint16
 
+Every document in the token stream starts with BOS (`BOS_ID`, the one place golf states it: the
+challenge's SentencePiece tokenizers and golf's `data build` both put BOS at id 1); there is no EOS.
+
 The file size must be exactly 1024 + 2 * num_tokens; anything else is a truncated or foreign file. Reads are
 memory-mapped (`np.memmap`), so opening a 100M-token FineWeb shard costs nothing until tokens are touched.
 Shard names follow parameter-golf: `<name>_train_000000.bin`, `<name>_val_000000.bin`.
@@ -23,6 +26,7 @@ import numpy as np
 from golf.errors import GolfError
 from golf.io import atomic_path
 
+BOS_ID = 1  # the token that opens every document (SentencePiece bos_id; pad 0, eos 2, unk 3)
 MAGIC = 20240520
 VERSION = 1
 HEADER_INTS = 256

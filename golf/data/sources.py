@@ -50,15 +50,15 @@ import json
 import os
 import re
 import tarfile
-import tempfile
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from golf.data.store import data_root, load_complete_manifest, writable_root
 from golf.errors import GolfError
-from golf.io import atomic_path, write_json
+from golf.io import atomic_path, sha256_file, write_json
 from golf.progress import Progress
 
 # One extracted document: (corpus name, id unique within the corpus, text).
@@ -74,62 +74,6 @@ DEFAULT_VAL_DOCS = 120
 
 # Shard and tokenizer prefix: default_train_000000.bin, default_1024_bpe.model (cf. fineweb_train_000000.bin).
 DATASET_NAME = "default"
-
-
-# ----------------------------------------------------------------------------------------------------------
-# Where things live
-# ----------------------------------------------------------------------------------------------------------
-
-
-def data_root(root: str | os.PathLike | None = None) -> Path:
-    """The data root: `root` if given, else `$GOLF_DATA`, else `~/.cache/golf`."""
-    if root is not None:
-        return Path(root).expanduser()
-    env = os.environ.get("GOLF_DATA")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "golf"
-
-
-def writable_root(root: Path) -> Path:
-    """`root`, created if needed, after checking that golf can write there: a data root that is a file or
-    read-only fails here with one line naming it, not deep inside a download or a shard writer."""
-    where = f"data root {root} (--root, $GOLF_DATA or ~/.cache/golf)"
-    if root.exists() and not root.is_dir():
-        raise GolfError(f"{where}: exists and is not a directory")
-    try:
-        root.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=root):
-            pass
-    except OSError as e:
-        raise GolfError(f"{where}: not writable ({e.strerror or e})") from None
-    return root
-
-
-def load_complete_manifest(directory: Path) -> dict | None:
-    """The manifest of a complete dataset directory, or None when anything is missing or malformed.
-
-    "Complete" means: manifest.json parses, has the contract's keys, and the tokenizer file and the number of
-    shards it lists are present. A dataset written by golf is renamed into place only when whole, so this
-    cheap check (no shard is read) is what lets a second fetch skip all work.
-    """
-    path = directory / "manifest.json"
-    if not path.is_file():
-        return None
-    try:
-        manifest = json.loads(path.read_text(encoding="utf-8"))
-        name = manifest["name"]
-        tokenizer_file = manifest["tokenizer"]["file"]
-        counts = {split: int(manifest[split]["shards"]) for split in ("train", "val")}
-        int(manifest["vocab_size"])
-        int(manifest["val"]["bytes"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-    if not (directory / tokenizer_file).is_file():
-        return None
-    for split, count in counts.items():
-        for index in range(count):
-            if not (directory / f"{name}_{split}_{index:06d}.bin").is_file():
-                return None
-    return manifest
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -486,14 +430,6 @@ def http_download(url: str, dest: Path) -> None:
                     bar.update(len(block))
     except OSError as e:  # URLError, HTTPError and socket errors are all OSErrors
         raise GolfError(f"download {url}: failed ({e})") from e
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def fetch_archive(archive: Archive, downloads: Path, download: Downloader = http_download) -> Path:

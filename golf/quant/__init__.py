@@ -48,6 +48,7 @@ from golf.quant.rowwise import (
     quantize_int8_stored_scale,
     quantize_rowmax,
     quantize_sdclip,
+    round_rows,
     sdclip_scales,
     search_clip_scales,
 )
@@ -63,6 +64,7 @@ __all__ = [
     "collect_hessians",
     "dequantize_state",
     "hessian_weighted_error",
+    "qat_round_trip",
     "quantize_state_dict",
 ]
 
@@ -281,19 +283,23 @@ def _q_sdclip(
     return quantize_sdclip(w, bits, k)
 
 
+def _gptq_grid(w: torch.Tensor, bits: int, cfg: QuantConfig, check: bool = True) -> torch.Tensor:
+    """Full GPTQ's fixed per-row fp16 scales (`quant.gptq_scales`); GPTQ then chooses the symbols."""
+    if cfg.gptq_scales == "rowmax":
+        return fp16_scales(w.abs().amax(dim=1) / qrange(bits)[1], check)
+    if cfg.gptq_scales == "sdclip":
+        k = cfg.sdclip_k if cfg.sdclip_k is not None else default_sdclip_k(bits)
+        return sdclip_scales(w, bits, k, check)
+    return search_clip_scales(w, bits, check)
+
+
 def _q_gptq(
     name: str, w: torch.Tensor, bits: int, cfg: QuantConfig, hessian: torch.Tensor | None
 ) -> RowQuant:
     if hessian is None:
         # no calibration statistics for this tensor (e.g. an embedding, which is not an nn.Linear input)
         return quantize_gptq_lite(w, bits)
-    if cfg.gptq_scales == "rowmax":
-        scales = fp16_scales(w.abs().amax(dim=1) / qrange(bits)[1])
-    elif cfg.gptq_scales == "sdclip":
-        k = cfg.sdclip_k if cfg.sdclip_k is not None else default_sdclip_k(bits)
-        scales = sdclip_scales(w, bits, k)
-    else:
-        scales = search_clip_scales(w, bits)
+    scales = _gptq_grid(w, bits, cfg)
     q = gptq_quantize(w, hessian, scales, bits, block=cfg.gptq_block, damp=cfg.gptq_damp, name=name)
     return RowQuant(q, scales, "gptq", bits)
 
@@ -317,6 +323,48 @@ QUANTIZERS: dict[str, Callable[..., RowQuant]] = {
     "sdclip": _q_sdclip,
     "mixed": _q_mixed,
 }
+
+
+# ---------------------------------------------------------------------------------------------------------
+# QAT's view of the artifact: the same grid, round to nearest, at every training step
+# ---------------------------------------------------------------------------------------------------------
+
+
+def _nearest_on_grid(method: str, w: torch.Tensor, bits: int, cfg: QuantConfig) -> RowQuant:
+    """`method`'s symbols and scales for w (rows, cols), rounded to nearest, with no host sync (the range
+    checks are left to the quantizer of the artifact). Equal to the quantizer for every method but gptq,
+    whose symbols come from its error feedback: there QAT trains for gptq's grid with plain rounding."""
+    if method == "int8":
+        return quantize_int8_baseline(w)
+    if method == "int8_stored_scale":
+        return quantize_int8_stored_scale(w, check=False)
+    if method in ("int4", "int5", "int6", "int7"):
+        return quantize_rowmax(w, bits, check=False)
+    if method == "gptq_lite":
+        return quantize_gptq_lite(w, bits, check=False)
+    if method == "sdclip":
+        k = cfg.sdclip_k if cfg.sdclip_k is not None else default_sdclip_k(bits)
+        return quantize_sdclip(w, bits, k, check=False)
+    if method == "gptq":
+        scales = _gptq_grid(w, bits, cfg, check=False)
+        return RowQuant(round_rows(w, scales, bits), scales, "gptq", bits)
+    raise GolfError(f"QAT: no grid for quant.method={method!r}")
+
+
+def qat_round_trip(name: str, weight: torch.Tensor, cfg: QuantConfig) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """What the artifact will do to tensor `name`, as a function QAT applies at every step (golf/qat.py):
+    w -> the weights read back from the artifact, or None when the artifact keeps that tensor in float
+    (nothing to train for). The method and bits are the artifact's for this tensor, so with `mixed` each
+    tensor class trains for its own grid, and QAT can never train for a grid the artifact does not use."""
+    if _storage_kind(name, weight, cfg) != "quant":
+        return None
+    method, bits = cfg.mixed_plan()[classify_param(name)] if cfg.method == "mixed" else (cfg.method, cfg.bits)
+
+    def round_trip(w: torch.Tensor) -> torch.Tensor:
+        rq = _nearest_on_grid(method, w.float().reshape(w.shape[0], -1), bits, cfg)
+        return dequantize_rows(rq.q, rq.scales).reshape(w.shape)
+
+    return round_trip
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -61,28 +61,28 @@ def qrange(bits: int) -> tuple[int, int]:
     return -(qmax + 1), qmax
 
 
-def fp16_scales(scale: torch.Tensor) -> torch.Tensor:
+def fp16_scales(scale: torch.Tensor, check: bool = True) -> torch.Tensor:
     """Float32 scales (rows,) -> fp16, never smaller than the input, never zero.
 
     Rounding up keeps qmax * s >= the intended clip, so no element inside the clip gets clamped by
     the rounding. A zero scale (an all-zero row, e.g. a zero-initialised output projection) becomes 1:
-    its symbols are all 0 whatever the scale.
+    its symbols are all 0 whatever the scale. `check=False` skips the two range checks, which read the
+    values back to the host: QAT (golf/qat.py) rounds onto this grid at every training step, where a
+    host sync per layer would cost time and a non-finite weight shows up as a non-finite loss anyway.
     """
     scale = scale.float()
-    if not torch.isfinite(scale).all():
+    if check and not torch.isfinite(scale).all():
         raise GolfError("quantization scale is not finite: the weights contain inf/nan")
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
     # smallest positive fp16 (a subnormal) is 2^-24; fp16 overflows above 65504
     scale = scale.clamp(min=2.0**-24)
-    if (scale > 65504).any():
+    if check and (scale > 65504).any():
         raise GolfError("quantization scale exceeds the fp16 range (|w| > 65504*qmax): weights diverged")
     s16 = scale.to(torch.float16)
     low = s16.float() < scale
-    if low.any():
-        # for positive finite fp16 values the bit pattern is monotone: +1 is the next larger value
-        bumped = (s16.view(torch.int16) + 1).view(torch.float16)
-        s16 = torch.where(low, bumped, s16)
-    return s16
+    # for positive finite fp16 values the bit pattern is monotone: +1 is the next larger value
+    bumped = (s16.view(torch.int16) + 1).view(torch.float16)
+    return torch.where(low, bumped, s16)
 
 
 def round_rows(w: torch.Tensor, scales16: torch.Tensor, bits: int) -> torch.Tensor:
@@ -141,23 +141,23 @@ def quantize_int8_baseline(w: torch.Tensor) -> RowQuant:
     return RowQuant(q, scale.to(torch.float16), "int8", 8)
 
 
-def quantize_int8_stored_scale(w: torch.Tensor) -> RowQuant:
+def quantize_int8_stored_scale(w: torch.Tensor, check: bool = True) -> RowQuant:
     """int8 with the baseline's clip and floor, rounded with the fp16 scale it stores (rounded up)."""
     clip, scale = int8_clip_scales(w)
-    scales16 = fp16_scales(scale)
+    scales16 = fp16_scales(scale, check)
     clipped = torch.clamp(w, -clip[:, None], clip[:, None])
     q = torch.clamp(torch.round(clipped / scales16.float()[:, None]), -127, 127).to(torch.int8)
     return RowQuant(q, scales16, "int8_stored_scale", 8)
 
 
-def quantize_rowmax(w: torch.Tensor, bits: int) -> RowQuant:
+def quantize_rowmax(w: torch.Tensor, bits: int, check: bool = True) -> RowQuant:
     """Plain per-row intN: s = max|w| / qmax, no clipping."""
     _, qmax = qrange(bits)
-    scales = fp16_scales(w.abs().amax(dim=1) / qmax)
+    scales = fp16_scales(w.abs().amax(dim=1) / qmax, check)
     return RowQuant(round_rows(w, scales, bits), scales, f"int{bits}", bits)
 
 
-def search_clip_scales(w: torch.Tensor, bits: int) -> torch.Tensor:
+def search_clip_scales(w: torch.Tensor, bits: int, check: bool = True) -> torch.Tensor:
     """GPTQ-lite's scale search: per row, the candidate clip percentile with the lowest squared error.
 
     Returns fp16 scales (rows,). Also used by full GPTQ to pick its (fixed) per-row grid.
@@ -167,7 +167,7 @@ def search_clip_scales(w: torch.Tensor, bits: int) -> torch.Tensor:
     best_err = None
     best_scales = None
     for clip in clips:
-        scales = fp16_scales(clip / qmax)  # (rows,)
+        scales = fp16_scales(clip / qmax, check)  # (rows,)
         recon = dequantize_rows(round_rows(w, scales, bits), scales)
         err = (w - recon).pow(2).sum(dim=1)  # (rows,) squared error of this candidate
         if best_err is None:
@@ -180,22 +180,22 @@ def search_clip_scales(w: torch.Tensor, bits: int) -> torch.Tensor:
     return best_scales
 
 
-def quantize_gptq_lite(w: torch.Tensor, bits: int) -> RowQuant:
+def quantize_gptq_lite(w: torch.Tensor, bits: int, check: bool = True) -> RowQuant:
     """GPTQ-lite: round-to-nearest with a per-row clip chosen from five percentiles."""
-    scales = search_clip_scales(w, bits)
+    scales = search_clip_scales(w, bits, check)
     return RowQuant(round_rows(w, scales, bits), scales, "gptq_lite", bits)
 
 
-def sdclip_scales(w: torch.Tensor, bits: int, k: float) -> torch.Tensor:
+def sdclip_scales(w: torch.Tensor, bits: int, k: float, check: bool = True) -> torch.Tensor:
     """SDClip's grid: clip = k * std(row), s = clip / qmax (fp16, rounded up)."""
     _, qmax = qrange(bits)
     std = w.std(dim=1, correction=0) if w.shape[1] > 1 else w.abs().squeeze(1)  # (rows,)
-    return fp16_scales(k * std / qmax)
+    return fp16_scales(k * std / qmax, check)
 
 
-def quantize_sdclip(w: torch.Tensor, bits: int, k: float) -> RowQuant:
+def quantize_sdclip(w: torch.Tensor, bits: int, k: float, check: bool = True) -> RowQuant:
     """SDClip: round-to-nearest on the k*std(row) grid; elements beyond the clip are clamped."""
-    scales = sdclip_scales(w, bits, k)
+    scales = sdclip_scales(w, bits, k, check)
     return RowQuant(round_rows(w, scales, bits), scales, "sdclip", bits)
 
 

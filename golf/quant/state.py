@@ -97,9 +97,6 @@ class QuantizedState:
     config: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
-    def names(self) -> list[str]:
-        return [r.name for r in self.records]
-
     def record(self, name: str) -> TensorRecord:
         for r in self.records:
             if r.name == name:

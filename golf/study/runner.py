@@ -103,7 +103,7 @@ def plan(name: str, root: str | Path | None = None) -> tuple[Study, list[Cell]]:
 def build_study_data(spec: DataBuild, root: Path) -> Path:
     """Build (or find) the study's dataset, named by a hash of its text and settings; returns its folder."""
     from golf.data.build import build_dataset, iter_input_files
-    from golf.data.sources import data_root, load_complete_manifest, writable_root
+    from golf.data.store import data_root, load_complete_manifest, writable_root
 
     files = iter_input_files([root / p for p in spec.input])
     h = hashlib.sha256(json.dumps(dataclasses.asdict(spec), sort_keys=True).encode())

@@ -68,12 +68,12 @@ import numpy as np
 import torch
 
 from golf.data.dataset import Dataset
+from golf.device import autocast
 from golf.errors import GolfError
 from golf.evaluate import make_windows
 from golf.ledger import ValidationStream, Window, plain_windows
 from golf.metric import BpbMeter, bits_per_byte
 from golf.progress import Progress
-from golf.train import autocast
 from golf.ttt.lora import attach_lora
 
 
