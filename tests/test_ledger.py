@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from golf.config import EvalConfig
 from golf.evaluate import evaluate
-from golf.ledger import ValidationStream, Window, plain_windows, sliding_windows
+from golf.ledger import ValidationStream
 from golf.metric import ByteTable
+from golf.windows import Window, plain_windows, sliding_windows
 
 V = 16
 
