@@ -145,7 +145,12 @@ class SealedStream:
         return self.__stream.score(model, windows, device, ctx)
 
     def diagnose(self, model, windows: list[Window], device, ctx, meter: BpbMeter) -> None:
-        self.__stream.diagnose(model, windows, device, ctx, meter)
+        """Diagnostic losses merged into `meter`. The stream's own meter takes the token ids (it needs them
+        for the byte counts) and only its sums reach the caller's, so a meter-like object cannot collect
+        the ids of windows not yet scored (and so not yet legal to learn from)."""
+        own = BpbMeter(self.__stream.table)
+        self.__stream.diagnose(model, windows, device, ctx, own)
+        meter.merge(own)
 
     def train_windows(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
         return self.__stream.train_windows(windows)

@@ -6,6 +6,7 @@ import json
 import math
 import os
 import re
+from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
@@ -444,6 +445,18 @@ class _Trespasser(S.Strategy):
             except AttributeError as e:
                 found[what] = str(e)
         found["walk"] = list(_walk(ctx))
+
+        class Collector:  # a "meter" that keeps the token ids it is given
+            ids = []
+
+            def add(self, nll, prev_ids, target_ids):
+                self.ids.append(target_ids)
+
+            def merge(self, other):
+                self.ids.extend(getattr(other, k) for k in dir(other) if isinstance(getattr(other, k), np.ndarray))
+
+        ctx.stream.diagnose(model.eval(), W.plain_windows(1, 65, ctx.seq_len), ctx.device, nullcontext(), Collector())
+        found["ids through a diagnostic meter"] = Collector.ids
         return S.TTTOutcome(epochs=0)
 
 
@@ -461,6 +474,7 @@ def test_a_strategy_reaches_no_validation_tokens_past_the_ledger(tiny_dataset, t
     for what in LEAKS:
         assert found[what] != "reached", f"a strategy reached {what}"
     assert "only through score / diagnose / train_windows" in found["the stream's token array"]
+    assert found["ids through a diagnostic meter"] == []  # only sums reach a caller's meter
     ds = Dataset.open(tiny_dataset)
     arrays = {}
     for path, value in found["walk"]:
@@ -507,6 +521,7 @@ def test_no_val_token_access_outside_the_ledger():
         r"_SealedStream__|_MetricsLog__|__closure__|__self__|__globals__|\bgc\.|\binspect\.",
         r"\bgolf\.(data|run|evaluate|export|study)\b",
         r"np\.(memmap|fromfile|load)\b|torch\.load\b",
+        r"register_(forward_pre_|forward_|full_backward_)?hook",  # a hook would see the inputs of a diagnose pass
     ]
     root = Path(S.__file__).parent
     files = sorted(root.glob("*.py"))

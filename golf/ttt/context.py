@@ -14,6 +14,12 @@ its path to itself), and the training tail is a plain array, not a memory map (a
 name, whose directory holds the validation shards). So `ttt.legal`, computed from the ledger, covers
 everything a strategy did with validation tokens; tests/test_ttt.py tries the ways a strategy could reach
 them otherwise and checks that each raises.
+
+What this cannot close: a forward pass sees its inputs, so a model (or a hook on it) handed to `diagnose`
+could keep the tokens of windows not yet scored; and Python has no private attributes, so a strategy that
+digs through name-mangled slots or closures reaches anything. tests/test_ttt.py therefore also forbids
+golf/ttt any private name of what the context holds, introspection and forward hooks. The probe is the
+one diagnostic reader of unscored windows, and it only sums losses.
 """
 
 from __future__ import annotations

@@ -141,11 +141,6 @@ def _step(fwd, opt, params, x: torch.Tensor, y: torch.Tensor, device: torch.devi
     return loss.detach()
 
 
-def _check_finite(loss: float, name: str, where: str) -> None:
-    if not math.isfinite(loss):
-        raise GolfError(f"ttt.strategy={name}: the TTT loss became {loss} {where}; lower ttt.lr")
-
-
 def _score(model, windows: list[Window], ctx: TTTContext) -> None:
     """Official scoring of `windows` (in order) through the ledger, in the eval config's batch size."""
     with _mode(model, False):
@@ -249,7 +244,8 @@ class _Fit:
         return loss
 
     def check_finite(self, loss: float, where: str) -> None:
-        _check_finite(loss, self.strategy.name, where)
+        if not math.isfinite(loss):
+            raise GolfError(f"ttt.strategy={self.strategy.name}: the TTT loss became {loss} {where}; lower ttt.lr")
 
     def copy_back(self) -> None:
         """The trained weights into the model the pipeline keeps (a no-op when TTT ran on it directly)."""
