@@ -9,7 +9,8 @@ the ledger with a logical clock:
 
   score(...)       the official, scored pass: per-token losses feed the bpb meter; `scored` +1, `score_time`
   diagnose(...)    diagnostic losses (the memorization probe): reported, never part of val_bpb; counted apart
-  train_windows()  tokens for a gradient: `grad_time` set the first time a token feeds a gradient
+  train_windows()  tokens for a gradient: `grad_time` set the first time a token feeds a gradient, as a
+                   target or as context input of the window
 
 `verdict()` then answers: legal only if every target was scored exactly once, the official scoring times
 never go backwards along the stream, and no token fed a gradient before its official score.
@@ -76,11 +77,13 @@ class ValidationStream:
         meter.add(nll, prev, tgt)
 
     def train_windows(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) for a gradient step on these windows, padded with -100 targets; marks their targets."""
+        """(x, y) for a gradient step on these windows, padded with -100 targets; marks every token the step
+        reads: the targets with a loss and the context inputs before them (t_start .. t_end), since a
+        context token shapes the gradient as much as a target does (position 0, BOS, is no target)."""
         self.clock += 1
         xs, ys = self._gather(windows)
         for w in windows:
-            span = self.grad_time[w.score_from : w.end + 1]
+            span = self.grad_time[max(w.start, 1) : w.end + 1]
             np.minimum(span, self.clock, out=span)
         return xs, ys
 
