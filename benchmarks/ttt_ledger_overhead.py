@@ -36,20 +36,13 @@ import torch
 
 from golf.config import build_config
 from golf.data.dataset import Dataset
-from golf.evaluate import make_windows
 from golf.io import write_json
-from golf.ledger import ValidationStream, plain_windows
+from golf.ledger import ValidationStream
 from golf.metric import BpbMeter
 from golf.model import GPT
-from golf.ttt.strategies import (
-    ScoreFirst,
-    TTTContext,
-    _batched,
-    _cosine,
-    _step,
-    chunk_bounds,
-    split_at_chunks,
-)
+from golf.ttt.context import make_context
+from golf.ttt.strategies import ScoreFirst, _batched, _cosine, _step
+from golf.windows import chunk_bounds, make_windows, plain_windows, split_at_chunks
 
 FIXTURE_TEXT = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "text"
 
@@ -131,8 +124,7 @@ def main() -> None:
         def run_ledger():
             model = copy.deepcopy(base)
             stream = ValidationStream(tokens, ds.byte_table)
-            ctx = TTTContext(cfg=cfg, stream=stream, dataset=ds, device=torch.device("cpu"), seq_len=seq_len,
-                             split=stream.n)
+            ctx = make_context(strategy, cfg, stream, ds, torch.device("cpu"), seq_len)  # probe off: no split
             t0, c0 = time.perf_counter(), time.process_time()
             strategy.run(model, ctx)
             times["ledger"].append(time.perf_counter() - t0)

@@ -182,7 +182,7 @@ def cmd_check(args) -> int:
 def cmd_export(args) -> int:
     from golf.config import build_config
     from golf.export import SCRIPT_NAME, export
-    from golf.ttt.strategies import STRATEGY_CLASSES
+    from golf.ttt import STRATEGIES
 
     if args.runs and (args.preset or args.set):
         raise GolfError("golf export: give run folders or --preset/-s, not both")
@@ -190,7 +190,7 @@ def cmd_export(args) -> int:
         raise GolfError("golf export: give a run folder (RUN_DIR) or --preset")
     config = None if args.runs else build_config(preset=args.preset, overrides=args.set).to_dict()
     sub = export(args.runs, args.out, config=config, wrap=not args.no_wrap, name=args.name)
-    if STRATEGY_CLASSES[sub["ttt"]].declared_illegal:
+    if STRATEGIES[sub["ttt"]].declared_illegal:
         print(f"golf: warning: ttt.strategy={sub['ttt']} trains on validation tokens before scoring them; "
               "the leaderboard does not accept this record", file=sys.stderr)
     if args.json:

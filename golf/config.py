@@ -5,7 +5,7 @@
       data:  DataConfig   which dataset directory (default: the offline default corpus)
       model: ModelConfig  (golf/model.py) the architecture and its switches
       train: TrainConfig  optimizer, schedule, EMA, QAT, batch and budget
-      ttt:   TTTConfig    test-time training strategy and its hyperparameters
+      ttt:   TTTConfig    (golf/ttt) test-time training strategy and its hyperparameters
       quant: QuantConfig  (golf/quant) quantizer and compressor of the artifact
       eval:  EvalConfig   how validation is scored
 
@@ -32,6 +32,7 @@ from golf.errors import GolfError
 from golf.model import ModelConfig
 from golf.optim import WARMDOWN_MODES
 from golf.quant import QuantConfig
+from golf.ttt import TTTConfig
 
 
 @dataclass
@@ -121,47 +122,6 @@ class EvalConfig:
             raise GolfError(f"eval.protocol must be 'pg', 'all' or 'auto', got {self.protocol!r}")
         if self.stride < 1 or self.batch_seqs < 1 or self.seq_len < 0:
             raise GolfError("eval: stride and batch_seqs must be >= 1, seq_len >= 0")
-
-
-@dataclass
-class TTTConfig:
-    strategy: str = "none"  # none | prequant_val | lora_single_pass | train_slice | score_first | lora_score_first
-    allow_illegal: bool = False  # strategies that train on val before scoring it refuse to run without this
-    epochs: int = -1  # -1 = the strategy's seed default (golf/ttt/strategies.py SEED_DEFAULTS)
-    lr: float = -1.0  # -1 = the strategy's seed default
-    freeze_blocks: int = 2  # prequant_val / train_slice: first k blocks frozen (#1550)
-    chunk_tokens: int = 32_768  # score_first chunk size (#549/#1493)
-    momentum: float = 0.9  # score_first SGD momentum
-    grad_clip: float = 1.0  # gradient-norm clip of every full-weight TTT step (#549/#1493); 0 = none
-    lora_rank: int = 8  # lora strategies (#1127)
-    lora_targets: str = "qv_head"  # qv_head: c_q, c_v + head (#77, #1127); all: every block linear + head
-    doc_chunk_tokens: int = 256  # lora_score_first chunk within a document
-    slice_tokens: int = 131_073  # train_slice: tail of the last training shard (#1554)
-    batch_seqs: int = 8  # sequences per TTT step
-    probe: bool = True  # memorization probe: adapt on half A of the val documents, hold out half B
-    compile: bool = False  # torch.compile a fresh model instance for TTT (#1550: 860 s -> 426 s)
-
-    def __post_init__(self):
-        from golf.ttt import STRATEGIES
-        from golf.ttt.lora import LORA_TARGETS
-
-        if self.strategy not in STRATEGIES:
-            raise GolfError(f"ttt.strategy {self.strategy!r} is unknown; valid: {', '.join(STRATEGIES)}")
-        if self.epochs < -1:
-            raise GolfError(f"ttt.epochs={self.epochs} must be >= 0, or -1 for the strategy's seed default")
-        if not (self.lr > 0 or self.lr == -1):
-            raise GolfError(f"ttt.lr={self.lr} must be > 0, or -1 for the strategy's seed default")
-        for key in ("chunk_tokens", "doc_chunk_tokens", "lora_rank", "batch_seqs"):
-            if getattr(self, key) < 1:
-                raise GolfError(f"ttt.{key}={getattr(self, key)} must be >= 1")
-        if self.slice_tokens < 2:
-            raise GolfError(f"ttt.slice_tokens={self.slice_tokens} must be >= 2 (inputs plus shifted targets)")
-        if self.freeze_blocks < 0 or self.grad_clip < 0:
-            raise GolfError("ttt.freeze_blocks and ttt.grad_clip must be >= 0 (0 = none)")
-        if not 0.0 <= self.momentum < 1.0:
-            raise GolfError(f"ttt.momentum={self.momentum} must be in [0, 1)")
-        if self.lora_targets not in LORA_TARGETS:
-            raise GolfError(f"ttt.lora_targets={self.lora_targets!r} is unknown; valid: {', '.join(LORA_TARGETS)}")
 
 
 @dataclass

@@ -22,9 +22,10 @@ import torch
 from golf.data.fineweb import SHARD_PREFIX as FINEWEB_NAME
 from golf.device import autocast
 from golf.errors import GolfError
-from golf.ledger import ValidationStream, Window, plain_windows, sliding_windows
+from golf.ledger import ValidationStream
 from golf.metric import BpbMeter
 from golf.progress import Progress
+from golf.windows import Window, make_windows
 
 
 def resolve_protocol(protocol: str, dataset_name: str) -> str:
@@ -55,12 +56,6 @@ def official_tokens(tokens: np.ndarray, protocol: str, seq_len: int) -> np.ndarr
         raise GolfError(f"eval.protocol=pg: {tokens.size} validation tokens hold no whole window of "
                         f"seq_len {seq_len}; use eval.protocol=all or a shorter eval.seq_len")
     return tokens[: usable + 1]
-
-
-def make_windows(eval_cfg, seq_len: int, lo: int, hi: int) -> list[Window]:
-    if eval_cfg.mode == "sliding":
-        return sliding_windows(lo, hi, seq_len, min(eval_cfg.stride, seq_len))
-    return plain_windows(lo, hi, seq_len)
 
 
 def _batches(windows: list[Window], size: int, desc: str | None = None):

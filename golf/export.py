@@ -51,7 +51,7 @@ from golf import __version__
 from golf.artifact import wrap_code
 from golf.errors import GolfError
 from golf.io import atomic_dir, write_json, write_text
-from golf.ttt.strategies import STRATEGY_CLASSES
+from golf.ttt import STRATEGIES
 
 
 def _is_golf(name: str | None) -> bool:
@@ -650,7 +650,7 @@ def _readme(name: str, config: dict, results: list[dict], script_bytes_: int, wr
     vocab = config["model"]["vocab_size"]  # the parameter-golf names of that vocabulary's data
     illegal = ("**Not a valid record**: this TTT strategy trains on validation tokens before scoring them "
                "(golf's token ledger and `golf check` call it illegal); exported for study.\n\n"
-               if STRATEGY_CLASSES[ttt["strategy"]].declared_illegal else "")
+               if STRATEGIES[ttt["strategy"]].declared_illegal else "")
     return f"""# {name}
 
 Written by `golf export` (golf {__version__}) from a golf run; preset `{config.get("preset")}`,

@@ -130,11 +130,13 @@ class MetricsLog:
     `path=None` writes nothing (ranks other than the main one).
     """
 
+    __slots__ = ("__path", "phase", "fixed")  # the path stays inside: TTT strategies get a writer, not a path
+
     def __init__(self, path: str | os.PathLike | None, phase: str, **fixed: Any):
-        self.path, self.phase, self.fixed = path, phase, fixed
+        self.__path, self.phase, self.fixed = path, phase, fixed
 
     def write(self, step: int, phase: str | None = None, **row: Any) -> None:
-        if self.path is None:
+        if self.__path is None:
             return
-        with open(self.path, "a") as f:
+        with open(self.__path, "a") as f:
             f.write(json.dumps({"step": step, "phase": phase or self.phase, **self.fixed, **row}) + "\n")

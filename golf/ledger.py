@@ -9,38 +9,35 @@ the ledger with a logical clock:
 
   score(...)       the official, scored pass: per-token losses feed the bpb meter; `scored` +1, `score_time`
   diagnose(...)    diagnostic losses (the memorization probe): reported, never part of val_bpb; counted apart
-  train_windows()  tokens for a gradient: `grad_time` set the first time a token feeds a gradient
+  train_windows()  tokens for a gradient: `grad_time` set the first time a token feeds a gradient, as a
+                   target or as context input of the window
 
 `verdict()` then answers: legal only if every target was scored exactly once, the official scoring times
 never go backwards along the stream, and no token fed a gradient before its official score.
 
-Positions: the stream is t_0 .. t_{N-1} with t_0 = BOS. Target j (1 <= j < N) is t_j predicted from t_<j. A
-window (s, e) feeds inputs t_s .. t_{e-1} and predicts targets s+1 .. e.
+Positions and windows (which inputs a pass reads, which targets it scores) are golf/windows.py's.
+
+A TTT strategy gets the stream as a `SealedStream`: the three doors and the stream's shape (length, byte
+table, document starts), no tokens and no way to the `ValidationStream` behind it under a public name, so
+the verdict covers everything a strategy did with validation tokens (golf/ttt/context.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import torch
 
+from golf.data.shards import BOS_ID
 from golf.metric import BpbMeter, ByteTable
+from golf.windows import Window
 
 NEVER = np.iinfo(np.int64).max  # "no event yet" sorts after every clock value
-
-
-@dataclass
-class Window:
-    start: int  # first input position s
-    end: int  # last target position e (inputs s..e-1, targets s+1..e)
-    score_from: int  # first target position whose loss counts (earlier targets are context only)
 
 
 class ValidationStream:
     """Validation tokens behind the ledger. Do not reach for `_tokens`: use score / diagnose / train_windows."""
 
-    def __init__(self, tokens: np.ndarray, table: ByteTable, bos_id: int = 1):
+    def __init__(self, tokens: np.ndarray, table: ByteTable, bos_id: int = BOS_ID):
         self._tokens = torch.from_numpy(np.asarray(tokens, dtype=np.int64))
         self.table = table
         self.n = int(self._tokens.numel())
@@ -81,11 +78,13 @@ class ValidationStream:
         meter.add(nll, prev, tgt)
 
     def train_windows(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
-        """(x, y) for a gradient step on these windows, padded with -100 targets; marks their targets."""
+        """(x, y) for a gradient step on these windows, padded with -100 targets; marks every token the step
+        reads: the targets with a loss and the context inputs before them (t_start .. t_end), since a
+        context token shapes the gradient as much as a target does (position 0, BOS, is no target)."""
         self.clock += 1
         xs, ys = self._gather(windows)
         for w in windows:
-            span = self.grad_time[w.score_from : w.end + 1]
+            span = self.grad_time[max(w.start, 1) : w.end + 1]
             np.minimum(span, self.clock, out=span)
         return xs, ys
 
@@ -132,26 +131,54 @@ class ValidationStream:
         return nll[mask].numpy().astype(np.float64), prev, tgt, positions
 
 
-def plain_windows(lo: int, hi: int, seq_len: int) -> list[Window]:
-    """Non-overlapping windows scoring targets lo..hi-1 exactly once (the baseline's mode; short last window)."""
-    out = []
-    s = lo - 1
-    while s + 1 < hi:
-        e = min(s + seq_len, hi - 1)
-        out.append(Window(s, e, s + 1))
-        s = e
-    return out
+class SealedStream:
+    """The validation stream as a TTT strategy sees it: the ledger's three doors and the stream's shape.
 
+    It holds the `ValidationStream` under a name-mangled slot and nothing else, so every public attribute
+    is one of the doors or a fact about positions, and anything else (`_tokens`, `meter`, `scored`, ...)
+    raises AttributeError naming the doors. Python cannot make a reference truly private; what this makes
+    sure is that no attribute a strategy would reach for by accident leads to tokens (tests/test_ttt.py
+    also forbids private names in golf/ttt). The doors are looked up on the stream at each call."""
 
-def sliding_windows(lo: int, hi: int, seq_len: int, stride: int) -> list[Window]:
-    """Overlapping windows advancing by `stride`; each scores only its new targets, so every target in
-    lo..hi-1 is scored once, with up to seq_len - stride tokens of context (records: stride 64)."""
-    out = []
-    e = min(lo - 1 + seq_len, hi - 1)
-    out.append(Window(lo - 1, e, lo))
-    while e < hi - 1:
-        new_e = min(e + stride, hi - 1)
-        s = max(lo - 1, new_e - seq_len)
-        out.append(Window(s, new_e, e + 1))
-        e = new_e
-    return out
+    __slots__ = ("__stream",)
+
+    def __init__(self, stream: ValidationStream):
+        self.__stream = stream
+
+    def score(self, model, windows: list[Window], device, ctx) -> np.ndarray:
+        return self.__stream.score(model, windows, device, ctx)
+
+    def diagnose(self, model, windows: list[Window], device, ctx, meter: BpbMeter) -> None:
+        """Diagnostic losses merged into `meter`. The stream's own meter takes the token ids (it needs them
+        for the byte counts) and only its sums reach the caller's, so a meter-like object cannot collect
+        the ids of windows not yet scored (and so not yet legal to learn from)."""
+        own = BpbMeter(self.__stream.table)
+        self.__stream.diagnose(model, windows, device, ctx, own)
+        meter.merge(own)
+
+    def train_windows(self, windows: list[Window]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.__stream.train_windows(windows)
+
+    @property
+    def n(self) -> int:
+        return self.__stream.n
+
+    @property
+    def table(self) -> ByteTable:
+        return self.__stream.table
+
+    @property
+    def doc_starts(self) -> np.ndarray:
+        """Positions of the BOS tokens (document structure, no token values); a read-only copy."""
+        starts = self.__stream.doc_starts.copy()
+        starts.flags.writeable = False
+        return starts
+
+    def official_sums(self) -> tuple[float, float]:
+        """(nats, bytes) summed so far by the official meter: a strategy may split its own official bpb."""
+        meter = self.__stream.meter
+        return meter.nats, meter.bytes
+
+    def __getattr__(self, name: str):
+        raise AttributeError(f"the validation stream has no {name!r} for a TTT strategy: its tokens are read "
+                             "only through score / diagnose / train_windows, which the ledger records")

@@ -278,7 +278,8 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
     With `source` (golf run --from), training is skipped: the float weights come from that folder's
     checkpoint.pt (see `source_config`), and everything after training runs as usual.
     """
-    from golf.ttt.strategies import TTTContext, get_strategy, probe_split
+    from golf.ttt.context import make_context
+    from golf.ttt.strategies import get_strategy
 
     out = Path(out)
     if out.exists() and not out.is_dir():
@@ -321,8 +322,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     protocol = resolve_protocol(cfg.eval.protocol, ds.name)
     stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)
-    ctx = TTTContext(cfg=cfg, stream=stream, dataset=ds, device=device, seq_len=seq_len,
-                     split=probe_split(stream), metrics_path=out / "metrics.jsonl")
+    ctx = make_context(strategy, cfg, stream, ds, device, seq_len, out / "metrics.jsonl")  # sealed: golf/ttt/context.py
 
     t_eval = time.perf_counter()
     base = diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n, desc="eval base")

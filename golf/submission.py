@@ -35,25 +35,21 @@ from golf.artifact import load_artifact, save_artifact
 from golf.data.dataset import _find_tokenizer, _vocab_from_dirname
 from golf.data.shards import BOS_ID, read_shard
 from golf.device import autocast, init_distributed, pick_device
-from golf.evaluate import make_windows, official_tokens, resolve_protocol, validation_subset
-from golf.ledger import plain_windows
+from golf.evaluate import official_tokens, resolve_protocol, validation_subset
 from golf.metric import BpbMeter, build_byte_table, load_tokenizer
 from golf.model import GPT, ModelConfig
 from golf.quant import QuantConfig, collect_hessians, dequantize_state, quantize_state_dict
 from golf.run import calibration_batches, seed_everything
 from golf.train import train
+from golf.ttt import STRATEGIES
 from golf.ttt.lora import attach_lora
-from golf.ttt.strategies import (
-    LORA_BETAS,
-    SEED_DEFAULTS,
-    _batched,
-    _cosine,
-    _mode,
-    _step,
-    _trainable,
+from golf.ttt.strategies import LORA_BETAS, _batched, _cosine, _mode, _step, _trainable
+from golf.windows import (
     chunk_bounds,
     document_windows,
     documents,
+    make_windows,
+    plain_windows,
     split_at_chunks,
 )
 
@@ -110,9 +106,9 @@ class Hyperparameters:
         self.data = SimpleNamespace(**cfg["data"])
         if "VAL_BATCH_SIZE" in os.environ:  # tokens per evaluation batch, as in the reference
             self.eval.batch_seqs = max(1, int(os.environ["VAL_BATCH_SIZE"]) // (self.eval.seq_len or self.train.seq_len))
-        seed = SEED_DEFAULTS.get(self.ttt.strategy, {"epochs": 0, "lr": 0.0})
-        self.ttt_epochs = int(seed["epochs"]) if self.ttt.epochs == -1 else int(self.ttt.epochs)
-        self.ttt_lr = float(seed["lr"]) if self.ttt.lr == -1 else float(self.ttt.lr)
+        seed = STRATEGIES[self.ttt.strategy]  # the seed defaults where ttt.epochs / ttt.lr are -1
+        self.ttt_epochs = seed.epochs if self.ttt.epochs == -1 else int(self.ttt.epochs)
+        self.ttt_lr = seed.lr if self.ttt.lr == -1 else float(self.ttt.lr)
 
 
 # -----------------------------------------------------------------------------------------------------

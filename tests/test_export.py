@@ -21,7 +21,7 @@ from golf.cli import main as cli_main
 from golf.config import build_config
 from golf.export import export, script_bytes, script_text
 from golf.run import run
-from golf.ttt.strategies import STRATEGY_CLASSES
+from golf.ttt import STRATEGIES
 
 # Put the third-party packages on the path by hand (no site processing), prove golf is not importable,
 # then run the script as __main__ (so __file__ is the script and its code size is the file's).
@@ -109,13 +109,13 @@ def test_exported_script_runs_without_golf_and_prints_golfs_score(tiny_dataset, 
     assert "torchrun --standalone --nproc_per_node=8 train_gpt.py" in readme
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGY_CLASSES))
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
 def test_golf_check_agrees_with_the_strategy_on_the_exported_script(tmp_path, strategy):
     cfg = build_config("tiny", overrides=[f"ttt.strategy={strategy}", "ttt.allow_illegal=true"]).to_dict()
     path = tmp_path / "train_gpt.py"
     path.write_text(script_text(cfg))  # the wrapped form, as it ships: the checker unwraps it
     report = check_script(path)
-    expected = "illegal" if STRATEGY_CLASSES[strategy].declared_illegal else "legal"
+    expected = "illegal" if STRATEGIES[strategy].declared_illegal else "legal"
     assert report["verdict"] == expected, report["reason"]
     assert report["unwrapped"]
 

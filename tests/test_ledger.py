@@ -9,8 +9,9 @@ import torch.nn.functional as F
 
 from golf.config import EvalConfig
 from golf.evaluate import evaluate
-from golf.ledger import ValidationStream, Window, plain_windows, sliding_windows
+from golf.ledger import ValidationStream
 from golf.metric import ByteTable
+from golf.windows import Window, plain_windows, sliding_windows
 
 V = 16
 
@@ -106,6 +107,19 @@ def test_adapt_then_score_is_flagged():
     legal, violations = s.verdict()
     assert not legal and violations == [
         "C3 gradient before score: 499 tokens fed a gradient before their score was fixed"
+    ]
+
+
+def test_context_inputs_of_a_gradient_window_count_as_trained_on():
+    """A window whose loss is on its last target only still feeds its 99 unscored inputs to the gradient."""
+    model, s = Bigram(), stream()
+    _sgd_step(model, s, [Window(0, 100, 100)])  # inputs t_0..t_99, one target with a loss
+    x, y = s.train_windows([Window(0, 100, 100)])
+    assert (y[0, :99] == -100).all() and y[0, 99] != -100
+    evaluate(model, s, EvalConfig(), 64, torch.device("cpu"))
+    legal, violations = s.verdict()
+    assert not legal and violations == [
+        "C3 gradient before score: 100 tokens fed a gradient before their score was fixed"
     ]
 
 

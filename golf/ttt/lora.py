@@ -44,9 +44,7 @@ from torch import nn
 
 from golf.errors import GolfError
 from golf.model import rms_norm
-
-# Adapter target sets by name (the config stores the name).
-LORA_TARGETS = ("qv_head", "all")
+from golf.ttt import LORA_TARGETS
 
 
 class LoRALinear(nn.Module):

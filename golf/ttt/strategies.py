@@ -1,29 +1,20 @@
-"""TTT strategies: a registry of named strategies, each running where the seeds put it.
+"""TTT strategies: the implementations of the names in golf.ttt.STRATEGIES, and the fit loop they share.
 
-A strategy receives the model and a `TTTContext`. Validation tokens are reachable only through
-`ctx.stream` (golf.ledger.ValidationStream): `score` for the official pass, `diagnose` for probe
-measurements, `train_windows` for gradient batches. Nothing in golf/ttt reads the stream's tokens or a
-validation shard any other way (tests/test_ttt.py greps for it). The verdict on legality is computed
-afterwards from the ledger, never from the strategy's name; `declared_illegal` only makes `golf run`
-refuse to start such a strategy unless `ttt.allow_illegal=true` (contract).
+A strategy receives the model and a sealed `TTTContext` (golf/ttt/context.py): validation tokens are
+reachable only through `ctx.stream`'s doors, `score` for the official pass, `diagnose` for probe
+measurements, `train_windows` for gradient batches, each recorded by the ledger; training tokens only
+through `ctx.train`, which holds what the strategy declared it reads (`train_tail_tokens`). The verdict
+on legality is computed afterwards from the ledger, never from the strategy's name. Which strategy runs
+where (stage), which are declared illegal and the seed hyperparameters are the registry's
+(golf/ttt/__init__.py); the window geometry is golf/windows.py's.
 
-The strategies (seed hyperparameters in SEED_DEFAULTS; `ttt.epochs` / `ttt.lr` = -1 picks them):
+The fit (`_Fit`), once for every strategy: the timer, the working copy (ttt.compile), exactly the chosen
+parameters trainable, the compiled forward, the optimizer, one step (autocast, backward, clip, step),
+an epoch over batches with its finite check, the step count, the copy back and the `info` keys. The
+strategies differ only in what they train, on which batches, and when they score.
 
-  name              stage      ledger verdict   what it does
-  none              -          legal            nothing
-  prequant_val      prequant   illegal (C3)     AdamW fine-tune on validation tokens, then quantize (#1550)
-  lora_single_pass  postquant  illegal (C3)     rank-8 LoRA trained over the validation stream; the adapters
-                                                stay on the model for run.py's official pass (#1127)
-  train_slice       prequant   legal            the prequant_val fine-tune on the tail of the last training
-                                                shard; never reads validation tokens (#1554)
-  score_first       postquant  legal            chunks scored first, then SGD on them (#549, #1493)
-  lora_score_first  postquant  legal            per document: chunks scored, then one Adam step on rank-8
-                                                LoRA; adapters reset per document (#77)
-
-`stage` says where run.py calls `run`: "prequant" on the trained float model before quantization (the
-update is then quantized with it), "postquant" on the model rebuilt from the artifact. A strategy whose
-outcome has `scored=True` made the official pass itself (score-first strategies interleave scoring and
-training); otherwise run.py scores afterwards.
+A strategy whose outcome has `scored=True` made the official pass itself (score-first strategies
+interleave scoring and training); otherwise run.py scores afterwards.
 
 Memorization probe (`ttt.probe`, on by default). The validation documents are split into half A (the
 first half of the documents; targets 1..split-1) and half B (targets split..n-1). With the probe on, no TTT
@@ -55,37 +46,32 @@ Every outcome records in `info` (merged into result.json's "ttt"): the resolved 
 from __future__ import annotations
 
 import copy
-import json
 import math
 import sys
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
-import numpy as np
 import torch
 
-from golf.data.dataset import Dataset
 from golf.device import autocast
 from golf.errors import GolfError
-from golf.evaluate import make_windows
-from golf.ledger import ValidationStream, Window, plain_windows
 from golf.metric import BpbMeter, bits_per_byte
 from golf.progress import Progress
+from golf.ttt import STRATEGIES
+from golf.ttt.context import TTTContext
 from golf.ttt.lora import attach_lora
-
-
-@dataclass
-class TTTContext:
-    cfg: object  # RunConfig
-    stream: ValidationStream
-    dataset: Dataset
-    device: torch.device
-    seq_len: int
-    split: int  # first target position of held-out half B; targets 1..split-1 are half A
-    metrics_path: Path | None = None
+from golf.windows import (
+    Window,
+    chunk_bounds,
+    document_windows,
+    documents,
+    make_windows,
+    plain_windows,
+    split_at_chunks,
+)
 
 
 @dataclass
@@ -96,22 +82,6 @@ class TTTOutcome:
     info: dict = field(default_factory=dict)  # extra keys for result.json's "ttt"
 
 
-def probe_split(stream: ValidationStream) -> int:
-    """First target position of half B: the BOS of the first document of the second half of the documents."""
-    starts = stream.doc_starts
-    if len(starts) < 2:
-        return stream.n  # one document: no held-out half
-    return int(starts[len(starts) // 2])
-
-
-# Seed hyperparameters, used where ttt.epochs / ttt.lr are -1.
-SEED_DEFAULTS: dict[str, dict[str, float]] = {
-    "prequant_val": {"epochs": 6, "lr": 5e-4},  # #1550: 6 epochs; AdamW lr 5e-4 as in #442 and #1738
-    "lora_single_pass": {"epochs": 1, "lr": 0.01},  # #1127: rank 8, lr 0.01, 1 epoch
-    "train_slice": {"epochs": 3, "lr": 5e-4},  # #1554: 3 epochs AdamW lr 5e-4
-    "score_first": {"epochs": 3, "lr": 0.005},  # #1493: SGD lr 0.005 (#549: 0.002), 3 epochs per chunk
-    "lora_score_first": {"epochs": 1, "lr": 0.01},  # #77: one Adam step per chunk, lr 0.01
-}
 LORA_BETAS = (0.9, 0.95)  # #77's Adam betas for the adapters
 
 
@@ -159,18 +129,6 @@ def _trainable(model: torch.nn.Module, params: list[torch.nn.Parameter]):
             p.requires_grad_(flag)
 
 
-def _work_model(model: torch.nn.Module, compiled: bool) -> torch.nn.Module:
-    """The module TTT updates: the model itself, or for ttt.compile a fresh deep copy, so compilation never
-    wraps the model the pipeline keeps (#1550 compiled a fresh instance)."""
-    return copy.deepcopy(model) if compiled else model
-
-
-def _forward_for_steps(work: torch.nn.Module, compiled: bool, dynamic: bool | None = False):
-    # dynamic=False as in #1550: the fine-tunes see two or three batch shapes; lora_score_first's windows
-    # vary in length, so it lets torch mark them dynamic instead (dynamic=None).
-    return torch.compile(work, dynamic=dynamic) if compiled else work
-
-
 def _step(fwd, opt, params, x: torch.Tensor, y: torch.Tensor, device: torch.device, clip: float) -> torch.Tensor:
     """One optimizer step on the mean loss of (x, y) (targets -100 carry no loss); returns the loss tensor."""
     with autocast(device):
@@ -183,21 +141,16 @@ def _step(fwd, opt, params, x: torch.Tensor, y: torch.Tensor, device: torch.devi
     return loss.detach()
 
 
-def _check_finite(loss: float, name: str, where: str) -> None:
-    if not math.isfinite(loss):
-        raise GolfError(f"ttt.strategy={name}: the TTT loss became {loss} {where}; lower ttt.lr")
-
-
 def _score(model, windows: list[Window], ctx: TTTContext) -> None:
     """Official scoring of `windows` (in order) through the ledger, in the eval config's batch size."""
     with _mode(model, False):
-        for batch in _batched(windows, ctx.cfg.eval.batch_seqs):
+        for batch in _batched(windows, ctx.eval.batch_seqs):
             ctx.stream.score(model, batch, ctx.device, autocast(ctx.device))
 
 
 def _diagnose(model, windows: list[Window], ctx: TTTContext, meter: BpbMeter) -> None:
     with _mode(model, False):
-        for batch in _batched(windows, ctx.cfg.eval.batch_seqs):
+        for batch in _batched(windows, ctx.eval.batch_seqs):
             ctx.stream.diagnose(model, batch, ctx.device, autocast(ctx.device), meter)
 
 
@@ -214,24 +167,11 @@ def _point(epoch: int, adapted: BpbMeter | None, heldout: BpbMeter | None, table
     return {"epoch": epoch, "val_bpb": _bpb(both), "val_bpb_adapted": _bpb(adapted), "val_bpb_heldout": _bpb(heldout)}
 
 
-class _Log:
-    """TTT lines appended to the run's metrics.jsonl: {"step", "phase": "ttt"|"ttt_probe", "strategy", ...}."""
-
-    def __init__(self, path: Path | None, strategy: str):
-        self.path, self.strategy = path, strategy
-
-    def write(self, step: int, phase: str = "ttt", **row) -> None:
-        if self.path is None:
-            return
-        with open(self.path, "a") as f:
-            f.write(json.dumps({"step": step, "phase": phase, "strategy": self.strategy, **row}) + "\n")
-
-
 class _HalvesProbe:
     """The probe of the whole-stream strategies: diagnostic passes over half A and half B."""
 
     def __init__(self, ctx: TTTContext):
-        n, split, ev = ctx.stream.n, ctx.split, ctx.cfg.eval
+        n, split, ev = ctx.stream.n, ctx.split, ctx.eval
         self.ctx = ctx
         self.windows_a = make_windows(ev, ctx.seq_len, 1, split) if split > 1 else []
         self.windows_b = make_windows(ev, ctx.seq_len, split, n) if split < n else []
@@ -249,30 +189,115 @@ class _HalvesProbe:
         return _point(epoch, a, b, table)
 
 
+class _Fit:
+    """One TTT fit, the part every strategy shares (module docstring): build it at the start of `run`, attach
+    what trains to `fit.work`, then `with fit.training(params, make_opt, clip):` step, epoch, copy back.
+
+    `work` is the module TTT updates: the model itself, or for ttt.compile a fresh deep copy, so
+    compilation never wraps the model the pipeline keeps (#1550 compiled a fresh instance). `dynamic`
+    is torch.compile's: False as in #1550 (the fine-tunes see two or three batch shapes); lora_score_first's
+    windows vary in length, so it lets torch mark them dynamic instead (None)."""
+
+    def __init__(self, strategy: Strategy, model: torch.nn.Module, ctx: TTTContext, dynamic: bool | None = False):
+        self.t0 = _now(ctx.device)  # wall_s covers the whole strategy, probe included
+        self.strategy, self.model, self.ctx, self.dynamic = strategy, model, ctx, dynamic
+        self.compiled = bool(strategy.cfg.compile)
+        self.work = copy.deepcopy(model) if self.compiled else model
+        self.steps = 0
+        self.lr = strategy.lr  # the lr of the last step (a schedule sets it per step or per chunk)
+
+    @contextmanager
+    def training(self, params: list[torch.nn.Parameter], make_opt: Callable, clip: float):
+        """Exactly `params` trainable (flags restored afterwards), the forward for steps and the optimizer."""
+        with _trainable(self.work, params):
+            self.params, self.make_opt, self.clip = params, make_opt, clip
+            self.fwd = torch.compile(self.work, dynamic=self.dynamic) if self.compiled else self.work
+            self.opt = make_opt(params)
+            yield self
+
+    def reset_optimizer(self) -> None:
+        """Fresh optimizer state (lora_score_first: new Adam moments for every document)."""
+        self.opt = self.make_opt(self.params)
+
+    def set_lr(self, lr: float) -> None:
+        for group in self.opt.param_groups:
+            group["lr"] = lr
+        self.lr = lr
+
+    def step(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        loss = _step(self.fwd, self.opt, self.params, x, y, self.ctx.device, self.clip)
+        self.steps += 1
+        return loss
+
+    def epoch(self, batches: list[Callable], where: str, lr_at: Callable[[int], float] | None = None) -> float:
+        """One pass in train mode over `batches` (zero-argument callables, each giving one CPU (x, y); a
+        ledger door is called only when its step comes); `lr_at(step)` sets the lr per step. Returns the
+        mean loss, read back once per epoch and checked finite."""
+        loss_sum = torch.zeros((), device=self.ctx.device)
+        with _mode(self.work, True):
+            for get_batch in batches:
+                if lr_at is not None:
+                    self.set_lr(lr_at(self.steps))
+                loss_sum += self.step(*get_batch())
+        loss = float(loss_sum.item()) / max(len(batches), 1)
+        self.check_finite(loss, where)
+        return loss
+
+    def check_finite(self, loss: float, where: str) -> None:
+        if not math.isfinite(loss):
+            raise GolfError(f"ttt.strategy={self.strategy.name}: the TTT loss became {loss} {where}; lower ttt.lr")
+
+    def copy_back(self) -> None:
+        """The trained weights into the model the pipeline keeps (a no-op when TTT ran on it directly)."""
+        if self.work is not self.model:
+            self.model.load_state_dict(self.work.state_dict())
+
+    def info(self, probe_s: float, **extra) -> dict:
+        s = self.strategy
+        return {"lr": s.lr, "epochs": s.epochs, "wall_s": _now(self.ctx.device) - self.t0, "probe_s": probe_s,
+                "compiled": self.compiled, "probe": bool(s.cfg.probe), "steps": self.steps, **extra}
+
+
+def _fit_epochs(fit: _Fit, batches: list[Callable], probe: _HalvesProbe | None,
+                lr_at: Callable[[int], float] | None = None) -> list[dict]:
+    """The whole-stream strategies' loop: `epochs` passes over the same batches; after each, its loss line
+    and (probe on) its probe point. Returns per_epoch (the probe's epochs + 1 points, or [])."""
+    s, log = fit.strategy, fit.ctx.log
+    per_epoch = [probe.point(fit.work, 0)] if probe else []
+    with Progress(f"ttt {s.name}", s.epochs, "epoch") as bar:
+        for epoch in range(1, s.epochs + 1):
+            loss = fit.epoch(batches, f"in epoch {epoch}", lr_at)
+            bar.update(1, loss=f"{loss:.4f}")
+            log.write(fit.steps, ttt_epoch=epoch, ttt_loss=loss, ttt_lr=fit.lr)
+            if probe:
+                per_epoch.append(probe.point(fit.work, epoch))
+                log.write(fit.steps, phase="ttt_probe", **per_epoch[-1])
+    return per_epoch
+
+
 # ---------------------------------------------------------------------------------------------------------
 # Strategies
 # ---------------------------------------------------------------------------------------------------------
 
 
 class Strategy:
-    """Base: name, stage, declared_illegal, and the resolved epochs / lr of the configured strategy."""
+    """Base: the registry's entry for `name` (stage, declared_illegal) and the resolved epochs / lr."""
 
     name = "none"
-    stage: str | None = None
-    declared_illegal = False
 
     def __init__(self, ttt_cfg):
         self.cfg = ttt_cfg
-        seed = SEED_DEFAULTS.get(self.name, {"epochs": 0, "lr": 0.0})
-        self.epochs = int(seed["epochs"]) if ttt_cfg.epochs == -1 else int(ttt_cfg.epochs)
-        self.lr = float(seed["lr"]) if ttt_cfg.lr == -1 else float(ttt_cfg.lr)
+        spec = STRATEGIES[self.name]
+        self.stage, self.declared_illegal = spec.stage, spec.declared_illegal
+        self.epochs = spec.epochs if ttt_cfg.epochs == -1 else int(ttt_cfg.epochs)
+        self.lr = spec.lr if ttt_cfg.lr == -1 else float(ttt_cfg.lr)
+
+    def train_tail_tokens(self) -> int:
+        """How many tokens from the end of the last training shard this strategy reads (ctx.train); 0 = none."""
+        return 0
 
     def run(self, model, ctx: TTTContext) -> TTTOutcome:
         raise NotImplementedError
-
-    def _info(self, t0: float, ctx: TTTContext, steps: int, probe_s: float, **extra) -> dict:
-        return {"lr": self.lr, "epochs": self.epochs, "wall_s": _now(ctx.device) - t0, "probe_s": probe_s,
-                "compiled": bool(self.cfg.compile), "probe": bool(self.cfg.probe), "steps": steps, **extra}
 
 
 class NoTTT(Strategy):
@@ -289,45 +314,25 @@ class _FullFineTune(Strategy):
     frozen count is min(freeze_blocks, blocks - 1), recorded as `frozen_blocks` (the tiny presets have 2).
     """
 
-    stage = "prequant"
-
-    def _plan(self, ctx: TTTContext, log: _Log) -> tuple[list, dict]:
+    def _plan(self, ctx: TTTContext) -> tuple[list, dict]:
         """(list of zero-argument callables, each returning one CPU (x, y) batch; extra info keys)."""
         raise NotImplementedError
 
     def run(self, model, ctx: TTTContext) -> TTTOutcome:
-        t0 = _now(ctx.device)
-        cfg = self.cfg
-        log = _Log(ctx.metrics_path, self.name)
-        batches, extra = self._plan(ctx, log)
-        work = _work_model(model, cfg.compile)
-        frozen = min(cfg.freeze_blocks, max(len(work.blocks) - 1, 0))
+        fit = _Fit(self, model, ctx)
+        batches, extra = self._plan(ctx)
+        work = fit.work
+        frozen = min(self.cfg.freeze_blocks, max(len(work.blocks) - 1, 0))
         frozen_ids = {id(p) for block in work.blocks[:frozen] for p in block.parameters()}
         params = [p for p in work.parameters() if id(p) not in frozen_ids]
-        probe = _HalvesProbe(ctx) if cfg.probe else None
-        per_epoch = [probe.point(work, 0)] if probe else []
-        total, step = self.epochs * len(batches), 0
-        with _trainable(work, params), _mode(work, True), Progress(f"ttt {self.name}", self.epochs, "epoch") as bar:
-            fwd = _forward_for_steps(work, cfg.compile)
-            opt = torch.optim.AdamW(params, lr=self.lr, weight_decay=0.0)  # wd 0 as in #442
-            for epoch in range(1, self.epochs + 1):
-                loss_sum = torch.zeros((), device=ctx.device)
-                for get_batch in batches:
-                    lr = self.lr * _cosine(step, total)
-                    for group in opt.param_groups:
-                        group["lr"] = lr
-                    loss_sum += _step(fwd, opt, params, *get_batch(), ctx.device, cfg.grad_clip)
-                    step += 1
-                loss = float(loss_sum.item()) / max(len(batches), 1)
-                _check_finite(loss, self.name, f"in epoch {epoch}")
-                bar.update(1, loss=f"{loss:.4f}")
-                log.write(step, ttt_epoch=epoch, ttt_loss=loss, ttt_lr=lr if batches else 0.0)
-                if probe:
-                    per_epoch.append(probe.point(work, epoch))
-                    log.write(step, phase="ttt_probe", **per_epoch[-1])
-        if work is not model:
-            model.load_state_dict(work.state_dict())
-        info = self._info(t0, ctx, step, probe.seconds if probe else 0.0, frozen_blocks=frozen, **extra)
+        probe = _HalvesProbe(ctx) if self.cfg.probe else None
+        total = self.epochs * len(batches)
+        fit.lr = 0.0  # the log line's lr when there are no batches
+        with fit.training(params, lambda ps: torch.optim.AdamW(ps, lr=self.lr, weight_decay=0.0), self.cfg.grad_clip):
+            # wd 0 as in #442; the lr follows one cosine over every step of every epoch
+            per_epoch = _fit_epochs(fit, batches, probe, lr_at=lambda step: self.lr * _cosine(step, total))
+        fit.copy_back()
+        info = fit.info(probe.seconds if probe else 0.0, frozen_blocks=frozen, **extra)
         return TTTOutcome(epochs=self.epochs, per_epoch=per_epoch, info=info)
 
 
@@ -336,9 +341,8 @@ class PrequantVal(_FullFineTune):
     before its official score). With the probe on it trains on half A only."""
 
     name = "prequant_val"
-    declared_illegal = True
 
-    def _plan(self, ctx: TTTContext, log: _Log) -> tuple[list, dict]:
+    def _plan(self, ctx: TTTContext) -> tuple[list, dict]:
         hi = ctx.split if self.cfg.probe else ctx.stream.n
         windows = plain_windows(1, hi, ctx.seq_len)  # targets 1..hi-1, each in one window
         # Each call goes through the ledger, which marks the targets as having fed a gradient.
@@ -352,25 +356,25 @@ class TrainSlice(_FullFineTune):
 
     name = "train_slice"
 
-    def _plan(self, ctx: TTTContext, log: _Log) -> tuple[list, dict]:
-        ds, T = ctx.dataset, ctx.seq_len
-        index = len(ds.train_shards) - 1
-        shard = ds.train_shards[index]
-        tokens = ds.train_tokens(index)
-        n = min(self.cfg.slice_tokens, int(tokens.size))
-        tail = torch.from_numpy(np.asarray(tokens[tokens.size - n :], dtype=np.int64))
+    def train_tail_tokens(self) -> int:
+        return self.cfg.slice_tokens
+
+    def _plan(self, ctx: TTTContext) -> tuple[list, dict]:
+        T, shard = ctx.seq_len, ctx.train.shard_name
+        tail = torch.from_numpy(ctx.train.tail)
+        n = int(tail.numel())
         seqs = (n - 1) // T  # 131,073 = 128 x 1024 + 1: 128 sequences and their shifted targets
         if seqs < 1:
-            raise GolfError(f"ttt.slice_tokens={self.cfg.slice_tokens}: {shard.name} gives {n} tokens, "
+            raise GolfError(f"ttt.slice_tokens={self.cfg.slice_tokens}: {shard} gives {n} tokens, "
                             f"fewer than one sequence of {T} plus its target; raise ttt.slice_tokens")
         x = tail[: seqs * T].view(seqs, T)  # (seqs, T)
         y = tail[1 : seqs * T + 1].view(seqs, T)
         bs = self.cfg.batch_seqs
         batches = [partial(lambda i: (x[i : i + bs], y[i : i + bs]), i) for i in range(0, seqs, bs)]
-        line = f"ttt:legal_slice source={shard.name} tokens={n} (train data slice, not val_tokens)"
+        line = f"ttt:legal_slice source={shard} tokens={n} (train data slice, not val_tokens)"
         print(line, file=sys.stderr, flush=True)
-        log.write(0, log=line)
-        return batches, {"source_shard": shard.name, "slice_tokens": n, "trained_tokens": seqs * T}
+        ctx.log.write(0, log=line)
+        return batches, {"source_shard": shard, "slice_tokens": n, "trained_tokens": seqs * T}
 
 
 class LoRASinglePass(Strategy):
@@ -378,78 +382,38 @@ class LoRASinglePass(Strategy):
     for run.py's official pass (#1127; illegal, C3). Adam, constant lr, no clipping, no shuffling."""
 
     name = "lora_single_pass"
-    stage = "postquant"
-    declared_illegal = True
 
     def run(self, model, ctx: TTTContext) -> TTTOutcome:
-        t0 = _now(ctx.device)
         cfg = self.cfg
-        log = _Log(ctx.metrics_path, self.name)
+        fit = _Fit(self, model, ctx)
         hi = ctx.split if cfg.probe else ctx.stream.n
-        batches = _batched(plain_windows(1, hi, ctx.seq_len), cfg.batch_seqs)
-        work = _work_model(model, cfg.compile)
-        adapters = attach_lora(work, cfg.lora_rank, cfg.lora_targets, seed=ctx.cfg.seed)
-        params = adapters.parameters()
+        # each batch is asked of the ledger when its step comes, which marks its targets
+        batches = [partial(ctx.stream.train_windows, b) for b in _batched(plain_windows(1, hi, ctx.seq_len), cfg.batch_seqs)]
+        adapters = attach_lora(fit.work, cfg.lora_rank, cfg.lora_targets, seed=ctx.seed)
         probe = _HalvesProbe(ctx) if cfg.probe else None
-        per_epoch = [probe.point(work, 0)] if probe else []
-        step = 0
-        with _trainable(work, params), _mode(work, True), Progress(f"ttt {self.name}", self.epochs, "epoch") as bar:
-            fwd = _forward_for_steps(work, cfg.compile)
-            opt = torch.optim.Adam(params, lr=self.lr, betas=LORA_BETAS)
-            for epoch in range(1, self.epochs + 1):
-                loss_sum = torch.zeros((), device=ctx.device)
-                for batch in batches:
-                    x, y = ctx.stream.train_windows(batch)  # marks the targets in the ledger
-                    loss_sum += _step(fwd, opt, params, x, y, ctx.device, 0.0)
-                    step += 1
-                loss = float(loss_sum.item()) / max(len(batches), 1)
-                _check_finite(loss, self.name, f"in epoch {epoch}")
-                bar.update(1, loss=f"{loss:.4f}")
-                log.write(step, ttt_epoch=epoch, ttt_loss=loss, ttt_lr=self.lr)
-                if probe:
-                    per_epoch.append(probe.point(work, epoch))
-                    log.write(step, phase="ttt_probe", **per_epoch[-1])
-        if work is not model:  # the adapters must end up on the model run.py scores
-            attach_lora(model, cfg.lora_rank, cfg.lora_targets, seed=ctx.cfg.seed).load_state(adapters.state())
-        info = self._info(t0, ctx, step, probe.seconds if probe else 0.0, trained_tokens=max(hi - 1, 0),
-                          lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets, lora_params=adapters.num_params())
+        with fit.training(adapters.parameters(), lambda ps: torch.optim.Adam(ps, lr=self.lr, betas=LORA_BETAS), 0.0):
+            per_epoch = _fit_epochs(fit, batches, probe)
+        if fit.work is not model:  # the adapters must end up on the model run.py scores
+            attach_lora(model, cfg.lora_rank, cfg.lora_targets, seed=ctx.seed).load_state(adapters.state())
+        info = fit.info(probe.seconds if probe else 0.0, trained_tokens=max(hi - 1, 0),
+                        lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets, lora_params=adapters.num_params())
         return TTTOutcome(epochs=self.epochs, per_epoch=per_epoch, scored=False, info=info)
-
-
-def chunk_bounds(n: int, chunk_tokens: int) -> list[tuple[int, int]]:
-    """Targets 1..n-1 cut into [lo, hi) chunks of chunk_tokens (the last one shorter)."""
-    return [(lo, min(lo + chunk_tokens, n)) for lo in range(1, n, chunk_tokens)]
-
-
-def split_at_chunks(windows: list[Window], chunk_tokens: int, n_chunks: int) -> list[list[Window]]:
-    """The eval windows restricted to each chunk: a window whose scored targets cross a chunk boundary is
-    cut in two, so chunk k's windows score only chunk k's targets and read no input after its last target
-    (context from earlier, already scored chunks is kept). Order is preserved: one left-to-right pass."""
-    out: list[list[Window]] = [[] for _ in range(n_chunks)]
-    for w in windows:
-        first = w.score_from
-        while first <= w.end:
-            k = (first - 1) // chunk_tokens
-            last = min(w.end, (k + 1) * chunk_tokens)  # chunk k holds targets k*C+1 .. (k+1)*C
-            out[k].append(Window(w.start, last, first))
-            first = last + 1
-    return out
 
 
 class _ChunkProbe:
     """score_first's probe (module docstring): per epoch depth, the adapted chunks and a held-out slice."""
 
-    def __init__(self, ctx: TTTContext, epochs: int):
-        n, split, ev = ctx.stream.n, ctx.split, ctx.cfg.eval
+    def __init__(self, ctx: TTTContext, epochs: int, chunk_tokens: int):
+        n, split, ev = ctx.stream.n, ctx.split, ctx.eval
         self.ctx = ctx
-        self.heldout = make_windows(ev, ctx.seq_len, split, min(n, split + ctx.cfg.ttt.chunk_tokens)) if split < n else []
+        self.heldout = make_windows(ev, ctx.seq_len, split, min(n, split + chunk_tokens)) if split < n else []
         self.adapted_m = [BpbMeter(ctx.stream.table) for _ in range(epochs + 1)]
         self.heldout_m = [BpbMeter(ctx.stream.table) for _ in range(epochs + 1)]
         self.seconds = 0.0
 
     def measure(self, model, lo: int, hi: int, epoch: int) -> None:
         t0 = _now(self.ctx.device)
-        _diagnose(model, make_windows(self.ctx.cfg.eval, self.ctx.seq_len, lo, hi), self.ctx, self.adapted_m[epoch])
+        _diagnose(model, make_windows(self.ctx.eval, self.ctx.seq_len, lo, hi), self.ctx, self.adapted_m[epoch])
         _diagnose(model, self.heldout, self.ctx, self.heldout_m[epoch])
         self.seconds += _now(self.ctx.device) - t0
 
@@ -466,82 +430,43 @@ class ScoreFirst(Strategy):
     the half-A part of a chunk is trained on; half-B chunks are scored, never trained."""
 
     name = "score_first"
-    stage = "postquant"
 
     def run(self, model, ctx: TTTContext) -> TTTOutcome:
-        t0 = _now(ctx.device)
         cfg, stream, T = self.cfg, ctx.stream, ctx.seq_len
-        log = _Log(ctx.metrics_path, self.name)
+        fit = _Fit(self, model, ctx)
         bounds = chunk_bounds(stream.n, cfg.chunk_tokens)
-        scoring = split_at_chunks(make_windows(ctx.cfg.eval, T, 1, stream.n), cfg.chunk_tokens, len(bounds))
+        scoring = split_at_chunks(make_windows(ctx.eval, T, 1, stream.n), cfg.chunk_tokens, len(bounds))
         last = len(bounds) - 1
-        work = _work_model(model, cfg.compile)
-        params = list(work.parameters())
-        probe = _ChunkProbe(ctx, self.epochs) if cfg.probe else None
-        step = trained = 0
-        with _trainable(work, params), Progress(f"ttt {self.name}", len(bounds), "chunk") as bar:
-            fwd = _forward_for_steps(work, cfg.compile)
-            opt = torch.optim.SGD(params, lr=self.lr, momentum=cfg.momentum)
+        probe = _ChunkProbe(ctx, self.epochs, cfg.chunk_tokens) if cfg.probe else None
+        trained = 0
+        make_opt = lambda ps: torch.optim.SGD(ps, lr=self.lr, momentum=cfg.momentum)  # noqa: E731
+        with fit.training(list(fit.work.parameters()), make_opt, cfg.grad_clip), \
+                Progress(f"ttt {self.name}", len(bounds), "chunk") as bar:
             for k, (lo, hi) in enumerate(bounds):
-                _score(work, scoring[k], ctx)  # the chunk's scores are fixed here, before any update with it
+                _score(fit.work, scoring[k], ctx)  # the chunk's scores are fixed here, before any update with it
                 bar.update(1)
                 train_hi = min(hi, ctx.split) if cfg.probe else hi
                 if k == last or train_hi <= lo or self.epochs == 0:
                     continue
-                lr = self.lr * _cosine(k, last)
-                for group in opt.param_groups:
-                    group["lr"] = lr
-                batches = _batched(plain_windows(lo, train_hi, T), cfg.batch_seqs)
+                fit.set_lr(self.lr * _cosine(k, last))
+                # already scored: legal; each batch is asked of the ledger when its step comes
+                batches = [partial(stream.train_windows, b) for b in _batched(plain_windows(lo, train_hi, T), cfg.batch_seqs)]
                 if probe:
-                    probe.measure(work, lo, train_hi, 0)
+                    probe.measure(fit.work, lo, train_hi, 0)
                 for epoch in range(1, self.epochs + 1):
-                    loss_sum = torch.zeros((), device=ctx.device)
-                    with _mode(work, True):
-                        for batch in batches:
-                            x, y = stream.train_windows(batch)  # already scored: legal
-                            loss_sum += _step(fwd, opt, params, x, y, ctx.device, cfg.grad_clip)
-                            step += 1
+                    loss = fit.epoch(batches, f"on chunk {k}")
                     if probe:
-                        probe.measure(work, lo, train_hi, epoch)
+                        probe.measure(fit.work, lo, train_hi, epoch)
                     bar.update(0, epoch=f"{epoch}/{self.epochs}")
-                loss = float(loss_sum.item()) / len(batches)
-                _check_finite(loss, self.name, f"on chunk {k}")
                 trained += 1
-                log.write(step, ttt_chunk=k, ttt_loss=loss, ttt_lr=lr)
-        if work is not model:
-            model.load_state_dict(work.state_dict())
+                ctx.log.write(fit.steps, ttt_chunk=k, ttt_loss=loss, ttt_lr=fit.lr)
+        fit.copy_back()
         per_epoch = probe.points() if probe and trained else []
         for point in per_epoch:
-            log.write(step, phase="ttt_probe", **point)
-        info = self._info(t0, ctx, step, probe.seconds if probe else 0.0, chunks=len(bounds), trained_chunks=trained,
-                          chunk_tokens=cfg.chunk_tokens, momentum=cfg.momentum, grad_clip=cfg.grad_clip)
+            ctx.log.write(fit.steps, phase="ttt_probe", **point)
+        info = fit.info(probe.seconds if probe else 0.0, chunks=len(bounds), trained_chunks=trained,
+                        chunk_tokens=cfg.chunk_tokens, momentum=cfg.momentum, grad_clip=cfg.grad_clip)
         return TTTOutcome(epochs=self.epochs, per_epoch=per_epoch, scored=True, info=info)
-
-
-def documents(doc_starts: np.ndarray, n: int) -> list[tuple[int, int, int]]:
-    """(first input position, first target, end target exclusive) of each document. The BOS that opens the
-    next document is the last target of this one ("the document ends here"), so targets 1..n-1 are covered
-    exactly once; a stream that does not start with BOS gets a leading partial document."""
-    starts = [int(s) for s in doc_starts]
-    if not starts or starts[0] != 0:
-        starts = [0] + starts
-    out = []
-    for i, s in enumerate(starts):
-        end = starts[i + 1] + 1 if i + 1 < len(starts) else n
-        if end > s + 1:
-            out.append((s, s + 1, end))
-    return out
-
-
-def document_windows(doc_start: int, lo: int, hi: int, seq_len: int) -> list[Window]:
-    """Windows scoring targets lo..hi-1 of a document, each with as much context from that document (and
-    only from it) as seq_len allows: document isolation, as in #77."""
-    out, first = [], lo
-    while first < hi:
-        end = min(first + seq_len - 1, hi - 1)  # at most seq_len targets per window
-        out.append(Window(max(doc_start, end - seq_len), end, first))
-        first = end + 1
-    return out
 
 
 class LoRAScoreFirst(Strategy):
@@ -555,72 +480,63 @@ class LoRAScoreFirst(Strategy):
     ledger requires scoring in stream order, which interleaved documents would break."""
 
     name = "lora_score_first"
-    stage = "postquant"
 
     def run(self, model, ctx: TTTContext) -> TTTOutcome:
-        t0 = _now(ctx.device)
         cfg, stream = self.cfg, ctx.stream
-        meter = stream.meter
-        start_state = (meter.nats, meter.bytes)
+        fit = _Fit(self, model, ctx, dynamic=None)
+        start_state = stream.official_sums()
         half_a_state = None
         docs = documents(stream.doc_starts, stream.n)
-        work = _work_model(model, cfg.compile)
-        adapters = attach_lora(work, cfg.lora_rank, cfg.lora_targets, seed=ctx.cfg.seed)
-        params = adapters.parameters()
-        step = adapted_docs = 0
+        adapters = attach_lora(fit.work, cfg.lora_rank, cfg.lora_targets, seed=ctx.seed)
+        adapted_docs = 0
+        make_opt = lambda ps: torch.optim.Adam(ps, lr=self.lr, betas=LORA_BETAS)  # noqa: E731
         try:
-            with _trainable(work, params), Progress(f"ttt {self.name}", len(docs), "doc") as bar:
-                fwd = _forward_for_steps(work, cfg.compile, dynamic=None)
+            with fit.training(adapters.parameters(), make_opt, 0.0), \
+                    Progress(f"ttt {self.name}", len(docs), "doc") as bar:
                 for doc_start, lo, hi in docs:
                     adapt = not cfg.probe or doc_start < ctx.split
                     if cfg.probe and not adapt and half_a_state is None:
-                        half_a_state = (meter.nats, meter.bytes)
+                        half_a_state = stream.official_sums()
                     adapters.reset()
-                    opt = torch.optim.Adam(params, lr=self.lr, betas=LORA_BETAS)  # fresh moments per document
+                    fit.reset_optimizer()  # fresh moments per document
                     chunks = [(c, min(c + cfg.doc_chunk_tokens, hi)) for c in range(lo, hi, cfg.doc_chunk_tokens)]
                     doc_loss = torch.zeros((), device=ctx.device)  # read back once per document, not per step
                     for j, (c_lo, c_hi) in enumerate(chunks):
                         windows = document_windows(doc_start, c_lo, c_hi, ctx.seq_len)
-                        _score(work, windows, ctx)
+                        _score(fit.work, windows, ctx)
                         if not adapt or j == len(chunks) - 1:
                             continue
-                        with _mode(work, True):
+                        with _mode(fit.work, True):
                             for _ in range(self.epochs):
                                 x, y = stream.train_windows(windows)  # the chunk just scored
-                                doc_loss = doc_loss + _step(fwd, opt, params, x, y, ctx.device, 0.0)
-                                step += 1
-                    _check_finite(float(doc_loss), self.name, f"in the document at token {doc_start}")
+                                doc_loss = doc_loss + fit.step(x, y)
+                    fit.check_finite(float(doc_loss), f"in the document at token {doc_start}")
                     adapted_docs += int(adapt and len(chunks) > 1)
                     bar.update(1)
         finally:
             adapters.remove()  # the model goes back to exactly its weights; only the scores remain
-        info = self._info(t0, ctx, step, 0.0, documents=len(docs), adapted_documents=adapted_docs,
-                          doc_chunk_tokens=cfg.doc_chunk_tokens, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets)
+        info = fit.info(0.0, documents=len(docs), adapted_documents=adapted_docs,
+                        doc_chunk_tokens=cfg.doc_chunk_tokens, lora_rank=cfg.lora_rank, lora_targets=cfg.lora_targets)
         if half_a_state is not None:  # official bpb of the adapted documents vs the never-adapted ones
+            end_state = stream.official_sums()
             a_nats, a_bytes = half_a_state[0] - start_state[0], half_a_state[1] - start_state[1]
-            b_nats, b_bytes = meter.nats - half_a_state[0], meter.bytes - half_a_state[1]
+            b_nats, b_bytes = end_state[0] - half_a_state[0], end_state[1] - half_a_state[1]
             if a_bytes > 0 and b_bytes > 0:
                 info["official_bpb_half_a"] = bits_per_byte(a_nats, a_bytes)
                 info["official_bpb_half_b"] = bits_per_byte(b_nats, b_bytes)
         return TTTOutcome(epochs=self.epochs, scored=True, info=info)
 
 
-STRATEGY_CLASSES: dict[str, type] = {
-    "none": NoTTT,
-    "prequant_val": PrequantVal,
-    "lora_single_pass": LoRASinglePass,
-    "train_slice": TrainSlice,
-    "score_first": ScoreFirst,
-    "lora_score_first": LoRAScoreFirst,
+STRATEGY_CLASSES: dict[str, type[Strategy]] = {
+    cls.name: cls for cls in (NoTTT, PrequantVal, LoRASinglePass, TrainSlice, ScoreFirst, LoRAScoreFirst)
 }
 
 
-def get_strategy(ttt_cfg) -> object:
+def get_strategy(ttt_cfg) -> Strategy:
     """Instantiate the configured strategy; refuse declared-illegal ones without ttt.allow_illegal."""
     if ttt_cfg.strategy not in STRATEGY_CLASSES:
         raise GolfError(f"ttt.strategy {ttt_cfg.strategy!r} is unknown; valid: {', '.join(STRATEGY_CLASSES)}")
-    cls = STRATEGY_CLASSES[ttt_cfg.strategy]
-    if cls.declared_illegal and not ttt_cfg.allow_illegal:
+    if STRATEGIES[ttt_cfg.strategy].declared_illegal and not ttt_cfg.allow_illegal:
         raise GolfError(f"ttt.strategy={ttt_cfg.strategy} trains on validation tokens before scoring them "
                         "(illegal in Parameter Golf); set ttt.allow_illegal=true to run it for study")
-    return cls(ttt_cfg)
+    return STRATEGY_CLASSES[ttt_cfg.strategy](ttt_cfg)
