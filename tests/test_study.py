@@ -481,7 +481,8 @@ def test_committed_conclusions_hold_on_the_committed_runs(path):
 # ---------------------------------------------------------------------------------------------------
 
 
-def test_jobs_run_cells_in_parallel_workers(tmp_path, tiny_dataset, env):
+def test_jobs_run_cells_in_parallel_workers(tmp_path, tiny_dataset, env, monkeypatch):
+    monkeypatch.setenv("GOLF_CACHE", str(tmp_path / "cache"))  # its own: no base model trained yet
     root = make_root(tmp_path)
     write_study(root, "mini", **{**mini_spec(tiny_dataset), "seeds": [1, 2]})
     summary = study.run_study("mini", root=root, jobs=2)
