@@ -473,3 +473,29 @@ def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
     ref = stats.page_trend_test([[-by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)])
     assert memo["epochs"] == "1 2 3" and memo["n_units"] == 3
     assert memo["L"] == pytest.approx(ref["L"]) and memo["p_value"] == pytest.approx(ref["p_value"])
+
+
+def test_a_swapped_split_is_averaged_into_its_unit_not_counted_twice(tmp_path):
+    study_dir = tmp_path / "swap"
+    expect: dict[int, list[float]] = {}
+    for path in sorted((FIXTURES / "ttt_gap" / "runs").glob("prequant_val_*/result.json")):
+        result = json.loads(path.read_text())
+        for swap, shift in ((False, 0.0), (True, 0.004)):  # the swapped run: B's documents adapted on
+            run = json.loads(json.dumps(result))
+            run["run_id"] = f"{result['run_id']}_swap{swap}"
+            run["study_params"] = {"preset": "tiny", "seed": result["seed"], "bundle": "none",
+                                   "overrides": {"ttt.probe_split": 1, "ttt.probe_swap": swap}}
+            for entry in run["ttt"]["per_epoch"][1:]:
+                entry["val_bpb_adapted"] += shift
+            (study_dir / "runs" / run["run_id"]).mkdir(parents=True)
+            (study_dir / "runs" / run["run_id"] / "result.json").write_text(json.dumps(run))
+            pe = run["ttt"]["per_epoch"]
+            contrast = ((pe[-1]["val_bpb_adapted"] - pe[0]["val_bpb_adapted"])
+                        - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
+            expect.setdefault(result["seed"], []).append(contrast)
+    write_report(study_dir, parse_sections(["paired"], "test"))
+    row = pd.read_csv(study_dir / "paired.csv").iloc[0]
+    per_unit = [sum(v) / 2 for _, v in sorted(expect.items())]
+    assert row["n_units"] == 3  # three (seed, split) units, each the mean of a split and its swap
+    assert row["mean_diff"] == pytest.approx(sum(per_unit) / 3, rel=1e-9)
+    assert row["p_value"] == pytest.approx(stats.one_sample_t_test(per_unit)["p_value"], rel=1e-9)

@@ -1,7 +1,7 @@
 """Paired statistics for TTT studies: contrasts within a unit, Holm within the family, MDE for every null.
 
-The unit of replication is the base model a TTT run starts from: one (seed, probe split) pair, the
-`UNIT_COLUMNS` a run carries. Runs that share a unit share the base model, its data order and the
+The unit of replication is the base model a TTT run starts from and the documents of its halves: one
+(seed, probe split) pair; a split's swapped run is averaged into its unit (`_by_unit`). Runs that share a unit share the base model, its data order and the
 documents of each probe half, so every comparison here is made *within* a unit and tested over units
 (golf.stats.paired_t_test), never between pooled samples (an unpaired test would count the units' shared
 spread as noise, and p-values come out far too small or too large).
@@ -51,12 +51,17 @@ def config_keys(frame: pd.DataFrame) -> list[str]:
 
 
 def _by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, float]:
-    out: dict[tuple, float] = {}
+    """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
+    swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its
+    value is averaged with the unswapped run's, which cancels any difference in difficulty between the
+    two sets of documents."""
+    keys = [c for c in cols if c != "ttt.probe_swap"]
+    sums: dict[tuple, list[float]] = {}
     for _, r in group.iterrows():
         v = r[value]
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            out[tuple(_norm(r[c]) for c in cols)] = float(v)
-    return out
+            sums.setdefault(tuple(_norm(r[c]) for c in keys), []).append(float(v))
+    return {unit: sum(vs) / len(vs) for unit, vs in sums.items()}
 
 
 def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
