@@ -100,7 +100,10 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             rows.append(_row("official gain (vs the float base)", label,
                              stats.paired_t_test([off[x] for x in u], [0.0] * len(u), 1 - ALPHA, POWER)))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
-    match = [k for k in keys if k not in ("strategy", "legal", "epochs") and not k.startswith("ttt.")]
+    # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
+    own = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", "ttt.lr",
+           "ttt.slice_tokens")
+    match = [k for k in keys if k not in own]
     for key_i, group_i in configs:
         if bool(group_i["legal"].iloc[0]):
             continue
