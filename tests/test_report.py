@@ -467,7 +467,8 @@ def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
             pe = cut["ttt"]["per_epoch"]
             by_unit.setdefault(result["seed"], {})[e] = ((pe[-1]["val_bpb_adapted"] - pe[0]["val_bpb_adapted"])
                                                          - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
-    write_report(study_dir, parse_sections(["trend"], "test"))
+    written = write_report(study_dir, parse_sections(["trend", "memorization_epochs"], "test"))
+    assert study_dir / "figures" / "memorization_epochs.png" in written
     table = pd.read_csv(study_dir / "trend.csv")
     memo = table[table["measure"].str.startswith("memorization")].iloc[0]
     ref = stats.page_trend_test([[-by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)])

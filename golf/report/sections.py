@@ -104,6 +104,15 @@ def _trend(inp: Inputs) -> Output:
     return Output(tables={"trend.csv": T._csv(table), "trend.md": P.trend_md(inp.study, table)})
 
 
+def _memorization_epochs(inp: Inputs) -> Output:
+    """Per-unit memorization contrast against epoch counts run separately, seeds' settings marked
+    (figure memorization_epochs)."""
+    runs = P.final_rows(inp.per_epoch)
+    if runs.empty or runs["epochs"].nunique() < 2 or runs["gain_adapted"].notna().sum() == 0:
+        return Output()
+    return Output(figures={"memorization_epochs": F._fig_memorization_epochs(runs, inp.study, P.units(runs))})
+
+
 def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
     if x not in inp.frame.columns:
@@ -139,6 +148,7 @@ SECTIONS: dict[str, Section] = {
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
     "paired": Section(_paired, ("paired.csv", "paired.md"), _paired.__doc__),
     "trend": Section(_trend, ("trend.csv", "trend.md"), _trend.__doc__),
+    "memorization_epochs": Section(_memorization_epochs, (), _memorization_epochs.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
     "frontier": Section(_frontier, (), _frontier.__doc__),
