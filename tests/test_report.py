@@ -439,7 +439,8 @@ def test_paired_section_pairs_within_units_and_corrects_the_family(tmp_path):
     row = memo.loc["strategy=prequant_val, legal=False"]
     assert row["n_units"] == 3 and row["p_value"] == pytest.approx(ref["p_value"], rel=1e-9)
     assert row["mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9)
-    versus = table[table["config"] == "illegal - legal"].iloc[0]
+    versus = table[table["test"] == "illegal_vs_legal"].iloc[0]
+    assert versus["strategy"] == "prequant_val" and versus["versus"] == "score_first"
     common = sorted(set(official["prequant_val"]) & set(official["score_first"]))
     diff = stats.paired_t_test([official["prequant_val"][s] for s in common], [official["score_first"][s] for s in common])
     assert versus["n_units"] == len(common) and versus["p_value"] == pytest.approx(diff["p_value"], rel=1e-9)

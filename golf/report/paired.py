@@ -69,8 +69,12 @@ def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def _row(comparison: str, config: str, test: dict) -> dict[str, Any]:
-    return {"comparison": comparison, "config": config, "n_units": test["n"], "mean_diff": test["mean_diff"],
+def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "") -> dict[str, Any]:
+    """One comparison: `test` (memorization / official / illegal_vs_legal) and the configuration's key columns
+    name it for conclusions.yaml (paired[test=memorization,strategy=prequant_val].p_holm); `comparison` and
+    `config` are its words for paired.md."""
+    return {"test": kind, **where, "versus": versus, "comparison": comparison, "config": config,
+            "n_units": test["n"], "mean_diff": test["mean_diff"],
             "ci_low": test["ci_low"], "ci_high": test["ci_high"], "sd_diff": test["sd_diff"],
             "p_value": test["p_value"], "mde": test["mde"]}
 
@@ -91,13 +95,13 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
         a, b = _by_unit(group, ucols, "gain_adapted"), _by_unit(group, ucols, "gain_heldout")
         common = sorted(set(a) & set(b))
         if common:
-            rows.append(_row("memorization (gain A - gain B)", label,
+            rows.append(_row("memorization", "memorization (gain A - gain B)", label, dict(zip(keys, key)),
                              stats.paired_t_test([a[u] for u in common], [b[u] for u in common],
                                                  1 - ALPHA, POWER)))
         off = _by_unit(group, ucols, "gain_official")
         if off:
             u = sorted(off)
-            rows.append(_row("official gain (vs the float base)", label,
+            rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
                              stats.paired_t_test([off[x] for x in u], [0.0] * len(u), 1 - ALPHA, POWER)))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
     # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
@@ -115,9 +119,11 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             x, y = _by_unit(group_i, ucols, "gain_official"), _by_unit(group_l, ucols, "gain_official")
             common = sorted(set(x) & set(y))
             if common:
-                rows.append(_row(f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
-                                 "illegal - legal", stats.paired_t_test([x[u] for u in common],
-                                                                        [y[u] for u in common], 1 - ALPHA, POWER)))
+                rows.append(_row("illegal_vs_legal",
+                                 f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
+                                 "illegal - legal", dict(zip(keys, key_i)),
+                                 stats.paired_t_test([x[u] for u in common], [y[u] for u in common], 1 - ALPHA, POWER),
+                                 versus=str(_norm(group_l["strategy"].iloc[0]))))
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = stats.holm(table["p_value"].tolist())
