@@ -352,6 +352,8 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     assert xsa["delta_bytes"] == pytest.approx(0.0)
     ema = table.loc[("tiny1550", "ema")]
     assert ema["delta_mean"] == pytest.approx(-0.015) and ema["deltas"] == "-0.02000 -0.01000"
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()), nan_ok=True)
+    assert xsa["mde"] == pytest.approx(stats.paired_mde(xsa["delta_std"], 2))
     # No `bundle` column: no table.
     assert ablation_table(frame.drop(columns="bundle")).empty
 
