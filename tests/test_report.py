@@ -503,3 +503,23 @@ def test_a_swapped_split_is_averaged_into_its_unit_not_counted_twice(tmp_path):
     assert row["n_units"] == 3  # three (seed, split) units, each the mean of a split and its swap
     assert row["mean_diff"] == pytest.approx(sum(per_unit) / 3, rel=1e-9)
     assert row["p_value"] == pytest.approx(stats.one_sample_t_test(per_unit)["p_value"], rel=1e-9)
+
+
+def test_one_section_twice_under_two_names(ut_report, tmp_path):
+    study_dir = tmp_path / "ut"
+    shutil.copytree(FIXTURES / "ut_loops", study_dir)
+    sections = parse_sections([{"ablation": {"axis": "model.ut_loops", "reference": 2, "name": "loops"}},
+                               {"ablation": {"axis": "model.ut_curriculum_frac", "reference": 0.5,
+                                             "name": "curriculum"}}], "test")
+    write_report(study_dir, sections)
+    loops = pd.read_csv(study_dir / "loops.csv")
+    assert sorted(loops["model.ut_curriculum_frac"]) == [0.0, 0.5] and set(loops["ablate"]) == {6}
+    # loops 6 vs 2 at curriculum 0.5, paired by seed, from the fixture's own numbers
+    runs = {(r["study_params"]["overrides"]["model.ut_loops"], r["study_params"]["overrides"]["model.ut_curriculum_frac"],
+             r["seed"]): r["eval"]["val_bpb"] for r in fixture_results("ut_loops")}
+    deltas = [runs[(6, 0.5, s)] - runs[(2, 0.5, s)] for s in (42, 1337)]
+    row = loops[loops["model.ut_curriculum_frac"] == 0.5].iloc[0]
+    assert row["delta_mean"] == pytest.approx(sum(deltas) / 2, rel=1e-9)
+    assert (study_dir / "curriculum.md").read_text().startswith("# ut: each model.ut_curriculum_frac against")
+    with pytest.raises(GolfError, match="listed twice"):
+        parse_sections([{"ablation": {"axis": "bundle"}}, "ablation"], "test")

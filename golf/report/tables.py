@@ -352,7 +352,10 @@ def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, axis: str
             f"[{_fmt(r['delta_ci_low'], 'gain')}, {_fmt(r['delta_ci_high'], 'gain')}]",
             _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"), str(r["deltas"]),
             f"{float(r['delta_bytes']):+,.0f}"])
-    text = f"# {study}: one switch off against the full stack\n\n"
+    text = (f"# {study}: one switch off against the full stack\n\n" if axis == "bundle" else
+            f"# {study}: each {axis} against {axis}={reference}\n\n")
+    if axis != "bundle":
+        text += (f"Read 'switch off' below as 'this value of {axis}' and 'full stack' as `{axis}={reference}`.\n\n")
     text += (f"delta = val_bpb with the switch off - val_bpb of the full stack (`{axis}={reference}`), paired by seed "
              "(each seed's two runs share data order and initialisation stream). delta > 0: turning the "
              "switch off hurt, so it helps at this scale; delta < 0: the model is better without it. Mean ± "
