@@ -47,6 +47,52 @@ def validation_subset(tokens: np.ndarray, data_cfg, bos_id: int) -> np.ndarray:
     return tokens
 
 
+def probe_halves(tokens: np.ndarray, bos_id: int, sources: list[str] | None, split: int,
+                 swap: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """The memorization probe's halves: (stream, docs of A, docs of B, split), the documents as indices into
+    `tokens` and `split` the first target position of B in the returned stream (targets 1..split-1 are A).
+
+    split 0: A is the first half of the documents (len // 2), B the rest, the stream unchanged, as the
+    probe always was. split k >= 1: the documents are drawn into A and B with numpy's generator seeded k,
+    stratified by source (each source's documents shuffled and dealt alternately, the odd one to whichever
+    half is shorter so far), so both halves carry the same registers; without sources, one stratum. The
+    stream is then A's documents followed by B's, each half in the original order: every strategy sees A
+    as the targets before the split, exactly as with split 0. `swap` exchanges the halves. Each document
+    keeps its own BOS, so its bytes are the same in any order; a window that crosses into the next
+    document sees a different neighbour, which is why a probe run's official score is read only within
+    the run (its base is scored on the same stream) and the real protocol is a run with the probe off.
+    """
+    starts = np.flatnonzero(tokens == bos_id)
+    if starts.size == 0 or starts[0] != 0:
+        starts = np.concatenate([[0], starts]).astype(np.int64)
+    n_docs = int(starts.size)
+    if split == 0:
+        a = np.arange(n_docs // 2)
+        b = np.arange(n_docs // 2, n_docs)
+    else:
+        labels = list(sources[:n_docs]) if sources is not None else [""] * n_docs
+        if len(labels) != n_docs:
+            raise GolfError(f"probe split: {len(labels)} document sources for {n_docs} validation documents")
+        rng = np.random.default_rng(split)
+        halves: list[list[int]] = [[], []]
+        for source in sorted(set(labels)):
+            docs = rng.permutation([i for i, label in enumerate(labels) if label == source])
+            first = 0 if len(halves[0]) <= len(halves[1]) else 1  # the odd document goes to the shorter half
+            for j, doc in enumerate(docs):
+                halves[(first + j) % 2].append(int(doc))
+        a, b = np.sort(np.array(halves[0], dtype=np.int64)), np.sort(np.array(halves[1], dtype=np.int64))
+    if swap:
+        a, b = b, a
+    ends = np.concatenate([starts[1:], [tokens.size]])
+    first_b = int(sum(ends[i] - starts[i] for i in a))  # the BOS opening B's first document
+    if n_docs < 2:
+        return tokens, a, b, int(tokens.size)  # one document: no half B
+    if split == 0 and not swap:
+        return tokens, a, b, first_b
+    stream = np.concatenate([tokens[starts[i]:ends[i]] for i in np.concatenate([a, b])])
+    return stream.astype(tokens.dtype, copy=False), a, b, first_b
+
+
 def official_tokens(tokens: np.ndarray, protocol: str, seq_len: int) -> np.ndarray:
     """The validation tokens whose targets are official: all of them, or (pg) the baseline's prefix."""
     if protocol == "all":

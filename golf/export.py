@@ -711,6 +711,9 @@ def export(run_dirs: list[str | Path] | None = None, out: str | Path = "export",
                 raise GolfError(f"golf export: {rd} has another config than {run_dirs[0]} (only the seed may differ)")
     if config is None:
         raise GolfError("golf export: give a run folder or a config")
+    if config["ttt"]["strategy"] == "train_slice" and config["ttt"].get("slice_tokens") == 0:
+        raise GolfError("golf export: ttt.slice_tokens=0 matches a study's probe half, which a submission does not "
+                        "have; export with a fixed ttt.slice_tokens (the seed's is 131073)")
     out = Path(out)
     if out.exists() and not (out.is_dir() and {p.name for p in out.iterdir()} <= set(RECORD_FILES)):
         # the folder is replaced whole: only an earlier export may be overwritten, never other files

@@ -38,7 +38,14 @@ from golf.data.dataset import Dataset
 from golf.data.shards import BOS_ID
 from golf.device import Dist, autocast, device_name, init_distributed, pick_device
 from golf.errors import GolfError
-from golf.evaluate import diagnose, evaluate, official_tokens, resolve_protocol, validation_subset
+from golf.evaluate import (
+    diagnose,
+    evaluate,
+    official_tokens,
+    probe_halves,
+    resolve_protocol,
+    validation_subset,
+)
 from golf.export import script_bytes
 from golf.io import atomic_dir, atomic_path, file_lock, write_json
 from golf.ledger import ValidationStream
@@ -272,6 +279,30 @@ def baselines_for(cfg: RunConfig, ds: Dataset, train_info: dict, val: np.ndarray
                          cache_root().parent / "baselines")
 
 
+def probe_record(ttt_cfg, halves, tokens: np.ndarray, table) -> dict | None:
+    """What result.json says about the probe's halves: which documents (indices into the scored validation
+    documents, in their original order), how many targets and bytes each half has, and their sources."""
+    if halves is None:
+        return None
+    from golf.metric import token_bytes
+
+    docs_a, docs_b, split, sources = halves
+    n = int(tokens.size)
+    split = min(split, n)
+    per_target = token_bytes(table, tokens[:-1], tokens[1:])  # target j at index j - 1
+    record = {"split": ttt_cfg.probe_split, "swap": ttt_cfg.probe_swap, "first_target_b": int(split),
+              "docs_a": [int(i) for i in docs_a], "docs_b": [int(i) for i in docs_b],
+              "tokens_a": int(split - 1), "tokens_b": int(n - split),
+              "bytes_a": int(per_target[: split - 1].sum()), "bytes_b": int(per_target[split - 1:].sum())}
+    if sources is not None:
+        for half, docs in (("a", docs_a), ("b", docs_b)):
+            counts: dict[str, int] = {}
+            for i in docs:
+                counts[sources[i]] = counts.get(sources[i], 0) + 1
+            record[f"sources_{half}"] = dict(sorted(counts.items()))
+    return record
+
+
 def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, source: str | Path | None = None) -> dict:
     """Run the whole pipeline into `out`; returns the result dict (also written as result.json).
 
@@ -319,10 +350,17 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
     val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)
+    halves = None
+    if cfg.ttt.probe:  # which documents form halves A and B, and the stream in that order
+        sources = ds.val_doc_sources if cfg.ttt.probe_split else None
+        val, docs_a, docs_b, split = probe_halves(val, BOS_ID, sources, cfg.ttt.probe_split, cfg.ttt.probe_swap)
+        halves = (docs_a, docs_b, split, sources)
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
     protocol = resolve_protocol(cfg.eval.protocol, ds.name)
-    stream = ValidationStream(official_tokens(val, protocol, seq_len), ds.byte_table)
-    ctx = make_context(strategy, cfg, stream, ds, device, seq_len, out / "metrics.jsonl")  # sealed: golf/ttt/context.py
+    scored_val = official_tokens(val, protocol, seq_len)
+    stream = ValidationStream(scored_val, ds.byte_table)
+    split = min(halves[2], stream.n) if halves is not None else None
+    ctx = make_context(strategy, cfg, stream, ds, device, seq_len, out / "metrics.jsonl", split)  # sealed: golf/ttt/context.py
 
     t_eval = time.perf_counter()
     base = diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n, desc="eval base")
@@ -365,6 +403,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         "artifact": report,
         "ttt": {"strategy": cfg.ttt.strategy, "epochs": ttt_out.epochs if ttt_out else 0, "legal": legal,
                 "violations": violations, "per_epoch": ttt_out.per_epoch if ttt_out else [],
+                "probe_halves": probe_record(cfg.ttt, halves, scored_val, ds.byte_table),
                 **(ttt_out.info if ttt_out else {})},
         "env": {"golf": golf.__version__, "torch": torch.__version__, "device": device_name(device),
                 "git_sha": git_sha, "dirty": dirty},

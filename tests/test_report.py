@@ -352,6 +352,8 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     assert xsa["delta_bytes"] == pytest.approx(0.0)
     ema = table.loc[("tiny1550", "ema")]
     assert ema["delta_mean"] == pytest.approx(-0.015) and ema["deltas"] == "-0.02000 -0.01000"
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()), nan_ok=True)
+    assert xsa["mde"] == pytest.approx(stats.paired_mde(xsa["delta_std"], 2))
     # No `bundle` column: no table.
     assert ablation_table(frame.drop(columns="bundle")).empty
 
@@ -439,7 +441,8 @@ def test_paired_section_pairs_within_units_and_corrects_the_family(tmp_path):
     row = memo.loc["strategy=prequant_val, legal=False"]
     assert row["n_units"] == 3 and row["p_value"] == pytest.approx(ref["p_value"], rel=1e-9)
     assert row["mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9)
-    versus = table[table["config"] == "illegal - legal"].iloc[0]
+    versus = table[table["test"] == "illegal_vs_legal"].iloc[0]
+    assert versus["strategy"] == "prequant_val" and versus["versus"] == "score_first"
     common = sorted(set(official["prequant_val"]) & set(official["score_first"]))
     diff = stats.paired_t_test([official["prequant_val"][s] for s in common], [official["score_first"][s] for s in common])
     assert versus["n_units"] == len(common) and versus["p_value"] == pytest.approx(diff["p_value"], rel=1e-9)
@@ -467,9 +470,56 @@ def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
             pe = cut["ttt"]["per_epoch"]
             by_unit.setdefault(result["seed"], {})[e] = ((pe[-1]["val_bpb_adapted"] - pe[0]["val_bpb_adapted"])
                                                          - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
-    write_report(study_dir, parse_sections(["trend"], "test"))
+    written = write_report(study_dir, parse_sections(["trend", "memorization_epochs"], "test"))
+    assert study_dir / "figures" / "memorization_epochs.png" in written
     table = pd.read_csv(study_dir / "trend.csv")
     memo = table[table["measure"].str.startswith("memorization")].iloc[0]
     ref = stats.page_trend_test([[-by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)])
     assert memo["epochs"] == "1 2 3" and memo["n_units"] == 3
     assert memo["L"] == pytest.approx(ref["L"]) and memo["p_value"] == pytest.approx(ref["p_value"])
+
+
+def test_a_swapped_split_is_averaged_into_its_unit_not_counted_twice(tmp_path):
+    study_dir = tmp_path / "swap"
+    expect: dict[int, list[float]] = {}
+    for path in sorted((FIXTURES / "ttt_gap" / "runs").glob("prequant_val_*/result.json")):
+        result = json.loads(path.read_text())
+        for swap, shift in ((False, 0.0), (True, 0.004)):  # the swapped run: B's documents adapted on
+            run = json.loads(json.dumps(result))
+            run["run_id"] = f"{result['run_id']}_swap{swap}"
+            run["study_params"] = {"preset": "tiny", "seed": result["seed"], "bundle": "none",
+                                   "overrides": {"ttt.probe_split": 1, "ttt.probe_swap": swap}}
+            for entry in run["ttt"]["per_epoch"][1:]:
+                entry["val_bpb_adapted"] += shift
+            (study_dir / "runs" / run["run_id"]).mkdir(parents=True)
+            (study_dir / "runs" / run["run_id"] / "result.json").write_text(json.dumps(run))
+            pe = run["ttt"]["per_epoch"]
+            contrast = ((pe[-1]["val_bpb_adapted"] - pe[0]["val_bpb_adapted"])
+                        - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
+            expect.setdefault(result["seed"], []).append(contrast)
+    write_report(study_dir, parse_sections(["paired"], "test"))
+    row = pd.read_csv(study_dir / "paired.csv").iloc[0]
+    per_unit = [sum(v) / 2 for _, v in sorted(expect.items())]
+    assert row["n_units"] == 3  # three (seed, split) units, each the mean of a split and its swap
+    assert row["mean_diff"] == pytest.approx(sum(per_unit) / 3, rel=1e-9)
+    assert row["p_value"] == pytest.approx(stats.one_sample_t_test(per_unit)["p_value"], rel=1e-9)
+
+
+def test_one_section_twice_under_two_names(ut_report, tmp_path):
+    study_dir = tmp_path / "ut"
+    shutil.copytree(FIXTURES / "ut_loops", study_dir)
+    sections = parse_sections([{"ablation": {"axis": "model.ut_loops", "reference": 2, "name": "loops"}},
+                               {"ablation": {"axis": "model.ut_curriculum_frac", "reference": 0.5,
+                                             "name": "curriculum"}}], "test")
+    write_report(study_dir, sections)
+    loops = pd.read_csv(study_dir / "loops.csv")
+    assert sorted(loops["model.ut_curriculum_frac"]) == [0.0, 0.5] and set(loops["ablate"]) == {6}
+    # loops 6 vs 2 at curriculum 0.5, paired by seed, from the fixture's own numbers
+    runs = {(r["study_params"]["overrides"]["model.ut_loops"], r["study_params"]["overrides"]["model.ut_curriculum_frac"],
+             r["seed"]): r["eval"]["val_bpb"] for r in fixture_results("ut_loops")}
+    deltas = [runs[(6, 0.5, s)] - runs[(2, 0.5, s)] for s in (42, 1337)]
+    row = loops[loops["model.ut_curriculum_frac"] == 0.5].iloc[0]
+    assert row["delta_mean"] == pytest.approx(sum(deltas) / 2, rel=1e-9)
+    assert (study_dir / "curriculum.md").read_text().startswith("# ut: each model.ut_curriculum_frac against")
+    with pytest.raises(GolfError, match="listed twice"):
+        parse_sections([{"ablation": {"axis": "bundle"}}, "ablation"], "test")

@@ -66,7 +66,13 @@ def iter_input_files(inputs: Iterable[str | Path]) -> list[Path]:
 
 def read_documents(inputs: Iterable[str | Path]) -> list[str]:
     """All non-blank documents of the inputs, in deterministic order."""
-    docs: list[str] = []
+    return [text for text, _ in read_labelled_documents(inputs)]
+
+
+def read_labelled_documents(inputs: Iterable[str | Path]) -> list[tuple[str, str | None]]:
+    """(text, source) of every non-blank document of the inputs, in deterministic order; source is a JSONL
+    record's `source` field (the offline corpus writes one: enwiki, sotu, kjv, ...), else None."""
+    docs: list[tuple[str, str | None]] = []
     for path in iter_input_files(inputs):
         try:
             text = path.read_text(encoding="utf-8")
@@ -74,7 +80,7 @@ def read_documents(inputs: Iterable[str | Path]) -> list[str]:
             raise GolfError(f"input {path}: not UTF-8 text (byte {e.start})") from e
         if path.suffix == ".txt":
             if text.strip():
-                docs.append(text)
+                docs.append((text, None))
             continue
         for lineno, line in enumerate(text.splitlines(), 1):
             if not line.strip():
@@ -86,7 +92,8 @@ def read_documents(inputs: Iterable[str | Path]) -> list[str]:
             if not isinstance(record, dict) or not isinstance(record.get("text"), str):
                 raise GolfError(f"input {path}:{lineno}: each line needs a string field 'text'")
             if record["text"].strip():
-                docs.append(record["text"])
+                source = record.get("source")
+                docs.append((record["text"], source if isinstance(source, str) else None))
     if not docs:
         raise GolfError("input: no non-empty documents found in " + ", ".join(str(p) for p in inputs))
     return docs
@@ -175,10 +182,12 @@ def build_dataset(
         raise GolfError(f"--shard-tokens must be >= 1, got {shard_tokens}")
     if vocab_size < 1:
         raise GolfError(f"--vocab-size must be >= 1, got {vocab_size}")
-    docs = read_documents(inputs)
+    labelled = read_labelled_documents(inputs)
+    docs = [text for text, _ in labelled]
     if val_docs >= len(docs):
         raise GolfError(f"--val-docs {val_docs} leaves no training documents (input has {len(docs)} documents)")
     val, train = docs[:val_docs], docs[val_docs:]
+    val_sources = [source for _, source in labelled[:val_docs]]
 
     bar = Progress(f"build {name}", 3, "stage")  # each stage takes seconds on the 24 MB default corpus
     bar.update(0, stage="tokenizer")
@@ -209,6 +218,8 @@ def build_dataset(
                 "tokens": int(val_tokens.size),
                 "docs": len(val),
                 "bytes": stream_bytes(table, val_tokens),
+                # each validation document's source, in stream order (the probe stratifies its halves by it)
+                **({"doc_sources": val_sources} if any(val_sources) else {}),
             },
             "sources": list(sources or []),
         }

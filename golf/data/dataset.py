@@ -105,6 +105,33 @@ class Dataset:
         return tokens
 
     @cached_property
+    def val_doc_sources(self) -> list[str] | None:
+        """Each validation document's source corpus, in stream order, or None when the dataset cannot say.
+
+        From the manifest's `val.doc_sources` (golf data build writes it for JSONL input with a `source`
+        field); for an offline default corpus built before that field existed, from the first `val.docs`
+        records of the corpus file it was built from (`<data root>/corpora/default/documents.jsonl`, the
+        same order the build used). A list whose length is not the number of validation documents is refused.
+        """
+        sources = (self.manifest.get("val") or {}).get("doc_sources")
+        corpus = self.directory.parent.parent / "corpora" / "default" / "documents.jsonl"
+        if sources is None and self.name == "default" and corpus.is_file():
+            want = int((self.manifest.get("val") or {}).get("docs", 0))
+            sources = []
+            with open(corpus, encoding="utf-8") as f:
+                for line in f:
+                    if len(sources) == want:
+                        break
+                    sources.append(json.loads(line).get("source"))
+        if sources is None:
+            return None
+        docs = int(np.count_nonzero(self.val_tokens == BOS_ID))
+        if len(sources) != docs:
+            raise GolfError(f"dataset {self.directory}: {len(sources)} validation document sources for {docs} "
+                            "validation documents")
+        return [str(s) if s is not None else "" for s in sources]
+
+    @cached_property
     def val_bytes(self) -> int:
         return stream_bytes(self.byte_table, self.val_tokens)
 

@@ -296,3 +296,45 @@ def _fig_frontier(frame: pd.DataFrame, summary: pd.DataFrame, study: str):
 # ---------------------------------------------------------------------------------------------------
 # Report
 # ---------------------------------------------------------------------------------------------------
+
+
+def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
+    """Per unit (seed, split; a split and its swap averaged), the memorization contrast (gain on adapted A
+    minus gain on held-out B) of separate runs at each epoch count, one panel per strategy; thin lines are
+    units, the thick line their mean with its 95% t-interval; a dashed line marks the strategy's published
+    epoch setting (golf.ttt.STRATEGIES, the seeds' own)."""
+    from golf.ttt import STRATEGIES
+
+    data = runs.assign(contrast=runs["gain_adapted"] - runs["gain_heldout"]).dropna(subset=["contrast"])
+    strategies = sorted(data["strategy"].unique())
+    fig, axes = _new_figure(max(1, len(strategies)), 4.2, 3.8)
+    keys = [u for u in units if u != "ttt.probe_swap"]
+    counts = []
+    for ax, strategy in zip(axes, strategies):
+        part = data[data["strategy"] == strategy]
+        per_unit = part.groupby(keys + ["epochs"], dropna=False)["contrast"].mean().reset_index()
+        for _, unit in per_unit.groupby(keys, dropna=False):
+            unit = unit.sort_values("epochs")
+            ax.plot(unit["epochs"], unit["contrast"], color="grey", alpha=0.35, linewidth=0.8)
+        xs, means, hws = [], [], []
+        for e, at in per_unit.groupby("epochs"):
+            s = stats.mean_std_ci(_finite(at["contrast"]), CONFIDENCE)
+            xs.append(float(e)), means.append(s["mean"]), hws.append(s["half_width"])
+            counts.append(s["n"])
+        ax.errorbar(xs, means, yerr=np.nan_to_num(np.array(hws, dtype=float), nan=0.0), marker="o", capsize=3,
+                    color="tab:red", linewidth=2, label="mean over units, 95% CI")
+        seed_epochs = STRATEGIES[strategy].epochs if strategy in STRATEGIES else None
+        if seed_epochs:
+            ax.axvline(seed_epochs, color="black", linestyle="--", linewidth=1, label=f"seed setting ({seed_epochs})")
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xscale("symlog", base=2, linthresh=1)
+        ax.set_xticks(sorted(set(xs)), [f"{v:g}" for v in sorted(set(xs))])
+        ax.minorticks_off()
+        ax.set_xlabel("TTT epochs (separate runs)")
+        ax.set_title(strategy)
+        ax.grid(alpha=0.3)
+    axes[0].set_ylabel("gain on A - gain on B (bpb)\n< 0: adapted documents gain more")
+    axes[0].legend(fontsize="small")
+    fig.suptitle(f"{study}: memorization contrast vs epochs\ngrey = units (seed, split), "
+                 f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
+    return fig

@@ -1,7 +1,7 @@
 """Paired statistics for TTT studies: contrasts within a unit, Holm within the family, MDE for every null.
 
-The unit of replication is the base model a TTT run starts from: one (seed, probe split) pair, the
-`UNIT_COLUMNS` a run carries. Runs that share a unit share the base model, its data order and the
+The unit of replication is the base model a TTT run starts from and the documents of its halves: one
+(seed, probe split) pair; a split's swapped run is averaged into its unit (`_by_unit`). Runs that share a unit share the base model, its data order and the
 documents of each probe half, so every comparison here is made *within* a unit and tested over units
 (golf.stats.paired_t_test), never between pooled samples (an unpaired test would count the units' shared
 spread as noise, and p-values come out far too small or too large).
@@ -51,12 +51,17 @@ def config_keys(frame: pd.DataFrame) -> list[str]:
 
 
 def _by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, float]:
-    out: dict[tuple, float] = {}
+    """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
+    swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its
+    value is averaged with the unswapped run's, which cancels any difference in difficulty between the
+    two sets of documents."""
+    keys = [c for c in cols if c != "ttt.probe_swap"]
+    sums: dict[tuple, list[float]] = {}
     for _, r in group.iterrows():
         v = r[value]
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            out[tuple(_norm(r[c]) for c in cols)] = float(v)
-    return out
+            sums.setdefault(tuple(_norm(r[c]) for c in keys), []).append(float(v))
+    return {unit: sum(vs) / len(vs) for unit, vs in sums.items()}
 
 
 def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
@@ -64,8 +69,12 @@ def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def _row(comparison: str, config: str, test: dict) -> dict[str, Any]:
-    return {"comparison": comparison, "config": config, "n_units": test["n"], "mean_diff": test["mean_diff"],
+def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "") -> dict[str, Any]:
+    """One comparison: `test` (memorization / official / illegal_vs_legal) and the configuration's key columns
+    name it for conclusions.yaml (paired[test=memorization,strategy=prequant_val].p_holm); `comparison` and
+    `config` are its words for paired.md."""
+    return {"test": kind, **where, "versus": versus, "comparison": comparison, "config": config,
+            "n_units": test["n"], "mean_diff": test["mean_diff"],
             "ci_low": test["ci_low"], "ci_high": test["ci_high"], "sd_diff": test["sd_diff"],
             "p_value": test["p_value"], "mde": test["mde"]}
 
@@ -86,16 +95,19 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
         a, b = _by_unit(group, ucols, "gain_adapted"), _by_unit(group, ucols, "gain_heldout")
         common = sorted(set(a) & set(b))
         if common:
-            rows.append(_row("memorization (gain A - gain B)", label,
+            rows.append(_row("memorization", "memorization (gain A - gain B)", label, dict(zip(keys, key)),
                              stats.paired_t_test([a[u] for u in common], [b[u] for u in common],
                                                  1 - ALPHA, POWER)))
         off = _by_unit(group, ucols, "gain_official")
         if off:
             u = sorted(off)
-            rows.append(_row("official gain (vs the float base)", label,
+            rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
                              stats.paired_t_test([off[x] for x in u], [0.0] * len(u), 1 - ALPHA, POWER)))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
-    match = [k for k in keys if k not in ("strategy", "legal", "epochs") and not k.startswith("ttt.")]
+    # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
+    own = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", "ttt.lr",
+           "ttt.slice_tokens")
+    match = [k for k in keys if k not in own]
     for key_i, group_i in configs:
         if bool(group_i["legal"].iloc[0]):
             continue
@@ -107,9 +119,11 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             x, y = _by_unit(group_i, ucols, "gain_official"), _by_unit(group_l, ucols, "gain_official")
             common = sorted(set(x) & set(y))
             if common:
-                rows.append(_row(f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
-                                 "illegal - legal", stats.paired_t_test([x[u] for u in common],
-                                                                        [y[u] for u in common], 1 - ALPHA, POWER)))
+                rows.append(_row("illegal_vs_legal",
+                                 f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
+                                 "illegal - legal", dict(zip(keys, key_i)),
+                                 stats.paired_t_test([x[u] for u in common], [y[u] for u in common], 1 - ALPHA, POWER),
+                                 versus=str(_norm(group_l["strategy"].iloc[0]))))
     table = pd.DataFrame(rows)
     if not table.empty:
         table["p_holm"] = stats.holm(table["p_value"].tolist())

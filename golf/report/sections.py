@@ -104,6 +104,15 @@ def _trend(inp: Inputs) -> Output:
     return Output(tables={"trend.csv": T._csv(table), "trend.md": P.trend_md(inp.study, table)})
 
 
+def _memorization_epochs(inp: Inputs) -> Output:
+    """Per-unit memorization contrast against epoch counts run separately, seeds' settings marked
+    (figure memorization_epochs)."""
+    runs = P.final_rows(inp.per_epoch)
+    if runs.empty or runs["epochs"].nunique() < 2 or runs["gain_adapted"].notna().sum() == 0:
+        return Output()
+    return Output(figures={"memorization_epochs": F._fig_memorization_epochs(runs, inp.study, P.units(runs))})
+
+
 def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
     if x not in inp.frame.columns:
@@ -114,14 +123,15 @@ def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     return Output(figures={f"curve_{x.rsplit('.', 1)[-1]}": F._fig_curve(inp.frame, inp.study, x, log2)})
 
 
-def _ablation(inp: Inputs, axis: str = "bundle", reference: str = "none") -> Output:
-    """Each value of `axis` against `reference`, paired by seed (ablation.csv/.md, figure ablation)."""
+def _ablation(inp: Inputs, axis: str = "bundle", reference: Any = "none", name: str = "ablation") -> Output:
+    """Each value of `axis` against `reference`, paired by seed, Holm and MDE (<name>.csv/.md, figure <name>);
+    `name` lets one study list several (e.g. loops against 1 loop, curriculum against none)."""
     table = T.ablation_table(inp.frame, axis, reference)
     if table.empty:
         return Output()
-    return Output(tables={"ablation.csv": T._csv(table),
-                          "ablation.md": T._ablation_md(inp.study, inp.frame, table, axis, reference)},
-                  figures={"ablation": F._fig_ablation(table, inp.frame, inp.study, axis)})
+    return Output(tables={f"{name}.csv": T._csv(table),
+                          f"{name}.md": T._ablation_md(inp.study, inp.frame, table, axis, reference)},
+                  figures={name: F._fig_ablation(table, inp.frame, inp.study, axis)})
 
 
 def _frontier(inp: Inputs) -> Output:
@@ -139,6 +149,7 @@ SECTIONS: dict[str, Section] = {
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
     "paired": Section(_paired, ("paired.csv", "paired.md"), _paired.__doc__),
     "trend": Section(_trend, ("trend.csv", "trend.md"), _trend.__doc__),
+    "memorization_epochs": Section(_memorization_epochs, (), _memorization_epochs.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
     "frontier": Section(_frontier, (), _frontier.__doc__),
@@ -175,8 +186,8 @@ def parse_sections(spec: Any, where: str) -> list[tuple[str, dict]]:
         if unknown or missing:
             raise GolfError(f"{where}: report section {name} takes options {', '.join(allowed) or 'none'}"
                             f"{f'; unknown: {unknown}' if unknown else ''}{f'; missing: {missing}' if missing else ''}")
-        if any(name == n for n, _ in out):
-            raise GolfError(f"{where}: report section {name} is listed twice")
+        if any(name == n and options.get("name") == o.get("name") for n, o in out):
+            raise GolfError(f"{where}: report section {name} is listed twice (give the second its own `name`)")
         out.append((name, dict(options)))
     if not any(n == "summary" for n, _ in out):
         out.insert(0, ("summary", {}))
@@ -207,6 +218,10 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
     figures: dict[str, Any] = {}
     for name, options in sections or [("summary", {})]:
         out = SECTIONS[name].build(inputs, **options)
+        clash = sorted((set(out.tables) & set(tables) - {"summary.csv"}) | (set(out.figures) & set(figures)))
+        if clash:
+            raise GolfError(f"report section {name} writes {', '.join(clash)}, which an earlier section wrote; "
+                            "give it another `name`")
         tables.update(out.tables)
         figures.update(out.figures)
     tables["summary.md"] = (T._summary_md(inputs.study, frame, inputs.summary, skipped, sorted(figures))
@@ -222,7 +237,7 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
                 for ext, data in rendered[name].items():
                     (tmp / f"{name}.{ext}").write_bytes(data)
         written += [fig_dir / f"{name}.{ext}" for name in sorted(rendered) for ext in ("png", "svg")]
-    for name in TABLE_FILES:
+    for name in sorted(set(TABLE_FILES) | set(tables)):  # named sections write files of their own names
         path = study_dir / name
         if name in tables:
             gio.write_text(path, tables[name])

@@ -94,6 +94,9 @@ def report_tables(study_dir: Path) -> dict:
     if not ttt.empty and ttt["gain"].notna().any():
         gap, pooled = T.gap_table(per_epoch)
         tables.update(gap=gap, pooled=pd.DataFrame([pooled]), slopes=T.slope_table(per_epoch))
+        from golf.report import paired as P
+
+        tables["paired"] = P.paired_table(per_epoch)
     return tables
 
 

@@ -308,7 +308,8 @@ def _warn_strays(runs: Path, ids: set[str]) -> None:
     """Run folders that are no cell of the study (an older grid) are left alone but named: the report reads them."""
     if not runs.is_dir():
         return
-    strays = sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name not in ids and not p.name.startswith("."))
+    strays = sorted(p.name for p in runs.iterdir() if p.is_dir() and p.name not in ids and not p.name.startswith(".")
+                    and (p / "result.json").is_file())  # a folder without a result (git-ignored leftovers) is not read
     if strays:
         print(f"golf study: {len(strays)} run folder(s) in {runs} are not cells of the current study "
               f"(e.g. {strays[0]}); the report includes them until they are deleted", file=sys.stderr)

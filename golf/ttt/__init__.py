@@ -63,10 +63,14 @@ class TTTConfig:
     lora_rank: int = 8  # lora strategies (#1127)
     lora_targets: str = "qv_head"  # qv_head: c_q, c_v + head (#77, #1127); all: every block linear + head
     doc_chunk_tokens: int = 256  # lora_score_first chunk within a document
-    slice_tokens: int = 131_073  # train_slice: tail of the last training shard (#1554)
+    slice_tokens: int = 131_073  # train_slice: tail of the last training shard (#1554); 0 = budget-matched: as
+    # many sequences as prequant_val trains on (half A with the probe on), the illegal strategy's legal control
     batch_seqs: int = 8  # sequences per TTT step
     probe: bool = True  # memorization probe: adapt on half A of the val documents, hold out half B
     compile: bool = False  # torch.compile a fresh model instance for TTT (#1550: 860 s -> 426 s)
+    probe_split: int = 0  # which documents form the halves: 0 = the first half of the documents is A (contiguous);
+    # k >= 1 = drawn at random with seed k, stratified by source corpus, the stream reordered A then B (run.py)
+    probe_swap: bool = False  # exchange the halves' roles: the documents of B are adapted on, A's held out
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:
@@ -78,8 +82,11 @@ class TTTConfig:
         for key in ("chunk_tokens", "doc_chunk_tokens", "lora_rank", "batch_seqs"):
             if getattr(self, key) < 1:
                 raise GolfError(f"ttt.{key}={getattr(self, key)} must be >= 1")
-        if self.slice_tokens < 2:
-            raise GolfError(f"ttt.slice_tokens={self.slice_tokens} must be >= 2 (inputs plus shifted targets)")
+        if self.slice_tokens < 2 and self.slice_tokens != 0:
+            raise GolfError(f"ttt.slice_tokens={self.slice_tokens} must be >= 2 (inputs plus shifted targets), "
+                            "or 0 to match prequant_val's budget")
+        if self.probe_split < 0:
+            raise GolfError(f"ttt.probe_split={self.probe_split} must be >= 0 (0 = contiguous halves, k = seed k)")
         if self.freeze_blocks < 0 or self.grad_clip < 0:
             raise GolfError("ttt.freeze_blocks and ttt.grad_clip must be >= 0 (0 = none)")
         if not 0.0 <= self.momentum < 1.0:

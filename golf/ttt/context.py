@@ -56,15 +56,19 @@ class TTTContext:
 
 
 def make_context(strategy, cfg, stream: ValidationStream, dataset, device: torch.device, seq_len: int,
-                 metrics_path: Path | None = None) -> TTTContext:
-    """The sealed context for `strategy` (golf.ttt.strategies.Strategy) in a run of `cfg` on `dataset`."""
+                 metrics_path: Path | None = None, split: int | None = None) -> TTTContext:
+    """The sealed context for `strategy` (golf.ttt.strategies.Strategy) in a run of `cfg` on `dataset`.
+
+    `split` is the first target of held-out half B (run() passes the probe's; default: the stream's
+    document halves, golf.windows.probe_split)."""
+    split = probe_split(stream.doc_starts, stream.n) if split is None else int(split)
     train = None
-    wanted = strategy.train_tail_tokens()
+    wanted = strategy.train_tail_tokens((split if cfg.ttt.probe else stream.n) - 1, seq_len)
     if wanted:
         index = len(dataset.train_shards) - 1
         tokens = dataset.train_tokens(index)
         n = min(wanted, int(tokens.size))
         train = TrainingData(dataset.train_shards[index].name, np.array(tokens[tokens.size - n :], dtype=np.int64))
     return TTTContext(eval=cfg.eval, seed=cfg.seed, stream=SealedStream(stream), train=train, device=device,
-                      seq_len=seq_len, split=probe_split(stream.doc_starts, stream.n),
+                      seq_len=seq_len, split=split,
                       log=MetricsLog(metrics_path, "ttt", strategy=strategy.name))

@@ -292,8 +292,10 @@ class Strategy:
         self.epochs = spec.epochs if ttt_cfg.epochs == -1 else int(ttt_cfg.epochs)
         self.lr = spec.lr if ttt_cfg.lr == -1 else float(ttt_cfg.lr)
 
-    def train_tail_tokens(self) -> int:
-        """How many tokens from the end of the last training shard this strategy reads (ctx.train); 0 = none."""
+    def train_tail_tokens(self, adapt_targets: int, seq_len: int) -> int:
+        """How many tokens from the end of the last training shard this strategy reads (ctx.train); 0 = none.
+        `adapt_targets` is how many validation targets a strategy that adapts on validation would train on
+        (half A with the probe on, else all), for a control matched to that budget."""
         return 0
 
     def run(self, model, ctx: TTTContext) -> TTTOutcome:
@@ -356,13 +358,19 @@ class TrainSlice(_FullFineTune):
 
     name = "train_slice"
 
-    def train_tail_tokens(self) -> int:
+    def train_tail_tokens(self, adapt_targets: int, seq_len: int) -> int:
+        if self.cfg.slice_tokens == 0:  # budget-matched: prequant_val's window count, in full sequences
+            self.matched = -(-adapt_targets // seq_len) * seq_len + 1
+            return self.matched
         return self.cfg.slice_tokens
 
     def _plan(self, ctx: TTTContext) -> tuple[list, dict]:
         T, shard = ctx.seq_len, ctx.train.shard_name
         tail = torch.from_numpy(ctx.train.tail)
         n = int(tail.numel())
+        if self.cfg.slice_tokens == 0 and n < self.matched:
+            raise GolfError(f"ttt.slice_tokens=0: matching prequant_val's budget needs {self.matched} tokens, but "
+                            f"the last training shard {shard} has {n}; give ttt.slice_tokens explicitly")
         seqs = (n - 1) // T  # 131,073 = 128 x 1024 + 1: 128 sequences and their shifted targets
         if seqs < 1:
             raise GolfError(f"ttt.slice_tokens={self.cfg.slice_tokens}: {shard} gives {n} tokens, "
