@@ -68,11 +68,11 @@ def _ttt_curves(inp: Inputs) -> Output:
 
 
 def _gap(inp: Inputs) -> Output:
-    """Final-epoch TTT gains overall, on adapted half A and held-out half B, legal vs illegal (gap.csv/.md)."""
+    """Final-epoch TTT gains overall, on adapted half A and held-out half B (gap.csv/.md)."""
     if not inp.has_ttt():
         return Output()
-    gap, pooled = T.gap_table(inp.per_epoch)
-    return Output(tables={"gap.csv": T._csv(gap), "gap.md": T._gap_md(inp.study, inp.ttt_runs, gap, pooled)})
+    gap = T.gap_table(inp.per_epoch)
+    return Output(tables={"gap.csv": T._csv(gap), "gap.md": T._gap_md(inp.study, inp.ttt_runs, gap)})
 
 
 def _slopes(inp: Inputs) -> Output:

@@ -159,18 +159,16 @@ def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:
     return last[last["epoch"] > 0].reset_index(drop=True)
 
 
-def gap_table(per_epoch: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
-    """Final-epoch TTT gains per configuration, and the pooled legal-vs-illegal Welch test.
+def gap_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
+    """Final-epoch TTT gains per configuration, A against B paired within each run.
 
     Per configuration: mean/std/CI of gain_official (the official score's change, see per_epoch_frame),
     gain, gain_adapted (half A) and gain_heldout (half B) at each run's final epoch;
-    pvalue_adapted_vs_heldout = Welch test of the A gains against the B gains; pvalue_legal_vs_illegal =
-    Welch test of this configuration's gains against those of every run of the opposite legality, on
-    the official gain when every run has one (the seeds' legal-vs-illegal claim is about the official
-    score), else on the probe's overall gain (`legal_vs_illegal_on` says which).
+    pvalue_adapted_vs_heldout = paired t-test of each run's A gain against its own B gain (the two halves
+    of one run share its base model and its noise). Comparisons between configurations that share base
+    models (illegal against legal) are in the `paired` section, paired by unit and Holm-corrected.
     """
     runs = _ttt_runs(per_epoch)
-    on = "gain_official" if runs["gain_official"].notna().all() else "gain"
     keys = key_columns(runs)
     rows = []
     for key, group in _groups(runs, keys):
@@ -181,24 +179,19 @@ def gap_table(per_epoch: pd.DataFrame) -> tuple[pd.DataFrame, dict]:
             s = stats.mean_std_ci(_finite(group[gain_col]), CONFIDENCE)
             for field in ("mean", "std", "ci_low", "ci_high"):
                 row[f"{gain_col}_{field}"] = s[field]
-        ab = stats.welch_t_test(_finite(group["gain_adapted"]), _finite(group["gain_heldout"]))
+        both = group[["gain_adapted", "gain_heldout"]].dropna()
+        ab = stats.paired_t_test(both["gain_adapted"].tolist(), both["gain_heldout"].tolist())
         row["pvalue_adapted_vs_heldout"] = ab["p_value"]
-        others = runs[runs["legal"] != group["legal"].iloc[0]]
-        li = stats.welch_t_test(_finite(group[on]), _finite(others[on]))
-        row["pvalue_legal_vs_illegal"] = li["p_value"]
-        row["legal_vs_illegal_on"] = on
         rows.append(row)
-    legal = runs["legal"].astype(bool)
-    pooled = stats.welch_t_test(_finite(runs.loc[legal, on]), _finite(runs.loc[~legal, on]))
-    return pd.DataFrame(rows), {**pooled, "on": on}
+    return pd.DataFrame(rows)
 
 
-def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame, pooled: dict) -> str:
+def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame) -> str:
     keys = key_columns(runs)
     shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(runs, keys)]
     headers = [k for k in keys if k in shown] + [
-        "final epoch", "n seeds", "official gain", "95% CI", "probe gain (all)", "95% CI",
-        "gain A (adapted)", "95% CI A", "gain B (held out)", "95% CI B", "p A vs B", "p legal vs illegal"]
+        "final epoch", "n runs' seeds", "official gain", "95% CI", "probe gain (all)", "95% CI",
+        "gain A (adapted)", "95% CI A", "gain B (held out)", "95% CI B", "p A vs B (paired)"]
     rows = []
     for _, r in table.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
@@ -207,7 +200,7 @@ def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame, pooled: dict) -
             s = {f: r[f"{gain_col}_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
             mean_std = f"{_fmt(s['mean'], 'gain')} ± {_fmt(s['std'], 'bpb')}"
             cells += [mean_std, _ci_text(s, "gain")]
-        cells += [_fmt(r["pvalue_adapted_vs_heldout"], "p"), _fmt(r["pvalue_legal_vs_illegal"], "p")]
+        cells += [_fmt(r["pvalue_adapted_vs_heldout"], "p")]
         rows.append(cells)
     text = f"# {study}: TTT gain, adapted vs held-out\n\n"
     text += ("All gains in bits per byte, negative = TTT lowered bpb. official gain = the run's official "
@@ -215,18 +208,11 @@ def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame, pooled: dict) -
              "and quantization. Probe gains = val_bpb(final epoch) - val_bpb(epoch 0) of the "
              "memorization probe's diagnostic passes (`ttt.per_epoch`): A = the validation half TTT "
              "adapted on, B = the held-out half no TTT gradient touched; a gain on A that B does not "
-             "share is the memorisation signature. Mean ± sample std over seeds, 95% Student-t CI; "
-             "p-values are two-sided Welch t-tests (A vs B within the row; the row's "
-             f"{'official' if pooled['on'] == 'gain_official' else 'probe (all)'} gain vs every run of "
-             "the opposite legality).\n\n")
-    text += _md_table(headers, rows)
-    n_legal = pooled["n_a"]
-    n_illegal = pooled["n_b"]
-    what = "official" if pooled["on"] == "gain_official" else "probe (all)"
-    text += (f"\nPooled: legal runs (n = {n_legal}) vs illegal runs (n = {n_illegal}): mean {what} gain difference "
-             f"{_fmt(pooled['mean_diff'], 'gain')} bpb, Welch t = {_fmt(pooled['t'], 'other')}, "
-             f"df = {_fmt(pooled['df'], 'other')}, p = {_fmt(pooled['p_value'], 'p')}.\n")
-    return text
+             "share is the memorisation signature. Mean ± sample std over runs, 95% Student-t CI; p A vs B "
+             "is a two-sided paired t-test of each run's A gain against its own B gain, not corrected for "
+             "the rows' number: the family-corrected tests, and every comparison between strategies on "
+             "the same base models, are in `paired.md`.\n\n")
+    return text + _md_table(headers, rows)
 
 
 def slope_table(per_epoch: pd.DataFrame) -> pd.DataFrame:

@@ -76,7 +76,6 @@ def load_conclusions(path: Path) -> list[Conclusion]:
 
 def report_tables(study_dir: Path) -> dict:
     """The report's tables of a study folder, computed from its runs (as `write_report` computes them)."""
-    import pandas as pd
 
     from golf.report import frame as F
     from golf.report import tables as T
@@ -92,8 +91,7 @@ def report_tables(study_dir: Path) -> dict:
     per_epoch = F.per_epoch_frame(results)
     ttt = T._ttt_runs(per_epoch)
     if not ttt.empty and ttt["gain"].notna().any():
-        gap, pooled = T.gap_table(per_epoch)
-        tables.update(gap=gap, pooled=pd.DataFrame([pooled]), slopes=T.slope_table(per_epoch))
+        tables.update(gap=T.gap_table(per_epoch), slopes=T.slope_table(per_epoch))
         from golf.report import paired as P
 
         tables["paired"] = P.paired_table(per_epoch)
