@@ -519,3 +519,18 @@ def test_one_section_twice_under_two_names(ut_report, tmp_path):
     assert (study_dir / "curriculum.md").read_text().startswith("# ut: each model.ut_curriculum_frac against")
     with pytest.raises(GolfError, match="listed twice"):
         parse_sections([{"ablation": {"axis": "bundle"}}, "ablation"], "test")
+
+
+def test_level_trend_is_blocked_by_seed_and_two_sided():
+    from golf.report.paired import level_trend_table
+
+    rows = [{"seed": s, "model.ut_loops": n, "val_bpb": 2.0 + 0.01 * n + 0.1 * (s % 3), "strategy": "none"}
+            for s in (1, 2, 3) for n in (1, 2, 4, 8)]
+    frame = pd.DataFrame(rows)
+    table = level_trend_table(frame, "model.ut_loops")
+    row = table.iloc[0]
+    assert row["direction"] == "increasing" and row["n_seeds"] == 3 and row["levels"] == "1 2 4 8"
+    ref = stats.page_trend_test([[r["val_bpb"] for r in rows if r["seed"] == s] for s in (1, 2, 3)])
+    assert row["L"] == ref["L"] and row["p_value"] == pytest.approx(min(1.0, 2 * ref["p_value"]))
+    falling = level_trend_table(frame.assign(val_bpb=-frame["val_bpb"]), "model.ut_loops").iloc[0]
+    assert falling["direction"] == "decreasing" and falling["p_value"] == pytest.approx(row["p_value"])

@@ -104,6 +104,15 @@ def _trend(inp: Inputs) -> Output:
     return Output(tables={"trend.csv": T._csv(table), "trend.md": P.trend_md(inp.study, table)})
 
 
+def _trend_levels(inp: Inputs, x: str, value: str = "val_bpb") -> Output:
+    """Page's trend test of `value` across the levels of study column `x`, blocked by seed, two-sided
+    (trend_levels.csv/.md)."""
+    table = P.level_trend_table(inp.frame, x, value)
+    if table.empty:
+        return Output()
+    return Output(tables={"trend_levels.csv": T._csv(table), "trend_levels.md": P.level_trend_md(inp.study, table, value)})
+
+
 def _memorization_epochs(inp: Inputs) -> Output:
     """Per-unit memorization contrast against epoch counts run separately, seeds' settings marked
     (figure memorization_epochs)."""
@@ -149,6 +158,7 @@ SECTIONS: dict[str, Section] = {
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
     "paired": Section(_paired, ("paired.csv", "paired.md"), _paired.__doc__),
     "trend": Section(_trend, ("trend.csv", "trend.md"), _trend.__doc__),
+    "trend_levels": Section(_trend_levels, ("trend_levels.csv", "trend_levels.md"), _trend_levels.__doc__),
     "memorization_epochs": Section(_memorization_epochs, (), _memorization_epochs.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
