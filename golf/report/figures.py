@@ -319,7 +319,9 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
         xs, means, hws = [], [], []
         for e, at in per_unit.groupby("epochs"):
             s = stats.mean_std_ci(_finite(at["contrast"]), CONFIDENCE)
-            xs.append(float(e)), means.append(s["mean"]), hws.append(s["half_width"])
+            xs.append(float(e))
+            means.append(s["mean"])
+            hws.append(s["half_width"])
             counts.append(s["n"])
         ax.errorbar(xs, means, yerr=np.nan_to_num(np.array(hws, dtype=float), nan=0.0), marker="o", capsize=3,
                     color="tab:red", linewidth=2, label="mean over units, 95% CI")

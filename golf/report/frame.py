@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from golf import stats
 from golf.errors import GolfError
 
 SCHEMA = 1
@@ -378,3 +379,12 @@ def _seeds_text(counts: Iterable[int]) -> str:
 
 # ---------------------------------------------------------------------------------------------------
 # Formatting
+
+
+def family_table(rows: list[dict]) -> pd.DataFrame:
+    """The rows of one table of tests as a frame, with Holm's adjusted p (`p_holm`) beside each raw
+    `p_value`: a report table's comparisons are one family."""
+    table = pd.DataFrame(rows)
+    if not table.empty:
+        table["p_holm"] = stats.holm(table["p_value"].tolist())
+    return table

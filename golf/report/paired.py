@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from golf import stats
-from golf.report.frame import UNIT_COLUMNS, _groups, _norm, key_columns, varying_keys
+from golf.report.frame import UNIT_COLUMNS, _groups, _norm, family_table, key_columns, varying_keys
 
 ALPHA = 0.05
 POWER = 0.8
@@ -124,9 +124,8 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                                  "illegal - legal", dict(zip(keys, key_i)),
                                  stats.paired_t_test([x[u] for u in common], [y[u] for u in common], 1 - ALPHA, POWER),
                                  versus=str(_norm(group_l["strategy"].iloc[0]))))
-    table = pd.DataFrame(rows)
+    table = family_table(rows)
     if not table.empty:
-        table["p_holm"] = stats.holm(table["p_value"].tolist())
         table["verdict"] = [_verdict(r) for _, r in table.iterrows()]
     return table
 
@@ -166,10 +165,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                          "z": test["z"], "p_value": test["p_value"], "p_normal": test["p_normal"],
                          "mean_first": sum(per[counts[0]][u] for u in blocks) / len(blocks),
                          "mean_last": sum(per[counts[-1]][u] for u in blocks) / len(blocks)})
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        table["p_holm"] = stats.holm(table["p_value"].tolist())
-    return table
+    return family_table(rows)
 
 
 def paired_md(study: str, table: pd.DataFrame) -> str:
@@ -233,10 +229,7 @@ def level_trend_table(frame: pd.DataFrame, x: str, value: str = "val_bpb") -> pd
                      "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"])),
                      "mean_first": sum(per[levels[0]][s] for s in seeds) / len(seeds),
                      "mean_last": sum(per[levels[-1]][s] for s in seeds) / len(seeds)})
-    table = pd.DataFrame(rows)
-    if not table.empty:
-        table["p_holm"] = stats.holm(table["p_value"].tolist())
-    return table
+    return family_table(rows)
 
 
 def level_trend_md(study: str, table: pd.DataFrame, value: str = "val_bpb") -> str:

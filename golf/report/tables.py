@@ -23,6 +23,7 @@ from golf.report.frame import (
     _groups,
     _norm,
     _seed_count,
+    family_table,
     key_columns,
     varying_keys,
 )
@@ -316,10 +317,7 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
                        delta_bytes=float(np.mean(dbytes)) if dbytes else math.nan,
                        deltas=" ".join(f"{x:+.5f}" for x in deltas))
             rows.append(row)
-    table = pd.DataFrame(rows)
-    if not table.empty:  # the table's comparisons are one family
-        table["p_holm"] = stats.holm(table["p_value"].tolist())
-    return table
+    return family_table(rows)
 
 
 def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, axis: str, reference: str) -> str:
