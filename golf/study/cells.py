@@ -94,12 +94,12 @@ def run_cell(out: str | Path, preset: str = "tiny", seed: int = 1337, bundle: st
 
 def result_table(result: dict):
     """One-row DataFrame of the cell's headline numbers, with its study columns and n-gram baselines."""
-    from golf.report.frame import _results_frame
+    from golf.report.frame import _results_frame, is_study_column
 
     frame = _results_frame([result])
     keep = ["preset", "seed", "strategy", "legal", "val_bpb", "val_bpb_prequant", "val_bpb_postquant",
             "bytes_total", "fits", "quant", "compressor", "params", "bigram_kn", "trigram_kn", "train_wall_s"]
-    return frame[keep + [c for c in frame.columns if c not in keep and ("." in c or c == "bundle")]]
+    return frame[keep + [c for c in frame.columns if c not in keep and is_study_column(c)]]
 
 
 def epoch_table(result: dict):
