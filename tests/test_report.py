@@ -219,7 +219,7 @@ def test_gap_table_matches_fixture(ttt_report):
         }
         gains[strategy] = g
         row = gap.loc[strategy]
-        assert row["epoch_final"] == 3 and row["n_seeds"] == 3
+        assert row["epoch_final"] == 3 and row["n_seeds"] == 3 and row["n_runs"] == len(runs) == 3
         assert row["gain_mean"] == pytest.approx(sum(g["val_bpb"]) / 3, abs=1e-12)
         assert row["gain_adapted_mean"] == pytest.approx(sum(g["val_bpb_adapted"]) / 3, abs=1e-12)
         assert row["gain_heldout_std"] == pytest.approx(statistics.stdev(g["val_bpb_heldout"]), rel=1e-9)

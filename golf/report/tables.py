@@ -175,6 +175,7 @@ def gap_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     for key, group in _groups(runs, keys):
         row: dict[str, Any] = dict(zip(keys, key))
         row["n_seeds"] = _seed_count(group)
+        row["n_runs"] = len(group)
         row["epoch_final"] = int(group["epoch"].max())
         for gain_col in ["gain_official"] + [g for _, g, _ in HALVES.values()]:
             s = stats.mean_std_ci(_finite(group[gain_col]), CONFIDENCE)
@@ -191,12 +192,12 @@ def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame) -> str:
     keys = key_columns(runs)
     shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(runs, keys)]
     headers = [k for k in keys if k in shown] + [
-        "final epoch", "n runs' seeds", "official gain", "95% CI", "probe gain (all)", "95% CI",
+        "final epoch", "n seeds", "n runs", "official gain", "95% CI", "probe gain (all)", "95% CI",
         "gain A (adapted)", "95% CI A", "gain B (held out)", "95% CI B", "p A vs B (paired)"]
     rows = []
     for _, r in table.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
-        cells = _key_cells(key, keys, shown) + [str(r["epoch_final"]), str(r["n_seeds"])]
+        cells = _key_cells(key, keys, shown) + [str(r["epoch_final"]), str(r["n_seeds"]), str(r["n_runs"])]
         for gain_col in ("gain_official", "gain", "gain_adapted", "gain_heldout"):
             s = {f: r[f"{gain_col}_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
             mean_std = f"{_fmt(s['mean'], 'gain')} ± {_fmt(s['std'], 'bpb')}"
