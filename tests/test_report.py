@@ -534,3 +534,40 @@ def test_level_trend_is_blocked_by_seed_and_two_sided():
     assert row["L"] == ref["L"] and row["p_value"] == pytest.approx(min(1.0, 2 * ref["p_value"]))
     falling = level_trend_table(frame.assign(val_bpb=-frame["val_bpb"]), "model.ut_loops").iloc[0]
     assert falling["direction"] == "decreasing" and falling["p_value"] == pytest.approx(row["p_value"])
+
+
+def test_bases_table_sets_each_base_against_its_own_count_models():
+    from golf.report.tables import bases_table
+
+    # The committed ttt_epochs runs (real runs of golf, not fixtures): 12 runs on 3 tiny bases. Recomputed
+    # from each result.json by hand: a seed's margin is the mean over its runs of val_bpb_base - baseline.
+    study = Path(__file__).resolve().parent.parent / "results" / "ttt_epochs"
+    results = [json.loads(p.read_text()) for p in sorted((study / "runs").glob("*/result.json"))]
+    assert len(results) == 12
+    table = bases_table(load_results(study)).set_index("baseline")
+    assert list(table.index) == ["unigram", "bigram_kn", "trigram_kn"]
+    for name in table.index:
+        by_seed: dict[int, list[float]] = {}
+        for r in results:
+            by_seed.setdefault(r["seed"], []).append(r["eval"]["val_bpb_base"] - r["eval"]["baselines"][name])
+        margins = [sum(v) / len(v) for _, v in sorted(by_seed.items())]
+        row = table.loc[name]
+        assert row["n_seeds"] == 3 and row["n_bases"] == 3 and row["seeds"] == "7 42 1337"
+        assert row["margin_mean"] == pytest.approx(sum(margins) / 3, abs=1e-12)
+        assert row["margin_std"] == pytest.approx(statistics.stdev(margins), rel=1e-9)
+        assert row["p_value"] == pytest.approx(stats.one_sample_t_test(margins)["p_value"], rel=1e-9)
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()))
+    assert table.loc["unigram", "margin_mean"] < 0 < table.loc["trigram_kn", "margin_mean"]
+
+    # Two presets; seed 1's two runs of one base scored different windows (a probe split reorders the
+    # stream): their margins are averaged, so the seed counts once.
+    rows = [("small", 1, 1.80, 2.20, 1.78, "a"), ("small", 1, 1.90, 2.32, 1.86, "a"),
+            ("small", 2, 1.83, 2.25, 1.80, "b"), ("tiny", 1, 2.20, 2.15, 1.75, "c"),
+            ("tiny", 2, 2.22, 2.15, 1.75, "d")]
+    frame = pd.DataFrame(rows, columns=["preset", "seed", "val_bpb_base", "bigram_kn", "trigram_kn", "base_key"])
+    table = bases_table(frame).set_index(["preset", "baseline"])
+    small = table.loc[("small", "trigram_kn")]
+    assert small["n_seeds"] == 2 and small["n_bases"] == 2
+    assert small["margins"] == "+0.03000 +0.03000" and small["margin_std"] == pytest.approx(0.0, abs=1e-12)
+    assert table.loc[("tiny", "bigram_kn"), "margin_mean"] == pytest.approx(0.06)
+    assert bases_table(frame.drop(columns="val_bpb_base")).empty

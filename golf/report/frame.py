@@ -47,6 +47,8 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "model.params": "params",
     "eval.mode": "eval_mode",
     "train.wall_s": "train_wall_s",
+    "train.tokens": "train_tokens",
+    "train.cache_key": "base_key",  # the trained base model's identity (golf.run.base_key)
     "eval.val_bpb_base": "val_bpb_base",
     # count-based models of the run's own training tokens on its scored targets (golf/baselines.py)
     "eval.baselines.unigram": "unigram",
@@ -57,7 +59,7 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "config.quant.bits": "quant_bits",
 }
 NUMERIC = {"val_bpb", "val_bpb_prequant", "val_bpb_postquant", "bytes_total", "params", "train_wall_s",
-           "val_bpb_base", "unigram", "bigram_kn", "trigram_kn"}
+           "train_tokens", "val_bpb_base", "unigram", "bigram_kn", "trigram_kn"}
 # The n-gram baselines the summary sets each configuration against (margin = val_bpb - baseline).
 BASELINE_COLUMNS = ["bigram_kn", "trigram_kn"]
 

@@ -62,6 +62,14 @@ class Section:
     doc: str  # one line for `golf study` errors and the README
 
 
+def _bases(inp: Inputs) -> Output:
+    """The base models (before TTT and quantization) against the n-gram baselines, paired by seed (bases.csv/.md)."""
+    table = T.bases_table(inp.frame)
+    if table.empty:
+        return Output()
+    return Output(tables={"bases.csv": T._csv(table), "bases.md": T._bases_md(inp.study, inp.frame, table)})
+
+
 def _ttt_curves(inp: Inputs) -> Output:
     """val_bpb against TTT epoch per strategy, halves A and B (figure ttt_curves)."""
     return Output(figures={"ttt_curves": F._fig_ttt_curves(inp.per_epoch, inp.study)} if inp.has_ttt() else {})
@@ -153,6 +161,7 @@ def _frontier(inp: Inputs) -> Output:
 SECTIONS: dict[str, Section] = {
     "summary": Section(lambda inp: Output(), ("summary.csv", "summary.md"),
                        "val_bpb, bytes and n-gram margins per configuration (always written, first)"),
+    "bases": Section(_bases, ("bases.csv", "bases.md"), _bases.__doc__),
     "ttt_curves": Section(_ttt_curves, (), _ttt_curves.__doc__),
     "gap": Section(_gap, ("gap.csv", "gap.md"), _gap.__doc__),
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),

@@ -140,6 +140,86 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
     return text
 
 
+# Study columns that change the base model or the targets it is scored on (everything else is TTT, the
+# quantizer or the evaluation of one base).
+BASE_PREFIXES = ("model.", "train.", "data.")
+
+
+def _base_columns(frame: pd.DataFrame) -> list[str]:
+    cols = [c for c in ("preset", "bundle") if c in frame.columns]
+    return cols + [c for c in key_columns(frame) if c.startswith(BASE_PREFIXES)]
+
+
+def bases_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """The base models behind a study against the count models of their own training tokens.
+
+    One row per base configuration (preset, bundle, model./train./data. study columns) and baseline:
+    each run's margin = val_bpb_base (its float base model before TTT and quantization) - baseline, both on
+    the targets that run scored; a seed's margin is the mean over its runs (a probe split reorders the
+    stream, so runs of one base may score slightly different windows); then mean, t-CI, a one-sample
+    t-test of margin = 0 over seeds (Holm over the table) and the MDE at 80% power. Empty when no run
+    carries both val_bpb_base and eval.baselines.
+    """
+    if "val_bpb_base" not in frame.columns:
+        return pd.DataFrame()
+    data = frame[frame["val_bpb_base"].notna()]
+    keys = _base_columns(data)
+    rows = []
+    for key, group in _groups(data, keys) if keys else [((), data)]:
+        by_seed = group.groupby("seed", sort=True)
+        for name in ["unigram", *BASELINE_COLUMNS]:
+            if name not in group.columns or group[name].isna().all():
+                continue
+            margins = [float(np.mean(_finite(g["val_bpb_base"] - g[name]))) for _, g in by_seed]
+            m = stats.mean_std_ci(margins, CONFIDENCE)
+            row: dict[str, Any] = dict(zip(keys, key))
+            row.update(baseline=name, n_seeds=m["n"], seeds=" ".join(str(s) for s, _ in by_seed),
+                       n_bases=int(group["base_key"].nunique()) if "base_key" in group else m["n"],
+                       params=float(group["params"].mean()) if "params" in group else math.nan,
+                       train_tokens=float(group["train_tokens"].mean()) if "train_tokens" in group else math.nan,
+                       val_bpb_base=float(np.mean([g["val_bpb_base"].mean() for _, g in by_seed])),
+                       baseline_bpb=float(np.mean([g[name].mean() for _, g in by_seed])),
+                       margin_mean=m["mean"], margin_std=m["std"], margin_ci_low=m["ci_low"],
+                       margin_ci_high=m["ci_high"], p_value=stats.one_sample_t_test(margins)["p_value"],
+                       mde=stats.paired_mde(m["std"], m["n"]),
+                       margins=" ".join(f"{x:+.5f}" for x in margins))
+            rows.append(row)
+    return family_table(rows)
+
+
+def _bases_verdict(r) -> str:
+    if r["n_seeds"] < 2 or math.isnan(r["p_holm"]):
+        return "one seed: not tested"
+    if r["p_holm"] < 0.05:
+        return "beats it" if r["margin_mean"] < 0 else "worse than it"
+    return f"not resolved at this power (MDE {_fmt(r['mde'], 'bpb')})"
+
+
+def _bases_md(study: str, frame: pd.DataFrame, table: pd.DataFrame) -> str:
+    keys = _base_columns(frame[frame["val_bpb_base"].notna()])
+    shown = varying_keys(table, keys) if not table.empty else []
+    headers = [k for k in keys if k in shown] + [
+        "baseline", "params", "train tokens", "n seeds", "base bpb", "baseline bpb", "margin (base - baseline)",
+        "95% CI", "p", "p (Holm)", "verdict", "per seed (ascending seed)"]
+    rows = []
+    for _, r in table.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        rows.append(_key_cells(key, keys, shown) + [
+            str(r["baseline"]), _fmt(r["params"], "bytes"), _fmt(r["train_tokens"], "bytes"), str(r["n_seeds"]),
+            _fmt(r["val_bpb_base"]), _fmt(r["baseline_bpb"]),
+            f"{_fmt(r['margin_mean'], 'gain')} ± {_fmt(r['margin_std'], 'bpb')}",
+            f"[{_fmt(r['margin_ci_low'], 'gain')}, {_fmt(r['margin_ci_high'], 'gain')}]",
+            _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), _bases_verdict(r), str(r["margins"])])
+    text = f"# {study}: the base models against count models of their own training tokens\n\n"
+    text += ("base bpb = val_bpb of the float base model before TTT and quantization; baselines = add-one "
+             "unigram and interpolated Kneser-Ney bigram / trigram fitted on exactly the training windows the "
+             "base consumed and scored on the same targets (`golf/baselines.py`). margin < 0: the model beats "
+             "the count model. Per seed, the margin is averaged over that base's runs; mean ± sample std over "
+             "seeds, 95% Student-t CI, one-sample t-test of margin = 0 (n seeds - 1 df), Holm over every row "
+             "of this table; MDE = the smallest margin this many seeds detect at 80% power.\n\n")
+    return text + _md_table(headers, rows)
+
+
 def _absent_md(absent: dict[str, list[str]] | None) -> str:
     """summary.md's list of the grid's cells this report lacks (empty for a complete grid)."""
     if not absent or not any(absent.values()):
