@@ -87,6 +87,12 @@ class TrainConfig:
     # the artifact's own grid, from the quant section (golf/qat.py).
     qat_threshold: float = 0.0
     log_every: int = 1  # write a metrics line every N steps
+    # Learning curve: score the first val_tokens of the run's validation subset before the first step, every
+    # val_every steps and after the last (the reference's VAL_LOSS_EVERY, on a slice), as metrics lines of
+    # phase "val" and result.json `train.curve`. A diagnostic pass without gradient, outside the wallclock
+    # budget, not part of val_bpb; it scores the live weights (EMA's are copied in only at the end). 0 = off.
+    val_every: int = field(default=0, metadata={"omit_default": True})
+    val_tokens: int = field(default=65_536, metadata={"omit_default": True})
     checkpoint: bool = True  # write the final (pre-quantization) weights as checkpoint.pt
     device: str = "auto"  # auto | cpu | cuda
 
@@ -96,6 +102,9 @@ class TrainConfig:
                             "batch_tokens >= seq_len")
         if self.warmdown_mode not in WARMDOWN_MODES:
             raise GolfError(f"train.warmdown_mode must be one of {list(WARMDOWN_MODES)}, got {self.warmdown_mode!r}")
+        if self.val_every < 0 or self.val_tokens < 2:
+            raise GolfError(f"train.val_every must be >= 0 (0 = no learning curve) and train.val_tokens >= 2, got "
+                            f"{self.val_every} and {self.val_tokens}")
         if self.log_every < 1:
             raise GolfError(f"train.log_every must be >= 1 (a metrics line every N steps), got {self.log_every}")
         if not 0.0 <= self.ema_decay < 1.0:
@@ -141,8 +150,15 @@ class RunConfig:
     vocab_stated: bool = field(default=False, repr=False, compare=False)
 
     def to_dict(self) -> dict:
+        """The config as plain JSON (config.json, result.json, every hash). A field marked `omit_default`
+        is left out while it holds its default: such fields came after results were committed, so leaving
+        them out keeps every earlier run's config hash and base-model key (a run that sets one differs)."""
         d = dataclasses.asdict(self)
         del d["vocab_stated"]
+        for name, section in SECTIONS.items():
+            for f in dataclasses.fields(section):
+                if f.metadata.get("omit_default") and d[name][f.name] == f.default:
+                    del d[name][f.name]
         return d
 
     def hash(self, *sections: str) -> str:

@@ -120,10 +120,11 @@ def sha256_file(path: str | os.PathLike) -> str:
 class MetricsLog:
     """A run's metrics.jsonl, the one writer and its one schema: a JSON object a line,
 
-        {"step": int, "phase": "train" | "ttt" | "ttt_probe", ...what that phase measured}
+        {"step": int, "phase": "train" | "val" | "ttt" | "ttt_probe", ...what that phase measured}
 
     `step` counts within its phase (training steps, TTT optimizer steps). Training lines carry train_loss,
-    lr_scale, step_ms, tokens_per_s, elapsed_s, qat (or diverged, last_finite_loss); TTT lines carry the
+    lr_scale, step_ms, tokens_per_s, elapsed_s, qat (or diverged, last_finite_loss); learning-curve lines
+    (train.val_every) tokens, val_loss, val_bpb at their training step; TTT lines carry the
     strategy and ttt_loss / ttt_lr / ttt_epoch or ttt_chunk, or a `log` message; probe lines the per-epoch
     scores. Each line is appended and the file closed at once, so a crash loses nothing already measured and
     a later stage (TTT after training, or after a cached base's lines were copied in) appends after it.

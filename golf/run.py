@@ -124,6 +124,23 @@ def seed_everything(seed: int) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
+def learning_curve(cfg: RunConfig, ds: Dataset, device: torch.device):
+    """The scorer of the learning curve (train.val_every): the first train.val_tokens of the run's
+    validation subset, in the run's evaluation windows, through a ledger stream of its own (diagnostic
+    passes: no gradient, never part of val_bpb). Returns model -> {"val_loss", "val_bpb"}."""
+    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)[: cfg.train.val_tokens]
+    seq_len = cfg.eval.seq_len or cfg.train.seq_len
+    if val.size < 2:
+        raise GolfError(f"train.val_every: the validation subset has {val.size} tokens; the curve needs at least 2")
+    stream = ValidationStream(val, ds.byte_table)
+
+    def score(model) -> dict:
+        out = diagnose(model, stream, cfg.eval, seq_len, device, 1, stream.n)
+        return {"val_loss": out["val_loss"], "val_bpb": out["val_bpb"]}
+
+    return score
+
+
 def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device, d: Dist) -> tuple[GPT, dict]:
     """The trained float model, from the base-model cache when possible.
 
@@ -162,14 +179,16 @@ def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
     try:
-        res = train(model, ds, cfg, metrics_path=metrics, device=device, dist_info=d)
+        res = train(model, ds, cfg, metrics_path=metrics, device=device, dist_info=d,
+                    curve=learning_curve(cfg, ds, device) if cfg.train.val_every > 0 and d.main else None)
     except TrainingDiverged as e:
         if d.main:
             write_json(out / "failure.json", {"error": "diverged", "step": e.step, "loss": str(e.loss),
                                               "last_finite_loss": e.last_finite, "message": str(e)})
         raise
     info = {"steps": res.steps, "tokens": res.tokens, "wall_s": res.wall_s, "tokens_per_s": res.tokens_per_s,
-            "final_train_loss": res.final_train_loss, "compile_warmup_s": res.compile_warmup_s}
+            "final_train_loss": res.final_train_loss, "compile_warmup_s": res.compile_warmup_s,
+            **({"curve": res.curve} if res.curve else {})}
     if d.main:
         with atomic_dir(entry) as tmp:
             torch.save(model.state_dict(), tmp / "checkpoint.pt")

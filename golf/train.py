@@ -18,8 +18,9 @@ from __future__ import annotations
 import copy
 import math
 import time
+from collections.abc import Callable
 from contextlib import nullcontext
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -130,6 +131,7 @@ class TrainResult:
     tokens_per_s: float
     final_train_loss: float | None
     compile_warmup_s: float
+    curve: list[dict] = field(default_factory=list)  # the learning curve (train.val_every), in step order
 
 
 def micro_batches(train_cfg, world: int) -> int:
@@ -156,9 +158,15 @@ def apply_param_dtypes(model: torch.nn.Module, device: torch.device, train_cfg) 
 
 
 def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | None = None,
-          device: torch.device | None = None, dist_info: Dist | None = None) -> TrainResult:
+          device: torch.device | None = None, dist_info: Dist | None = None,
+          curve: Callable[[torch.nn.Module], dict] | None = None) -> TrainResult:
     """Train `model` in place under `cfg` (a RunConfig: its train, model and, for QAT, quant sections).
-    The EMA weights, if any, are copied in at the end."""
+    The EMA weights, if any, are copied in at the end.
+
+    With `curve` (a no-gradient scoring of held-out tokens, {"val_loss", "val_bpb"}) and train.val_every > 0,
+    the main rank scores the live model before the first step, every val_every steps and after the last: a
+    metrics line of phase "val" each, and TrainResult.curve. Its time is left out of the wallclock budget
+    and of wall_s, as the reference leaves out its validation passes."""
     tc = cfg.train
     device = device or pick_device(tc.device)
     d = dist_info or Dist()
@@ -229,7 +237,20 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     t0 = time.perf_counter()
     step = 0
     bar = Progress("train", total=tc.max_steps, unit="step") if d.main else None
+    points: list[dict] = []
+    measure = curve if (curve is not None and tc.val_every > 0 and d.main) else None
+
+    def score_curve() -> float:
+        """One learning-curve point; returns the seconds it took (kept out of the training clock)."""
+        t_val = time.perf_counter()
+        point = {"step": step, "tokens": step * step_tokens, **measure(model)}
+        points.append(point)
+        writer.write(step, phase="val", tokens=point["tokens"], val_loss=point["val_loss"], val_bpb=point["val_bpb"])
+        return time.perf_counter() - t_val
+
     try:
+        if measure is not None:
+            t0 += score_curve()
         while step < tc.max_steps:
             elapsed = time.perf_counter() - t0
             if tc.wallclock_s > 0 and elapsed >= tc.wallclock_s:
@@ -252,11 +273,16 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
                 writer.write(step, train_loss=loss_value, lr_scale=scale, step_ms=dt * 1e3,
                              tokens_per_s=step_tokens / max(dt, 1e-9), elapsed_s=time.perf_counter() - t0,
                              qat=bool(switches and switches[0].enabled.item() > 0))
+            if measure is not None and step % tc.val_every == 0:
+                t0 += score_curve()
     finally:
         if bar is not None:
             bar.close()
+    if measure is not None and (not points or points[-1]["step"] != step):  # the last point: a wallclock stop
+        t0 += score_curve()
     wall_s = time.perf_counter() - t0
     if ema is not None:
         ema.copy_to(model)
     qat.detach(model)
-    return TrainResult(step, step * step_tokens, wall_s, step * step_tokens / max(wall_s, 1e-9), loss_value, compile_warmup_s)
+    return TrainResult(step, step * step_tokens, wall_s, step * step_tokens / max(wall_s, 1e-9), loss_value,
+                       compile_warmup_s, points)

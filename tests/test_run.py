@@ -44,7 +44,7 @@ def golf_run(tiny_dataset, out, *args, timeout=600):
 @pytest.fixture(scope="module")
 def run_dir(tiny_dataset, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs") / "tiny"
-    proc = golf_run(tiny_dataset, out, *TINY_TRAIN, "-s", "quant.compressor=zstd")
+    proc = golf_run(tiny_dataset, out, *TINY_TRAIN, "-s", "quant.compressor=zstd", "-s", "train.val_every=6")
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.startswith("val_bpb:")
     return out
@@ -125,8 +125,12 @@ def test_checkpoint_loads_with_weights_only_and_metrics_lines(run_dir):
     train_lines = [x for x in lines if "train_loss" in x]
     assert train_lines[-1]["step"] == 12 and {"lr_scale", "tokens_per_s", "step_ms"} <= set(train_lines[-1])
     # one schema (golf.io.MetricsLog): every line says its phase and step; the loss lines are training's
-    assert all(isinstance(x["step"], int) and x["phase"] in ("train", "ttt", "ttt_probe") for x in lines)
+    assert all(isinstance(x["step"], int) and x["phase"] in ("train", "val", "ttt", "ttt_probe") for x in lines)
     assert {x["phase"] for x in train_lines} == {"train"}
+    # the learning curve (train.val_every=6): in metrics.jsonl and in result.json, before, at 6 and after 12
+    curve = json.loads((run_dir / "result.json").read_text())["train"]["curve"]
+    assert [p["step"] for p in curve] == [x["step"] for x in lines if x["phase"] == "val"] == [0, 6, 12]
+    assert curve[-1]["val_bpb"] < curve[0]["val_bpb"] and curve[-1]["tokens"] == 12 * 2048
 
 
 def test_artifact_inspect_json(run_dir):
@@ -157,13 +161,14 @@ def test_artifact_inspect_json(run_dir):
 def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_path):
     out = tmp_path / "int4"
     proc = golf_run(
-        tiny_dataset, out, *TINY_TRAIN, "-s", "quant.method=int4", "-s", "quant.compressor=brotli", "--json"
-    )
+        tiny_dataset, out, *TINY_TRAIN, "-s", "quant.method=int4", "-s", "quant.compressor=brotli",
+        "-s", "train.val_every=6", "--json")  # the curve setting is part of the base model's key
     assert proc.returncode == 0, proc.stderr
     result = json.loads(proc.stdout)
     first = json.loads((run_dir / "result.json").read_text())
     assert result["train"]["cached"] is True and result["train"]["cache_key"] == first["train"]["cache_key"]
     assert result["eval"]["val_bpb_prequant"] == first["eval"]["val_bpb_prequant"]  # the same trained weights
+    assert result["train"]["curve"] == first["train"]["curve"]  # the cached base brings its curve
     # int4 + brotli is smaller. (Not int6: on these briefly trained small weights int8's 1/127 scale floor
     # is a coarser grid than int6's rowmax/31, so the int8 artifact is the smaller of those two.)
     assert result["artifact"]["bytes_model"] < first["artifact"]["bytes_model"]

@@ -258,3 +258,52 @@ def test_two_gloo_processes_match_one_with_double_accumulation(tiny_dataset, tmp
 
     assert len(loss("one")) == 6
     assert loss("two") == pytest.approx(loss("one"), abs=1e-4)
+
+
+def test_learning_curve_scores_held_out_tokens_without_touching_training(tiny_dataset, tmp_path):
+    """train.val_every: points before the first step, every N steps and after the last; the same weights as
+    a run without it (the curve is a no-gradient pass that consumes no randomness); each point is the
+    validation slice's bpb, checked against an independent evaluation of the final model."""
+    from golf.evaluate import diagnose, validation_subset
+    from golf.ledger import ValidationStream
+    from golf.run import learning_curve
+
+    ds = Dataset.open(tiny_dataset)
+    base = SMALL + ["train.max_steps=13", "train.warmdown_steps=5"]
+    results, models = [], []
+    for extra in ([], ["train.val_every=5", "train.val_tokens=3000"]):
+        cfg = build_config(preset="tiny", overrides=base + extra)
+        torch.manual_seed(cfg.seed)
+        model = GPT(cfg.model)
+        curve = learning_curve(cfg, ds, torch.device("cpu")) if extra else None
+        metrics = tmp_path / f"m{len(extra)}.jsonl"
+        results.append(train(model, ds, cfg, metrics_path=metrics, device=torch.device("cpu"), curve=curve))
+        models.append(model)
+    plain, curved = results
+    assert plain.curve == [] and [p["step"] for p in curved.curve] == [0, 5, 10, 13]
+    assert [p["tokens"] for p in curved.curve] == [0, 5 * 2048, 10 * 2048, 13 * 2048]
+    for a, b in zip(models[0].state_dict().values(), models[1].state_dict().values()):
+        assert torch.equal(a, b)
+    assert plain.final_train_loss == curved.final_train_loss
+    assert curved.curve[-1]["val_bpb"] < curved.curve[0]["val_bpb"] - 1.0  # from ~9 bits (uniform over 512)
+    lines = [json.loads(x) for x in (tmp_path / "m2.jsonl").read_text().splitlines()]
+    assert [x["step"] for x in lines if x["phase"] == "val"] == [0, 5, 10, 13]
+    # The last point is the final model on the first 3,000 validation tokens, in the run's eval windows.
+    val = validation_subset(ds.val_tokens, cfg.data, 1)[:3000]
+    again = diagnose(models[1], ValidationStream(val, ds.byte_table), cfg.eval, cfg.train.seq_len,
+                     torch.device("cpu"), 1, val.size)
+    assert curved.curve[-1]["val_bpb"] == pytest.approx(again["val_bpb"], rel=1e-12)
+
+
+def test_curve_settings_stay_out_of_the_config_until_set():
+    """Fields added after results were committed leave every earlier hash alone while at their defaults."""
+    from golf.config import config_from_dict
+
+    cfg = build_config(preset="tiny")
+    assert "val_every" not in cfg.to_dict()["train"] and "val_tokens" not in cfg.to_dict()["train"]
+    on = build_config(preset="tiny", overrides=["train.val_every=50"])
+    assert on.to_dict()["train"]["val_every"] == 50 and "val_tokens" not in on.to_dict()["train"]
+    assert on.hash() != cfg.hash() and on.hash("train") != cfg.hash("train")
+    assert config_from_dict(on.to_dict()).hash() == on.hash() and config_from_dict(cfg.to_dict()).train.val_every == 0
+    with pytest.raises(GolfError, match="train.val_every"):
+        build_config(preset="tiny", overrides=["train.val_every=-1"])
