@@ -571,3 +571,39 @@ def test_bases_table_sets_each_base_against_its_own_count_models():
     assert small["margins"] == "+0.03000 +0.03000" and small["margin_std"] == pytest.approx(0.0, abs=1e-12)
     assert table.loc[("tiny", "bigram_kn"), "margin_mean"] == pytest.approx(0.06)
     assert bases_table(frame.drop(columns="val_bpb_base")).empty
+
+
+def test_runs_with_the_probe_off_keep_their_official_gain_in_every_table(tmp_path):
+    """The real protocol (ttt.probe=false) records no per-epoch points; its official gain (val_bpb after TTT
+    - the float base's) must still reach the gap and paired tables, next to the probe runs' contrasts."""
+    from golf.report.paired import paired_table
+    from golf.report.tables import gap_table
+
+    results = []
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] == "none":
+            continue
+        seed = r["seed"]
+        r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.003 + 0.0004 * (seed % 7)
+        r["study_params"] = {"preset": "tiny", "seed": seed, "bundle": "none", "overrides": {"ttt.probe": True}}
+        off = json.loads(json.dumps(r))
+        off["run_id"] += "_noprobe"
+        off["ttt"]["per_epoch"] = []
+        off["eval"]["val_bpb"] -= 0.001 * (seed % 5) if r["ttt"]["strategy"] == "prequant_val" else 0.0
+        off["study_params"]["overrides"] = {"ttt.probe": False}
+        results += [r, off]
+    frame = per_epoch_frame(results)
+    alone = frame[frame["run_id"].str.endswith("_noprobe")]
+    assert len(alone) == len(results) // 2 and (alone["epoch"] == 3).all() and alone["gain"].isna().all()
+    gap = gap_table(frame).set_index(["strategy", "ttt.probe"])
+    off_row = gap.loc[("prequant_val", False)]
+    expected = [r["eval"]["val_bpb"] - r["eval"]["val_bpb_base"] for r in results
+                if r["run_id"].endswith("_noprobe") and r["ttt"]["strategy"] == "prequant_val"]
+    assert off_row["gain_official_mean"] == pytest.approx(sum(expected) / len(expected), abs=1e-12)
+    assert math.isnan(off_row["gain_adapted_mean"]) and math.isnan(off_row["pvalue_adapted_vs_heldout"])
+    table = paired_table(frame)
+    probe_off = table[table["ttt.probe"] == False]  # noqa: E712 (a column of booleans)
+    assert sorted(probe_off["test"]) == ["illegal_vs_legal", "official", "official"]
+    versus = probe_off[probe_off["test"] == "illegal_vs_legal"].iloc[0]
+    assert versus["n_units"] == 3  # the seeds both strategies ran: 7, 42, 1337
+    assert (table[table["ttt.probe"] == True]["test"] == "memorization").sum() == 2  # noqa: E712

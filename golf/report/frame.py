@@ -257,7 +257,9 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         gain_official = the run's official val_bpb - val_bpb_base (its float base model before any TTT
                         and quantization): what TTT did to the score, quantization included; the same
                         on every row of a run, NaN when the result has no val_bpb_base
-    Negative gain = TTT lowered bits per byte. A run without an epoch-0 row has NaN gains.
+    Negative gain = TTT lowered bits per byte. A run without an epoch-0 row has NaN gains. A run whose
+    TTT recorded no per-epoch points (the memorization probe off: `ttt.probe=false`, the real protocol) gets
+    one row at its configured epoch count with NaN probe values, so its official gain is in every table.
     """
     if isinstance(results, (str, os.PathLike)):
         results, _ = read_results(results)
@@ -267,7 +269,9 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         keep = {k: v for k, v in base.items()
                 if k in ("run_id", "seed") or k in BASE_KEYS or is_study_column(k)}
         official = base["val_bpb"] - base["val_bpb_base"]  # NaN when val_bpb_base is missing
-        run_rows = [{**keep, **entry, "gain_official": official} for entry in _per_epoch(result)]
+        no_probe = {"epoch": int(base["epochs"] or 0), **{v: math.nan for v, _, _ in HALVES.values()}}
+        entries = _per_epoch(result) or [no_probe]
+        run_rows = [{**keep, **entry, "gain_official": official} for entry in entries]
         zero = next((r for r in run_rows if r["epoch"] == 0), None)
         for row in run_rows:
             for value_col, gain_col, _ in HALVES.values():
