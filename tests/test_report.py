@@ -607,3 +607,50 @@ def test_runs_with_the_probe_off_keep_their_official_gain_in_every_table(tmp_pat
     versus = probe_off[probe_off["test"] == "illegal_vs_legal"].iloc[0]
     assert versus["n_units"] == 3  # the seeds both strategies ran: 7, 42, 1337
     assert (table[table["ttt.probe"] == True]["test"] == "memorization").sum() == 2  # noqa: E712
+
+
+def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
+    from golf.report.frame import _results_frame
+    from golf.report.paired import scale_table
+
+    # prequant_val on three presets, each (seed) unit's A gain falling with size by a seed-specific amount.
+    results = []
+    sizes = {"medium": 300, "tiny": 100, "small": 200}  # listed out of order: the table orders by params
+    for preset, params in sizes.items():
+        for r in fixture_results("ttt_gap"):
+            if r["ttt"]["strategy"] != "prequant_val":
+                continue
+            r = json.loads(json.dumps(r))
+            seed, k = r["seed"], params // 100
+            r["run_id"] += f"_{preset}"
+            r["model"] = {"preset": preset, "params": params}
+            r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.01
+            for point in r["ttt"]["per_epoch"][1:]:
+                point["val_bpb_adapted"] -= 0.002 * k * (1 + (seed % 3))
+            results.append(r)
+    per_epoch = per_epoch_frame(results)
+    frame = _results_frame(results)
+    table = scale_table(per_epoch, frame)
+    memo = table[table["measure"].str.startswith("memorization")].set_index("test")
+    assert memo.loc["trend", "levels"] == "tiny < small < medium" and memo.loc["trend", "n_units"] == 3
+    contrast = {}
+    for r in results:
+        first, last = r["ttt"]["per_epoch"][0], r["ttt"]["per_epoch"][-1]
+        contrast[(r["model"]["preset"], r["seed"])] = ((last["val_bpb_adapted"] - first["val_bpb_adapted"])
+                                                       - (last["val_bpb_heldout"] - first["val_bpb_heldout"]))
+    seeds = sorted({s for _, s in contrast})
+    ref = stats.paired_t_test([contrast[("medium", s)] for s in seeds], [contrast[("tiny", s)] for s in seeds])
+    assert memo.loc["medium - tiny", "mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9)
+    assert memo.loc["medium - tiny", "p_value"] == pytest.approx(ref["p_value"], rel=1e-9)
+    blocks = [[-contrast[(p, s)] for p in ("tiny", "small", "medium")] for s in seeds]
+    assert memo.loc["trend", "direction"] == "decreasing"
+    assert memo.loc["trend", "p_value"] == pytest.approx(min(1.0, 2 * stats.page_trend_test(blocks)["p_value"]))
+    official = table[table["measure"] == "official gain"]
+    assert len(official) == 2 and official["mean_diff"].abs().max() < 1e-12  # the same +0.01 at every size
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()), nan_ok=True)
+    study = tmp_path / "scale_study"
+    for r in results:
+        (study / "runs" / r["run_id"]).mkdir(parents=True)
+        (study / "runs" / r["run_id"] / "result.json").write_text(json.dumps(r))
+    write_report(study, parse_sections(["scale"], "test"))
+    assert (study / "scale.md").exists() and (study / "figures" / "scale.png").exists()

@@ -340,3 +340,38 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
     fig.suptitle(f"{study}: memorization contrast vs epochs\ngrey = units (seed, split), "
                  f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
     return fig
+
+
+def _fig_scale(items: list[dict], study: str, x: str):
+    """The official gain and the memorization contrast against the ordered levels of `x` (model scale), one
+    panel per measure, one line per configuration: the mean over units with its 95% t-interval, each unit's
+    value a faint dot (items from golf.report.paired.scale_values)."""
+    measures = list(dict.fromkeys(item["measure"] for item in items))
+    levels = list(dict.fromkeys(lv for item in items for lv in item["levels"]))
+    fig, axes = _new_figure(len(measures), 5.2, 4.2)
+    configs = list(dict.fromkeys(item["config"] for item in items))
+    colors = dict(zip(configs, _color_cycle(len(configs))))
+    counts = []
+    for ax, measure in zip(axes, measures):
+        part = [item for item in items if item["measure"] == measure]
+        for j, item in enumerate(part):
+            xs = [levels.index(lv) + 0.06 * (j - (len(part) - 1) / 2) for lv in item["levels"]]
+            stats_at = [stats.mean_std_ci(item["values"][lv], CONFIDENCE) for lv in item["levels"]]
+            counts += [s["n"] for s in stats_at]
+            for xi, lv in zip(xs, item["levels"]):
+                ax.scatter([xi] * len(item["values"][lv]), item["values"][lv], color=colors[item["config"]],
+                           alpha=0.3, s=12)
+            ax.errorbar(xs, [s["mean"] for s in stats_at],
+                        yerr=np.nan_to_num(np.array([s["half_width"] for s in stats_at], dtype=float), nan=0.0),
+                        marker="o", capsize=3, color=colors[item["config"]], label=item["config"])
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
+        ax.set_xlabel(f"{x} (in order of size)")
+        ax.set_ylabel(f"{measure} (bpb)\n< 0: lower bpb" if measure == "official gain" else
+                      f"{measure} (bpb)\n< 0: adapted documents gain more")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(configs)),
+               fontsize="small")
+    fig.suptitle(f"{study}: TTT effects across {x}; mean over units (seed, split), 95% CI; dots = units\n"
+                 f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
+    return fig

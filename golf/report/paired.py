@@ -247,3 +247,91 @@ def level_trend_md(study: str, table: pd.DataFrame, value: str = "val_bpb") -> s
              "over the table. With 3 seeds the smallest possible p is limited by the permutations of "
              "3 blocks.\n\n")
     return text + _md_table(headers, rows)
+
+
+def _level_order(frame: pd.DataFrame, x: str) -> list:
+    """The levels of study column `x` in order: presets by their mean parameter count, anything else sorted."""
+    levels = {_norm(v) for v in frame[x]} - {None}
+    if x == "preset" and "params" in frame.columns:
+        size = frame.groupby("preset")["params"].mean()
+        return sorted(levels, key=lambda p: (float(size.get(p, math.inf)), str(p)))
+    return sorted(levels, key=lambda v: (isinstance(v, str), v))
+
+
+def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset") -> list[dict]:
+    """Per configuration of the keys other than `x` and per measure (official gain, memorization contrast):
+    the ordered levels of `x` present and {level: {unit: value}} on the units present at every level.
+    The unit is (seed, probe split), a split's swap averaged in, as in `paired_table`: a seed fixes the
+    training data order and a split the documents of each half, at every level."""
+    runs = final_rows(per_epoch)
+    runs = runs[runs["epoch"] > 0]
+    if runs.empty or x not in runs.columns:
+        return []
+    order = _level_order(frame if x in frame.columns else runs, x)
+    ucols = units(runs)
+    keys = [k for k in config_keys(runs) if k != x]
+    shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
+    out = []
+    for key, group in _groups(runs, keys):
+        levels = [lv for lv in order if (group[x].map(_norm) == lv).any()]
+        if len(levels) < 2:
+            continue
+        group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
+        for measure, col in (("official gain", "gain_official"), ("memorization (gain A - gain B)", "contrast")):
+            per = {lv: _by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
+            blocks = sorted(set.intersection(*(set(v) for v in per.values())))
+            if len(blocks) >= 2:
+                out.append({"where": dict(zip(keys, key)), "config": _label(key, keys, shown), "measure": measure,
+                            "levels": levels, "values": {lv: [per[lv][u] for u in blocks] for lv in levels}})
+    return out
+
+
+def scale_table(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset") -> pd.DataFrame:
+    """How the official gain and the memorization contrast change across the levels of `x` (the base
+    model's scale: presets ordered by parameters), within each configuration of the other keys
+    (`scale_values`). Two tests per configuration and measure: Page's L trend across the ordered levels,
+    two-sided (twice the smaller one-sided permutation p; from 3 levels), and a paired t-test of the largest
+    level against the smallest (CI, MDE). Holm over the whole table; per-level means in `means`."""
+    rows = []
+    for item in scale_values(per_epoch, frame, x):
+        levels, values = item["levels"], item["values"]
+        means = {lv: sum(v) / len(v) for lv, v in values.items()}
+        where = {**item["where"], "measure": item["measure"], "config": item["config"],
+                 "levels": " < ".join(str(lv) for lv in levels), "n_units": len(values[levels[0]]),
+                 "means": " | ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
+        if len(levels) >= 3:
+            table = [list(row) for row in zip(*(values[lv] for lv in levels))]
+            up = stats.page_trend_test(table)
+            down = stats.page_trend_test([[-v for v in row] for row in table])
+            rows.append({**where, "test": "trend", "L": up["L"],
+                         "direction": "increasing" if up["p_value"] < down["p_value"] else "decreasing",
+                         "mean_diff": means[levels[-1]] - means[levels[0]],
+                         "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"]))})
+        t = stats.paired_t_test(values[levels[-1]], values[levels[0]], 1 - ALPHA, POWER)
+        rows.append({**where, "test": f"{levels[-1]} - {levels[0]}", "mean_diff": t["mean_diff"],
+                     "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"]})
+    return family_table(rows)
+
+
+def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
+    from golf.report.tables import _fmt, _md_table
+
+    headers = ["measure", "configuration", "means by level", "n units", "test", "difference (last - first)",
+               "95% CI", "p", "p (Holm)", "MDE (80%)"]
+    rows = []
+    for _, r in table.iterrows():
+        if r["test"] == "trend":
+            interval, mde = f"Page L {_fmt(r['L'], 'other')}, {r['direction']}", "n/a"
+        else:
+            interval, mde = f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["mde"], "bpb")
+        rows.append([r["measure"], r["config"], r["means"], str(r["n_units"]), r["test"], _fmt(r["mean_diff"], "gain"),
+                     interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde])
+    text = f"# {study}: TTT effects across {x}\n\n"
+    text += (f"Levels of `{x}` in order ({'parameters' if x == 'preset' else 'value'}); per level, the mean over "
+             "units (seed, probe split; a split's swap averaged in) of the official gain (official val_bpb - the "
+             "float base's) and of the memorization contrast (gain on adapted half A - gain on held-out half B). "
+             "Units are compared with themselves across levels: `trend` = Page's L across all levels, two-sided "
+             "(twice the smaller one-sided permutation p); `last - first` = paired t-test of the largest level "
+             "against the smallest, with its 95% CI and the MDE at 80% power. Holm over the whole table. "
+             "A row that is not significant is not resolved at this power, not evidence of no change.\n\n")
+    return text + _md_table(headers, rows)

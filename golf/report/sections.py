@@ -130,6 +130,17 @@ def _memorization_epochs(inp: Inputs) -> Output:
     return Output(figures={"memorization_epochs": F._fig_memorization_epochs(runs, inp.study, P.units(runs))})
 
 
+def _scale(inp: Inputs, x: str = "preset") -> Output:
+    """Official gain and memorization contrast across the ordered levels of `x` (model scale), paired by
+    unit: Page's trend and largest - smallest, Holm (scale.csv/.md, figure scale)."""
+    items = P.scale_values(inp.per_epoch, inp.frame, x)
+    if not items:
+        return Output()
+    table = P.scale_table(inp.per_epoch, inp.frame, x)
+    return Output(tables={"scale.csv": T._csv(table), "scale.md": P.scale_md(inp.study, table, x)},
+                  figures={"scale": F._fig_scale(items, inp.study, x)})
+
+
 def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
     if x not in inp.frame.columns:
@@ -169,6 +180,7 @@ SECTIONS: dict[str, Section] = {
     "trend": Section(_trend, ("trend.csv", "trend.md"), _trend.__doc__),
     "trend_levels": Section(_trend_levels, ("trend_levels.csv", "trend_levels.md"), _trend_levels.__doc__),
     "memorization_epochs": Section(_memorization_epochs, (), _memorization_epochs.__doc__),
+    "scale": Section(_scale, ("scale.csv", "scale.md"), _scale.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
     "frontier": Section(_frontier, (), _frontier.__doc__),
