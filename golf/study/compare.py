@@ -88,6 +88,9 @@ def report_tables(study_dir: Path) -> dict:
     ablation = T.ablation_table(frame)
     if not ablation.empty:
         tables["ablation"] = ablation
+    bases = T.bases_table(frame)
+    if not bases.empty:
+        tables["bases"] = bases
     per_epoch = F.per_epoch_frame(results)
     ttt = T._ttt_runs(per_epoch)
     if not ttt.empty and ttt["gain"].notna().any():
@@ -95,6 +98,9 @@ def report_tables(study_dir: Path) -> dict:
         from golf.report import paired as P
 
         tables["paired"] = P.paired_table(per_epoch)
+        scale = P.scale_table(per_epoch, frame)
+        if not scale.empty:
+            tables["scale"] = scale
     return tables
 
 
