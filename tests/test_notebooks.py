@@ -27,9 +27,9 @@ def parameters_cell(nb):
     return next(c for c in nb.cells if c.cell_type == "code")
 
 
-def test_the_six_notebooks_exist():
+def test_the_seven_notebooks_exist():
     assert {p.stem for p in NOTEBOOKS} == {"ttt_epochs", "ttt_gap", "ut_iterations", "quant_budget",
-                                           "architecture", "report"}
+                                           "architecture", "ladder", "report"}
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.stem)
@@ -77,7 +77,7 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("GOLF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GOLF_DATA", str(tmp_path / "data"))
 
-    assert study.run_study("smoke", root=root) == {"done": 5, "cached": 0, "busy": 0, "failed": 0}
+    assert study.run_study("smoke", root=root) == {"done": 6, "cached": 0, "busy": 0, "failed": 0}
 
     cells = study.expand(study.load_study("smoke", root))
     assert {c.notebook for c in cells} | {"report"} == {p.stem for p in NOTEBOOKS}
@@ -94,17 +94,18 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     assert by_notebook["ut_iterations"]["config"]["model"]["ut_loops"] == 2
     assert by_notebook["quant_budget"]["artifact"]["quant"].startswith("gptq")
     assert by_notebook["architecture"]["config"]["model"]["recur_start"] is None
+    assert [p["step"] for p in by_notebook["ladder"]["train"]["curve"]] == [0, 2, 4]  # train.val_every=2
     # the report notebook ran on the complete grid and wrote the study tables
     report = nbformat.read(root / "work/smoke/papermill/report.ipynb", as_version=4)
     assert report.metadata["papermill"]["exception"] is None
     assert (root / "work/smoke/summary.md").is_file() and (root / "work/smoke/summary.csv").is_file()
     # every section the smoke study lists wrote what its one-cell-per-notebook data supports
     figures = {p.stem for p in (root / "work/smoke/figures").glob("*.png")}
-    assert {"ttt_curves", "frontier"} <= figures, figures
+    assert {"ttt_curves", "frontier", "learning_curves"} <= figures, figures
     assert (root / "work/smoke/gap.md").is_file()
 
     calls = []
     monkeypatch.setattr(study_notebooks, "execute", lambda *a, **k: calls.append(a))
-    assert study.run_study("smoke", root=root) == {"done": 0, "cached": 5, "busy": 0, "failed": 0}
+    assert study.run_study("smoke", root=root) == {"done": 0, "cached": 6, "busy": 0, "failed": 0}
     assert calls == []  # nothing executed, not even the report
     assert study.report_study("smoke", root=root)

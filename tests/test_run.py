@@ -208,3 +208,20 @@ def test_max_val_docs_keeps_whole_documents(tiny_dataset):
     assert validation_tokens(ds, DataConfig(max_val_docs=2, max_val_tokens=5), 1).size == 5
     with pytest.raises(GolfError, match="max_val_docs"):
         DataConfig(max_val_docs=-1)
+
+
+def test_learning_curves_section_draws_a_real_runs_curve(run_dir, tmp_path):
+    from golf.report import parse_sections, write_report
+    from golf.report.frame import curve_frame
+
+    result = json.loads((run_dir / "result.json").read_text())
+    study = tmp_path / "ladder"
+    (study / "runs" / "tiny").mkdir(parents=True)
+    (study / "runs" / "tiny" / "result.json").write_text(json.dumps(result))
+    curves = curve_frame([result])
+    assert curves["step"].tolist() == [0, 6, 12] and curves["bigram_kn"].notna().all()
+    assert curves["val_bpb"].tolist() == [p["val_bpb"] for p in result["train"]["curve"]]
+    written = write_report(study, parse_sections(["learning_curves"], "test"))
+    assert study / "figures" / "learning_curves.png" in written
+    result["train"]["curve"] = [{"step": "x"}]  # a malformed curve drops that run's curve, not the report
+    assert curve_frame([result]).empty

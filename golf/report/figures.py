@@ -375,3 +375,39 @@ def _fig_scale(items: list[dict], study: str, x: str):
     fig.suptitle(f"{study}: TTT effects across {x}; mean over units (seed, split), 95% CI; dots = units\n"
                  f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
     return fig
+
+
+def _fig_learning_curves(curves: pd.DataFrame, study: str):
+    """Learning curves: validation bpb of the live model against training tokens, one colour per
+    configuration (faint lines = seeds, thick = their mean at each step), with the configuration's
+    Kneser-Ney bigram and trigram of its own training tokens as dashed and dotted lines. The curve scores
+    the first train.val_tokens of the validation subset: where that is the whole subset, its last point is
+    val_bpb_base and the count models are on the same targets; otherwise they are a guide."""
+    keys = key_columns(curves)
+    shown = varying_keys(curves, keys)
+    groups = _groups(curves, keys)
+    fig, (ax,) = _new_figure(1, 7.0, 4.6)
+    counts = []
+    for color, (key, group) in zip(_color_cycle(len(groups)), groups):
+        label = _label(key, keys, shown) if shown else "val_bpb"
+        for _, run in group.groupby("run_id"):
+            run = run.sort_values("tokens")
+            ax.plot(run["tokens"] / 1e6, run["val_bpb"], color=color, alpha=0.3, linewidth=0.8)
+        mean = group.groupby("tokens")["val_bpb"].mean().sort_index()
+        counts.append(int(group["seed"].nunique()))
+        ax.plot(mean.index / 1e6, mean.values, color=color, linewidth=2, marker="o", markersize=3, label=label)
+        for col, style in (("bigram_kn", "--"), ("trigram_kn", ":")):
+            level = group[col].dropna() if col in group else pd.Series(dtype=float)
+            if not level.empty:
+                ax.axhline(float(level.mean()), color=color, linestyle=style, linewidth=1)
+    ax.plot([], [], color="grey", linestyle="--", label="bigram (KN) of the same tokens")
+    ax.plot([], [], color="grey", linestyle=":", label="trigram (KN) of the same tokens")
+    lines = [c for c in ("bigram_kn", "trigram_kn") if c in curves and curves[c].notna().any()]
+    low = min([float(curves["val_bpb"].min())] + [float(curves[c].min()) for c in lines])
+    ax.set_ylim(low - 0.1, min(float(curves["val_bpb"].max()), low + 2.5) + 0.05)  # step 0 is ~log2(vocab)
+    ax.set_xlabel("training tokens (millions)")
+    ax.set_ylabel("validation bpb (slice, live weights)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{study}: learning curves ({_seeds_text(counts)})")
+    return fig

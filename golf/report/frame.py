@@ -282,6 +282,27 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
     return _frame(rows, columns + ["gain_official"])
 
 
+def curve_frame(results: Iterable[dict]) -> pd.DataFrame:
+    """Long frame of the learning curves (result.json `train.curve`, recorded with train.val_every): one row
+    per (run, point) with run_id, seed, the configuration keys, step, tokens, val_bpb, and the run's
+    bigram_kn / trigram_kn and val_bpb_base (for the lines a curve is read against). Empty without curves."""
+    rows: list[dict] = []
+    for result in results:
+        curve = (result.get("train") or {}).get("curve") or []
+        if not isinstance(curve, list) or not curve:
+            continue
+        base = _flatten(result)
+        keep = {k: v for k, v in base.items() if k in ("run_id", "seed", "val_bpb_base", *BASELINE_COLUMNS)
+                or k in BASE_KEYS or is_study_column(k)}
+        try:  # a malformed curve drops that run's curve, as read_results drops a malformed run
+            points = [{**keep, "step": int(p["step"]), "tokens": float(p["tokens"]),
+                       "val_bpb": _as_float(p.get("val_bpb"), "train.curve.val_bpb")} for p in curve]
+        except (KeyError, TypeError, ValueError):
+            continue
+        rows.extend(points)
+    return pd.DataFrame(rows)
+
+
 # ---------------------------------------------------------------------------------------------------
 # Grouping
 # ---------------------------------------------------------------------------------------------------

@@ -28,7 +28,7 @@ from golf.errors import GolfError
 from golf.report import figures as F
 from golf.report import paired as P
 from golf.report import tables as T
-from golf.report.frame import _norm, _results_frame, per_epoch_frame, read_results
+from golf.report.frame import _norm, _results_frame, curve_frame, per_epoch_frame, read_results
 
 
 @dataclass
@@ -39,6 +39,7 @@ class Inputs:
     frame: pd.DataFrame  # one row per run (golf.report.frame)
     per_epoch: pd.DataFrame  # one row per (run, TTT epoch), with gains against epoch 0
     summary: pd.DataFrame  # summary_table(frame)
+    curves: pd.DataFrame = field(default_factory=pd.DataFrame)  # learning curves (train.val_every), long form
 
     @property
     def ttt_runs(self) -> pd.DataFrame:
@@ -141,6 +142,14 @@ def _scale(inp: Inputs, x: str = "preset") -> Output:
                   figures={"scale": F._fig_scale(items, inp.study, x)})
 
 
+def _learning_curves(inp: Inputs) -> Output:
+    """Validation bpb against training tokens (train.val_every), per configuration, with the count models
+    of the same tokens (figure learning_curves)."""
+    if inp.curves.empty:
+        return Output()
+    return Output(figures={"learning_curves": F._fig_learning_curves(inp.curves, inp.study)})
+
+
 def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
     if x not in inp.frame.columns:
@@ -182,6 +191,7 @@ SECTIONS: dict[str, Section] = {
     "memorization_epochs": Section(_memorization_epochs, (), _memorization_epochs.__doc__),
     "scale": Section(_scale, ("scale.csv", "scale.md"), _scale.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
+    "learning_curves": Section(_learning_curves, (), _learning_curves.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
     "frontier": Section(_frontier, (), _frontier.__doc__),
 }
@@ -244,7 +254,7 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
         raise GolfError(f"{study_dir / 'runs'}: no complete result.json to report on "
                         f"({len(skipped)} skipped)")
     frame = _results_frame(results)
-    inputs = Inputs(study_dir.name, frame, per_epoch_frame(results), T.summary_table(frame))
+    inputs = Inputs(study_dir.name, frame, per_epoch_frame(results), T.summary_table(frame), curve_frame(results))
     tables: dict[str, str] = {"summary.csv": T._csv(inputs.summary)}
     figures: dict[str, Any] = {}
     for name, options in sections or [("summary", {})]:
