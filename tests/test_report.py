@@ -654,3 +654,31 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
         (study / "runs" / r["run_id"] / "result.json").write_text(json.dumps(r))
     write_report(study, parse_sections(["scale"], "test"))
     assert (study / "scale.md").exists() and (study / "figures" / "scale.png").exists()
+
+
+def test_two_controls_of_one_legal_strategy_stay_apart_in_the_paired_table():
+    """prequant_val against train_slice at its default budget and against the budget-matched one
+    (ttt.slice_tokens=0): two illegal_vs_legal rows, told apart by `versus_setting`."""
+    from golf.report.paired import paired_table
+
+    results = []
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] == "none":
+            continue
+        r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.003 + 0.0004 * (r["seed"] % 7)
+        r["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none", "overrides": {}}
+        if r["ttt"]["strategy"] == "score_first":  # stand in for the two controls
+            for slice_tokens in (None, 0):
+                c = json.loads(json.dumps(r))
+                c["run_id"] += f"_slice{slice_tokens}"
+                c["ttt"]["strategy"] = "train_slice"
+                if slice_tokens is not None:
+                    c["study_params"]["overrides"]["ttt.slice_tokens"] = slice_tokens
+                    c["eval"]["val_bpb"] += 0.0005
+                results.append(c)
+        else:
+            results.append(r)
+    table = paired_table(per_epoch_frame(results))
+    versus = table[table["test"] == "illegal_vs_legal"].set_index("versus_setting")
+    assert sorted(versus.index) == ["", "ttt.slice_tokens=0"] and set(versus["versus"]) == {"train_slice"}
+    assert versus.loc["ttt.slice_tokens=0", "mean_diff"] == pytest.approx(versus.loc["", "mean_diff"] - 0.0005)

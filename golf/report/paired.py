@@ -33,6 +33,9 @@ from golf.report.frame import UNIT_COLUMNS, _groups, _norm, family_table, key_co
 
 ALPHA = 0.05
 POWER = 0.8
+# A strategy's own settings that a study may vary: an illegal configuration is compared with every legal
+# one whatever these are, and an illegal_vs_legal row names the legal side's (`versus_setting`).
+SETTINGS = ("ttt.lr", "ttt.slice_tokens")
 
 
 def final_rows(per_epoch: pd.DataFrame) -> pd.DataFrame:
@@ -64,16 +67,25 @@ def _by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, fl
     return {unit: sum(vs) / len(vs) for unit, vs in sums.items()}
 
 
+def _plain(value: Any) -> Any:
+    """A study value as written in the YAML: 0 for a column pandas stored as float because of gaps (0.0)."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
 def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     parts = [f"{k}={_norm(v)}" for k, v in zip(keys, key) if k in shown]
     return ", ".join(parts) or "all runs"
 
 
-def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "") -> dict[str, Any]:
+def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "",
+         versus_setting: str = "") -> dict[str, Any]:
     """One comparison: `test` (memorization / official / illegal_vs_legal) and the configuration's key columns
-    name it for conclusions.yaml (paired[test=memorization,strategy=prequant_val].p_holm); `comparison` and
-    `config` are its words for paired.md."""
-    return {"test": kind, **where, "versus": versus, "comparison": comparison, "config": config,
+    name it for conclusions.yaml (paired[test=memorization,strategy=prequant_val].p_holm); `versus` is the
+    legal strategy of an illegal_vs_legal row and `versus_setting` its own settings where they are set
+    (`ttt.slice_tokens=0`: the budget-matched control), so two controls of one strategy stay apart;
+    `comparison` and `config` are its words for paired.md."""
+    return {"test": kind, **where, "versus": versus, "versus_setting": versus_setting,
+            "comparison": comparison, "config": config,
             "n_units": test["n"], "mean_diff": test["mean_diff"],
             "ci_low": test["ci_low"], "ci_high": test["ci_high"], "sd_diff": test["sd_diff"],
             "p_value": test["p_value"], "mde": test["mde"]}
@@ -105,8 +117,7 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                              stats.paired_t_test([off[x] for x in u], [0.0] * len(u), 1 - ALPHA, POWER)))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
     # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
-    own = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", "ttt.lr",
-           "ttt.slice_tokens")
+    own = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", *SETTINGS)
     match = [k for k in keys if k not in own]
     for key_i, group_i in configs:
         if bool(group_i["legal"].iloc[0]):
@@ -123,7 +134,9 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                                  f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
                                  "illegal - legal", dict(zip(keys, key_i)),
                                  stats.paired_t_test([x[u] for u in common], [y[u] for u in common], 1 - ALPHA, POWER),
-                                 versus=str(_norm(group_l["strategy"].iloc[0]))))
+                                 versus=str(_norm(group_l["strategy"].iloc[0])),
+                                 versus_setting=", ".join(f"{k}={_plain(v)}" for k, v in zip(keys, key_l)
+                                                          if k in SETTINGS and v is not None)))
     table = family_table(rows)
     if not table.empty:
         table["verdict"] = [_verdict(r) for _, r in table.iterrows()]
