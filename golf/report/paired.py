@@ -73,7 +73,7 @@ def _plain(value: Any) -> Any:
 
 
 def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
-    parts = [f"{k}={_norm(v)}" for k, v in zip(keys, key) if k in shown]
+    parts = [f"{k}={_plain(_norm(v))}" for k, v in zip(keys, key) if k in shown]
     return ", ".join(parts) or "all runs"
 
 
