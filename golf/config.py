@@ -149,15 +149,17 @@ class RunConfig:
     # Set by build_config; not part of to_dict() and so of no hash.
     vocab_stated: bool = field(default=False, repr=False, compare=False)
 
-    def to_dict(self) -> dict:
-        """The config as plain JSON (config.json, result.json, every hash). A field marked `omit_default`
-        is left out while it holds its default: such fields came after results were committed, so leaving
-        them out keeps every earlier run's config hash and base-model key (a run that sets one differs)."""
+    def to_dict(self, complete: bool = False) -> dict:
+        """The config as plain JSON (config.json, result.json, every hash). Fields marked `omit_default`
+        came after results were committed: a section's such fields are left out while all of them hold
+        their defaults, so every earlier run keeps its config hash and base-model key, and a run that sets
+        one records them all (train.val_every=50 records train.val_tokens too). `complete` keeps them."""
         d = dataclasses.asdict(self)
         del d["vocab_stated"]
         for name, section in SECTIONS.items():
-            for f in dataclasses.fields(section):
-                if f.metadata.get("omit_default") and d[name][f.name] == f.default:
+            later = [f for f in dataclasses.fields(section) if f.metadata.get("omit_default")]
+            if not complete and all(d[name][f.name] == f.default for f in later):
+                for f in later:
                     del d[name][f.name]
         return d
 

@@ -126,10 +126,14 @@ def seed_everything(seed: int) -> None:
 
 def learning_curve(cfg: RunConfig, ds: Dataset, device: torch.device):
     """The scorer of the learning curve (train.val_every): the first train.val_tokens of the run's
-    validation subset, in the run's evaluation windows, through a ledger stream of its own (diagnostic
-    passes: no gradient, never part of val_bpb). Returns model -> {"val_loss", "val_bpb"}."""
-    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)[: cfg.train.val_tokens]
+    validation subset, cut to the protocol's official targets and scored in the run's evaluation windows,
+    through a ledger stream of its own (diagnostic passes: no gradient, never part of val_bpb). Where the
+    slice covers the subset, the curve scores exactly the targets of val_bpb_base, and its last point is
+    val_bpb_base unless EMA (copied in after training) or QAT (on during it) changes the weights scored.
+    Returns model -> {"val_loss", "val_bpb"}."""
     seq_len = cfg.eval.seq_len or cfg.train.seq_len
+    val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)[: cfg.train.val_tokens]
+    val = official_tokens(val, resolve_protocol(cfg.eval.protocol, ds.name), seq_len)
     if val.size < 2:
         raise GolfError(f"train.val_every: the validation subset has {val.size} tokens; the curve needs at least 2")
     stream = ValidationStream(val, ds.byte_table)
@@ -215,6 +219,7 @@ def source_config(source: str | Path, overrides: list[str] | None = None) -> Run
         resolved = json.loads((source / "config.json").read_text())
     except json.JSONDecodeError as e:
         raise GolfError(f"{source / 'config.json'}: invalid JSON ({e.msg})") from None
+    resolved = config_from_dict(resolved).to_dict(complete=True)  # keys written before they existed take -s too
     saved = dict(resolved.get("model", {}))
     _merge(resolved, parse_overrides(overrides or []))  # unknown keys fail with the valid list
     cfg = config_from_dict(resolved)

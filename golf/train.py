@@ -166,7 +166,8 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     With `curve` (a no-gradient scoring of held-out tokens, {"val_loss", "val_bpb"}) and train.val_every > 0,
     the main rank scores the live model before the first step, every val_every steps and after the last: a
     metrics line of phase "val" each, and TrainResult.curve. Its time is left out of the wallclock budget
-    and of wall_s, as the reference leaves out its validation passes."""
+    and of wall_s, as the reference leaves out its validation passes; with several ranks and a time budget
+    all ranks run on the main rank's clock (broadcast each step), so the curve cannot split their schedules."""
     tc = cfg.train
     device = device or pick_device(tc.device)
     d = dist_info or Dist()
@@ -242,17 +243,27 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
 
     def score_curve() -> float:
         """One learning-curve point; returns the seconds it took (kept out of the training clock)."""
+        if device.type == "cuda":
+            torch.cuda.synchronize()  # the step before is the training clock's, not the curve's
         t_val = time.perf_counter()
         point = {"step": step, "tokens": step * step_tokens, **measure(model)}
         points.append(point)
         writer.write(step, phase="val", tokens=point["tokens"], val_loss=point["val_loss"], val_bpb=point["val_bpb"])
         return time.perf_counter() - t_val
 
+    # With a time budget on several ranks, every rank follows the main rank's clock: one LR schedule, one
+    # recurrence and QAT switch-on, one stop (each rank's own clock differs, the more so while the main rank
+    # alone scores a learning-curve point).
+    shared_clock = d.world > 1 and tc.wallclock_s > 0
     try:
         if measure is not None:
             t0 += score_curve()
         while step < tc.max_steps:
             elapsed = time.perf_counter() - t0
+            if shared_clock:
+                clock = torch.tensor([elapsed], dtype=torch.float64, device=device)
+                dist.broadcast(clock, src=0)
+                elapsed = float(clock.item())
             if tc.wallclock_s > 0 and elapsed >= tc.wallclock_s:
                 break
             t_step = time.perf_counter()
@@ -278,7 +289,7 @@ def train(model: torch.nn.Module, dataset: Dataset, cfg, metrics_path: Path | No
     finally:
         if bar is not None:
             bar.close()
-    if measure is not None and (not points or points[-1]["step"] != step):  # the last point: a wallclock stop
+    if measure is not None and step % tc.val_every != 0:  # the last point, off the grid of every val_every steps
         t0 += score_curve()
     wall_s = time.perf_counter() - t0
     if ema is not None:

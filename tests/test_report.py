@@ -563,11 +563,11 @@ def test_bases_table_sets_each_base_against_its_own_count_models():
     # stream): their margins are averaged, so the seed counts once.
     rows = [("small", 1, 1.80, 2.20, 1.78, "a"), ("small", 1, 1.90, 2.32, 1.86, "a"),
             ("small", 2, 1.83, 2.25, 1.80, "b"), ("tiny", 1, 2.20, 2.15, 1.75, "c"),
-            ("tiny", 2, 2.22, 2.15, 1.75, "d")]
+            ("tiny", 2, 2.22, 2.15, 1.75, "d"), ("small", 3, 1.85, math.nan, math.nan, "e")]  # seed 3: no baselines
     frame = pd.DataFrame(rows, columns=["preset", "seed", "val_bpb_base", "bigram_kn", "trigram_kn", "base_key"])
     table = bases_table(frame).set_index(["preset", "baseline"])
     small = table.loc[("small", "trigram_kn")]
-    assert small["n_seeds"] == 2 and small["n_bases"] == 2
+    assert small["n_seeds"] == 2 and small["n_bases"] == 2 and small["seeds"] == "1 2"  # seed 3 left out
     assert small["margins"] == "+0.03000 +0.03000" and small["margin_std"] == pytest.approx(0.0, abs=1e-12)
     assert table.loc[("tiny", "bigram_kn"), "margin_mean"] == pytest.approx(0.06)
     assert bases_table(frame.drop(columns="val_bpb_base")).empty
@@ -627,7 +627,13 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
             r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.01
             for point in r["ttt"]["per_epoch"][1:]:
                 point["val_bpb_adapted"] -= 0.002 * k * (1 + (seed % 3))
-            results.append(r)
+            r["study_params"] = {"preset": preset, "seed": seed, "bundle": "none", "overrides": {"ttt.probe": True}}
+            off = json.loads(json.dumps(r))  # the real protocol: no probe points, the official gain only
+            off["run_id"] += "_noprobe"
+            off["ttt"]["per_epoch"] = []
+            off["eval"]["val_bpb"] -= 0.001 * k
+            off["study_params"]["overrides"] = {"ttt.probe": False}
+            results += [r, off]
     per_epoch = per_epoch_frame(results)
     frame = _results_frame(results)
     table = scale_table(per_epoch, frame)
@@ -635,6 +641,8 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     assert memo.loc["trend", "levels"] == "tiny < small < medium" and memo.loc["trend", "n_units"] == 3
     contrast = {}
     for r in results:
+        if not r["ttt"]["per_epoch"]:
+            continue
         first, last = r["ttt"]["per_epoch"][0], r["ttt"]["per_epoch"][-1]
         contrast[(r["model"]["preset"], r["seed"])] = ((last["val_bpb_adapted"] - first["val_bpb_adapted"])
                                                        - (last["val_bpb_heldout"] - first["val_bpb_heldout"]))
@@ -645,9 +653,14 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     blocks = [[-contrast[(p, s)] for p in ("tiny", "small", "medium")] for s in seeds]
     assert memo.loc["trend", "direction"] == "decreasing"
     assert memo.loc["trend", "p_value"] == pytest.approx(min(1.0, 2 * stats.page_trend_test(blocks)["p_value"]))
-    official = table[table["measure"] == "official gain"]
-    assert len(official) == 2 and official["mean_diff"].abs().max() < 1e-12  # the same +0.01 at every size
-    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()), nan_ok=True)
+    assert memo.loc["trend", "p_min"] == pytest.approx(2 / 6**3)  # 3 units, 3 levels
+    # the official gain only where the probe was off: 0.001 lower per 100 parameters, in every unit
+    official = table[table["measure"] == "official gain"].set_index("test")
+    assert list(official["ttt.probe"]) == [False, False]
+    assert official.loc["medium - tiny", "mean_diff"] == pytest.approx(-0.002, abs=1e-12)
+    for kind in (table["test"] == "trend", table["test"] != "trend"):  # Holm within each kind of test
+        assert table.loc[kind, "p_holm"].tolist() == pytest.approx(stats.holm(table.loc[kind, "p_value"].tolist()),
+                                                                   nan_ok=True)
     study = tmp_path / "scale_study"
     for r in results:
         (study / "runs" / r["run_id"]).mkdir(parents=True)

@@ -190,7 +190,9 @@ def test_diverged_run_stops_and_says_so(tiny_dataset, tmp_path, monkeypatch):
 
 def test_two_gloo_processes_match_one_with_double_accumulation(tiny_dataset, tmp_path):
     """torchrun, 2 CPU processes x 1 micro-batch vs 1 process x 2 micro-batches: same tokens, same loss
-    trajectory. Tolerance 1e-4: DDP averages gradients in a different float order than accumulation."""
+    trajectory. Tolerance 1e-4: DDP averages gradients in a different float order than accumulation.
+    Both run under a time budget far from reached (the ranks share the main rank's clock, broadcast each
+    step) with a learning curve that only the main rank scores: neither may split or stall the ranks."""
     env = {**os.environ, "GOLF_CACHE": str(tmp_path / "cache"), "OMP_NUM_THREADS": "1"}
     common = [
         "--preset",
@@ -209,6 +211,10 @@ def test_two_gloo_processes_match_one_with_double_accumulation(tiny_dataset, tmp
         "train.log_every=1",
         "-s",
         "data.max_val_tokens=2000",
+        "-s",
+        "train.wallclock_s=3600",
+        "-s",
+        "train.val_every=3",
     ]
     one = subprocess.run(
         [
@@ -254,10 +260,14 @@ def test_two_gloo_processes_match_one_with_double_accumulation(tiny_dataset, tmp
     assert two.returncode == 0, two.stderr[-3000:]
 
     def loss(d):
-        return [json.loads(x)["train_loss"] for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        lines = [json.loads(x) for x in (tmp_path / d / "metrics.jsonl").read_text().splitlines()]
+        return [x["train_loss"] for x in lines if x["phase"] == "train"]
 
     assert len(loss("one")) == 6
     assert loss("two") == pytest.approx(loss("one"), abs=1e-4)
+    curves = [json.loads((tmp_path / d / "result.json").read_text())["train"]["curve"] for d in ("one", "two")]
+    assert [p["step"] for p in curves[1]] == [0, 3, 6]
+    assert [p["val_bpb"] for p in curves[1]] == pytest.approx([p["val_bpb"] for p in curves[0]], abs=1e-4)
 
 
 def test_learning_curve_scores_held_out_tokens_without_touching_training(tiny_dataset, tmp_path):
@@ -302,8 +312,17 @@ def test_curve_settings_stay_out_of_the_config_until_set():
     cfg = build_config(preset="tiny")
     assert "val_every" not in cfg.to_dict()["train"] and "val_tokens" not in cfg.to_dict()["train"]
     on = build_config(preset="tiny", overrides=["train.val_every=50"])
-    assert on.to_dict()["train"]["val_every"] == 50 and "val_tokens" not in on.to_dict()["train"]
+    assert on.to_dict()["train"]["val_every"] == 50 and on.to_dict()["train"]["val_tokens"] == 65_536
+    assert cfg.to_dict(complete=True)["train"]["val_every"] == 0
     assert on.hash() != cfg.hash() and on.hash("train") != cfg.hash("train")
     assert config_from_dict(on.to_dict()).hash() == on.hash() and config_from_dict(cfg.to_dict()).train.val_every == 0
     with pytest.raises(GolfError, match="train.val_every"):
         build_config(preset="tiny", overrides=["train.val_every=-1"])
+
+
+def test_run_from_a_folder_written_before_the_curve_settings_takes_them(tmp_path):
+    from golf.run import source_config
+
+    (tmp_path / "config.json").write_text(json.dumps(build_config(preset="tiny").to_dict()))  # no val_* keys
+    (tmp_path / "checkpoint.pt").write_bytes(b"")
+    assert source_config(tmp_path, ["train.val_every=5"]).train.val_every == 5

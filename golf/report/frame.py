@@ -371,6 +371,20 @@ def _groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.Da
     return [(key, frame.iloc[index[key]]) for key in sorted(index, key=_sort_key)]
 
 
+def by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, float]:
+    """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
+    swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its
+    value is averaged with the unswapped run's, which cancels any difference in difficulty between the
+    two sets of documents."""
+    keys = [c for c in cols if c != "ttt.probe_swap"]
+    sums: dict[tuple, list[float]] = {}
+    for _, r in group.iterrows():
+        v = r[value]
+        if v is not None and not (isinstance(v, float) and math.isnan(v)):
+            sums.setdefault(tuple(_norm(r[c]) for c in keys), []).append(float(v))
+    return {unit: sum(vs) / len(vs) for unit, vs in sums.items()}
+
+
 def _label(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> str:
     """Legend text for a group: the strategy by itself, other varying keys as name=value."""
     parts = []

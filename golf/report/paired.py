@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from golf import stats
-from golf.report.frame import UNIT_COLUMNS, _groups, _norm, family_table, key_columns, varying_keys
+from golf.report.frame import UNIT_COLUMNS, _groups, _norm, by_unit, family_table, key_columns, varying_keys
 
 ALPHA = 0.05
 POWER = 0.8
@@ -51,20 +51,6 @@ def units(frame: pd.DataFrame) -> list[str]:
 
 def config_keys(frame: pd.DataFrame) -> list[str]:
     return key_columns(frame)  # replicate units are never configuration keys
-
-
-def _by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, float]:
-    """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
-    swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its
-    value is averaged with the unswapped run's, which cancels any difference in difficulty between the
-    two sets of documents."""
-    keys = [c for c in cols if c != "ttt.probe_swap"]
-    sums: dict[tuple, list[float]] = {}
-    for _, r in group.iterrows():
-        v = r[value]
-        if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            sums.setdefault(tuple(_norm(r[c]) for c in keys), []).append(float(v))
-    return {unit: sum(vs) / len(vs) for unit, vs in sums.items()}
 
 
 def _plain(value: Any) -> Any:
@@ -104,13 +90,13 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     configs = _groups(runs, keys)
     for key, group in configs:
         label = _label(key, keys, shown)
-        a, b = _by_unit(group, ucols, "gain_adapted"), _by_unit(group, ucols, "gain_heldout")
+        a, b = by_unit(group, ucols, "gain_adapted"), by_unit(group, ucols, "gain_heldout")
         common = sorted(set(a) & set(b))
         if common:
             rows.append(_row("memorization", "memorization (gain A - gain B)", label, dict(zip(keys, key)),
                              stats.paired_t_test([a[u] for u in common], [b[u] for u in common],
                                                  1 - ALPHA, POWER)))
-        off = _by_unit(group, ucols, "gain_official")
+        off = by_unit(group, ucols, "gain_official")
         if off:
             u = sorted(off)
             rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
@@ -127,7 +113,7 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                 continue
             if any(_norm(group_i[k].iloc[0]) != _norm(group_l[k].iloc[0]) for k in match):
                 continue
-            x, y = _by_unit(group_i, ucols, "gain_official"), _by_unit(group_l, ucols, "gain_official")
+            x, y = by_unit(group_i, ucols, "gain_official"), by_unit(group_l, ucols, "gain_official")
             common = sorted(set(x) & set(y))
             if common:
                 rows.append(_row("illegal_vs_legal",
@@ -166,7 +152,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             continue
         group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
         for measure, col in (("official gain", "gain_official"), ("memorization (gain A - gain B)", "contrast")):
-            per = {e: _by_unit(group[group["epochs"] == e], ucols, col) for e in counts}
+            per = {e: by_unit(group[group["epochs"] == e], ucols, col) for e in counts}
             blocks = sorted(set.intersection(*(set(v) for v in per.values())))
             if len(blocks) < 2:
                 continue
@@ -266,7 +252,7 @@ def _level_order(frame: pd.DataFrame, x: str) -> list:
     """The levels of study column `x` in order: presets by their mean parameter count, anything else sorted."""
     levels = {_norm(v) for v in frame[x]} - {None}
     if x == "preset" and "params" in frame.columns:
-        size = frame.groupby("preset")["params"].mean()
+        size = frame.groupby("preset")["params"].mean().dropna()  # a preset without a count sorts last
         return sorted(levels, key=lambda p: (float(size.get(p, math.inf)), str(p)))
     return sorted(levels, key=lambda v: (isinstance(v, str), v))
 
@@ -290,21 +276,26 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
         if len(levels) < 2:
             continue
         group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
-        for measure, col in (("official gain", "gain_official"), ("memorization (gain A - gain B)", "contrast")):
-            per = {lv: _by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
-            blocks = sorted(set.intersection(*(set(v) for v in per.values())))
-            if len(blocks) >= 2:
-                out.append({"where": dict(zip(keys, key)), "config": _label(key, keys, shown), "measure": measure,
-                            "levels": levels, "values": {lv: [per[lv][u] for u in blocks] for lv in levels}})
+        # One measure per configuration: the memorization contrast where the probe ran (its official gain
+        # comes from adapting on half A only, not the protocol's), else the official gain (the real protocol).
+        probed = group["contrast"].notna().any()
+        measure, col = ("memorization (gain A - gain B)", "contrast") if probed else ("official gain", "gain_official")
+        per = {lv: by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
+        blocks = sorted(set.intersection(*(set(v) for v in per.values())))
+        if len(blocks) >= 2:
+            out.append({"where": dict(zip(keys, key)), "config": _label(key, keys, shown), "measure": measure,
+                        "levels": levels, "values": {lv: [per[lv][u] for u in blocks] for lv in levels}})
     return out
 
 
 def scale_table(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset") -> pd.DataFrame:
-    """How the official gain and the memorization contrast change across the levels of `x` (the base
-    model's scale: presets ordered by parameters), within each configuration of the other keys
-    (`scale_values`). Two tests per configuration and measure: Page's L trend across the ordered levels,
-    two-sided (twice the smaller one-sided permutation p; from 3 levels), and a paired t-test of the largest
-    level against the smallest (CI, MDE). Holm over the whole table; per-level means in `means`."""
+    """How the official gain (probe off) or the memorization contrast (probe on) changes across the levels
+    of `x` (the base model's scale: presets ordered by parameters), within each configuration of the other
+    keys (`scale_values`). Two tests each: a paired t-test of the largest level against the smallest (CI,
+    MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the smaller
+    one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each kind
+    of test (`p_holm`), so the trend rows, which few units cannot make small, do not dilute the t-tests;
+    per-level means in `means`, the smallest attainable trend p in `p_min`."""
     rows = []
     for item in scale_values(per_epoch, frame, x):
         levels, values = item["levels"], item["values"]
@@ -319,11 +310,20 @@ def scale_table(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset")
             rows.append({**where, "test": "trend", "L": up["L"],
                          "direction": "increasing" if up["p_value"] < down["p_value"] else "decreasing",
                          "mean_diff": means[levels[-1]] - means[levels[0]],
-                         "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"]))})
+                         "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"])),
+                         "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table))})
         t = stats.paired_t_test(values[levels[-1]], values[levels[0]], 1 - ALPHA, POWER)
         rows.append({**where, "test": f"{levels[-1]} - {levels[0]}", "mean_diff": t["mean_diff"],
                      "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"]})
-    return family_table(rows)
+    if not rows:
+        return pd.DataFrame()
+    table = pd.DataFrame(rows)
+    kind = table["test"].eq("trend")
+    table["p_holm"] = math.nan
+    for part in (kind, ~kind):
+        if part.any():
+            table.loc[part, "p_holm"] = stats.holm(table.loc[part, "p_value"].tolist())
+    return table
 
 
 def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
@@ -334,7 +334,7 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
     rows = []
     for _, r in table.iterrows():
         if r["test"] == "trend":
-            interval, mde = f"Page L {_fmt(r['L'], 'other')}, {r['direction']}", "n/a"
+            interval, mde = f"Page L {_fmt(r['L'], 'other')}, {r['direction']} (p >= {_fmt(r['p_min'], 'p')})", "n/a"
         else:
             interval, mde = f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["mde"], "bpb")
         rows.append([r["measure"], r["config"], r["means"], str(r["n_units"]), r["test"], _fmt(r["mean_diff"], "gain"),
@@ -344,7 +344,12 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
              "units (seed, probe split; a split's swap averaged in) of the official gain (official val_bpb - the "
              "float base's) and of the memorization contrast (gain on adapted half A - gain on held-out half B). "
              "Units are compared with themselves across levels: `trend` = Page's L across all levels, two-sided "
-             "(twice the smaller one-sided permutation p); `last - first` = paired t-test of the largest level "
-             "against the smallest, with its 95% CI and the MDE at 80% power. Holm over the whole table. "
-             "A row that is not significant is not resolved at this power, not evidence of no change.\n\n")
+             "(twice the smaller one-sided permutation p, which n units and k levels cannot push below "
+             "2 / (k!)^n: shown as p >=); `last - first` = paired t-test of the largest level against the "
+             "smallest, with its 95% CI and the MDE at 80% power. Holm within each kind of test. A row that is "
+             "not significant is not resolved at this power, not evidence of no change. The official gain is "
+             "shown where the probe was off (the real protocol), the contrast where it was on. "
+             + ("A preset fixes its run scale as well as its size (training tokens, sequence length, TTT chunk "
+                "sizes: golf/config.py RUN_SCALES), so a level is the whole preset, not the parameter count "
+                "alone." if x == "preset" else "") + "\n\n")
     return text + _md_table(headers, rows)

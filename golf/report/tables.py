@@ -19,10 +19,12 @@ from golf.report.frame import (
     CONFIDENCE,
     HALVES,
     SUMMARY_METRICS,
+    UNIT_COLUMNS,
     _finite,
     _groups,
     _norm,
     _seed_count,
+    by_unit,
     family_table,
     key_columns,
     varying_keys,
@@ -166,17 +168,21 @@ def bases_table(frame: pd.DataFrame) -> pd.DataFrame:
     keys = _base_columns(data)
     rows = []
     for key, group in _groups(data, keys) if keys else [((), data)]:
-        by_seed = group.groupby("seed", sort=True)
         for name in ["unigram", *BASELINE_COLUMNS]:
-            if name not in group.columns or group[name].isna().all():
+            if name not in group.columns:
                 continue
-            margins = [float(np.mean(_finite(g["val_bpb_base"] - g[name]))) for _, g in by_seed]
+            # a run without eval.baselines (written before they existed, or `golf run --from`) drops out
+            runs = group[group[name].notna()]
+            by_seed = list(runs.groupby("seed", sort=True))
+            if not by_seed:
+                continue
+            margins = [float(np.mean(g["val_bpb_base"] - g[name])) for _, g in by_seed]
             m = stats.mean_std_ci(margins, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
             row.update(baseline=name, n_seeds=m["n"], seeds=" ".join(str(s) for s, _ in by_seed),
-                       n_bases=int(group["base_key"].nunique()) if "base_key" in group else m["n"],
-                       params=float(group["params"].mean()) if "params" in group else math.nan,
-                       train_tokens=float(group["train_tokens"].mean()) if "train_tokens" in group else math.nan,
+                       n_runs=len(runs), n_bases=int(runs["base_key"].nunique()) if "base_key" in runs else m["n"],
+                       params=float(runs["params"].mean()) if "params" in runs else math.nan,
+                       train_tokens=float(runs["train_tokens"].mean()) if "train_tokens" in runs else math.nan,
                        val_bpb_base=float(np.mean([g["val_bpb_base"].mean() for _, g in by_seed])),
                        baseline_bpb=float(np.mean([g[name].mean() for _, g in by_seed])),
                        margin_mean=m["mean"], margin_std=m["std"], margin_ci_low=m["ci_low"],
@@ -188,8 +194,10 @@ def bases_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _bases_verdict(r) -> str:
-    if r["n_seeds"] < 2 or math.isnan(r["p_holm"]):
+    if r["n_seeds"] < 2:
         return "one seed: not tested"
+    if math.isnan(r["p_holm"]):
+        return "no spread between seeds: not tested"
     if r["p_holm"] < 0.05:
         return "beats it" if r["margin_mean"] < 0 else "worse than it"
     return f"not resolved at this power (MDE {_fmt(r['mde'], 'bpb')})"
@@ -216,7 +224,10 @@ def _bases_md(study: str, frame: pd.DataFrame, table: pd.DataFrame) -> str:
              "base consumed and scored on the same targets (`golf/baselines.py`). margin < 0: the model beats "
              "the count model. Per seed, the margin is averaged over that base's runs; mean ± sample std over "
              "seeds, 95% Student-t CI, one-sample t-test of margin = 0 (n seeds - 1 df), Holm over every row "
-             "of this table; MDE = the smallest margin this many seeds detect at 80% power.\n\n")
+             "of this table; MDE = the smallest margin this many seeds detect at 80% power (alpha 0.05, before "
+             "Holm). The baselines are the same for every seed (same tokens, same targets), so the test is of "
+             "the seeds' spread on these validation documents: another sample of documents is not sampled. "
+             "Runs without `eval.baselines` are left out.\n\n")
     return text + _md_table(headers, rows)
 
 
@@ -241,29 +252,35 @@ def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:
 
 
 def gap_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
-    """Final-epoch TTT gains per configuration, A against B paired within each run.
+    """Final-epoch TTT gains per configuration, A against B paired within each unit.
 
-    Per configuration: mean/std/CI of gain_official (the official score's change, see per_epoch_frame),
-    gain, gain_adapted (half A) and gain_heldout (half B) at each run's final epoch;
-    pvalue_adapted_vs_heldout = paired t-test of each run's A gain against its own B gain (the two halves
-    of one run share its base model and its noise). Comparisons between configurations that share base
-    models (illegal against legal) are in the `paired` section, paired by unit and Holm-corrected.
+    The unit is a base model and a document split (seed, ttt.probe_split; a split's swapped run averaged
+    in: `by_unit`), the replicate the study samples: runs of one unit are not independent. Per
+    configuration: mean/std/CI over units of gain_official (the official score's change, see
+    per_epoch_frame), gain, gain_adapted (half A) and gain_heldout (half B) at each run's final epoch;
+    pvalue_adapted_vs_heldout = paired t-test of each unit's A gain against its own B gain (the two halves
+    share its base model and its noise). Comparisons between configurations that share base models
+    (illegal against legal) are in the `paired` section, paired by unit and Holm-corrected.
     """
     runs = _ttt_runs(per_epoch)
     keys = key_columns(runs)
+    ucols = [c for c in UNIT_COLUMNS if c in runs.columns]
     rows = []
     for key, group in _groups(runs, keys):
         row: dict[str, Any] = dict(zip(keys, key))
         row["n_seeds"] = _seed_count(group)
         row["n_runs"] = len(group)
         row["epoch_final"] = int(group["epoch"].max())
-        for gain_col in ["gain_official"] + [g for _, g, _ in HALVES.values()]:
-            s = stats.mean_std_ci(_finite(group[gain_col]), CONFIDENCE)
+        per_unit = {gain_col: by_unit(group, ucols, gain_col)
+                    for gain_col in ["gain_official"] + [g for _, g, _ in HALVES.values()]}
+        row["n_units"] = len(set().union(*per_unit.values()))
+        for gain_col, values in per_unit.items():
+            s = stats.mean_std_ci(list(values.values()), CONFIDENCE)
             for field in ("mean", "std", "ci_low", "ci_high"):
                 row[f"{gain_col}_{field}"] = s[field]
-        both = group[["gain_adapted", "gain_heldout"]].dropna()
-        ab = stats.paired_t_test(both["gain_adapted"].tolist(), both["gain_heldout"].tolist())
-        row["pvalue_adapted_vs_heldout"] = ab["p_value"]
+        a, b = per_unit["gain_adapted"], per_unit["gain_heldout"]
+        both = sorted(set(a) & set(b))
+        row["pvalue_adapted_vs_heldout"] = stats.paired_t_test([a[u] for u in both], [b[u] for u in both])["p_value"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -272,12 +289,13 @@ def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame) -> str:
     keys = key_columns(runs)
     shown = [k for k in keys if k in ("strategy", "legal") or k in varying_keys(runs, keys)]
     headers = [k for k in keys if k in shown] + [
-        "final epoch", "n seeds", "n runs", "official gain", "95% CI", "probe gain (all)", "95% CI",
+        "final epoch", "n seeds", "n runs", "n units", "official gain", "95% CI", "probe gain (all)", "95% CI",
         "gain A (adapted)", "95% CI A", "gain B (held out)", "95% CI B", "p A vs B (paired)"]
     rows = []
     for _, r in table.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
-        cells = _key_cells(key, keys, shown) + [str(r["epoch_final"]), str(r["n_seeds"]), str(r["n_runs"])]
+        cells = _key_cells(key, keys, shown) + [str(r["epoch_final"]), str(r["n_seeds"]), str(r["n_runs"]),
+                                                str(r["n_units"])]
         for gain_col in ("gain_official", "gain", "gain_adapted", "gain_heldout"):
             s = {f: r[f"{gain_col}_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
             mean_std = f"{_fmt(s['mean'], 'gain')} ± {_fmt(s['std'], 'bpb')}"
@@ -290,10 +308,11 @@ def _gap_md(study: str, runs: pd.DataFrame, table: pd.DataFrame) -> str:
              "and quantization. Probe gains = val_bpb(final epoch) - val_bpb(epoch 0) of the "
              "memorization probe's diagnostic passes (`ttt.per_epoch`): A = the validation half TTT "
              "adapted on, B = the held-out half no TTT gradient touched; a gain on A that B does not "
-             "share is the memorisation signature. Mean ± sample std over runs, 95% Student-t CI; p A vs B "
-             "is a two-sided paired t-test of each run's A gain against its own B gain, not corrected for "
-             "the rows' number: the family-corrected tests, and every comparison between strategies on "
-             "the same base models, are in `paired.md`.\n\n")
+             "share is the memorisation signature. A unit is a base model and a document split (seed, "
+             "probe split; a split's swapped run averaged in); mean ± sample std over units, 95% Student-t "
+             "CI; p A vs B is a two-sided paired t-test of each unit's A gain against its own B gain, not "
+             "corrected for the rows' number: the family-corrected tests, and every comparison between "
+             "strategies on the same base models, are in `paired.md`.\n\n")
     return text + _md_table(headers, rows)
 
 
