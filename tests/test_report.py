@@ -611,7 +611,7 @@ def test_runs_with_the_probe_off_keep_their_official_gain_in_every_table(tmp_pat
 
 def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     from golf.report.frame import _results_frame
-    from golf.report.paired import scale_table
+    from golf.report.paired import scale_table, scale_values
 
     # prequant_val on three presets, each (seed) unit's A gain falling with size by a seed-specific amount.
     results = []
@@ -636,7 +636,7 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
             results += [r, off]
     per_epoch = per_epoch_frame(results)
     frame = _results_frame(results)
-    table = scale_table(per_epoch, frame)
+    table = scale_table(scale_values(per_epoch, frame))
     memo = table[table["measure"].str.startswith("memorization")].set_index("test")
     assert memo.loc["trend", "levels"] == "tiny < small < medium" and memo.loc["trend", "n_units"] == 3
     contrast = {}

@@ -371,6 +371,11 @@ def _groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.Da
     return [(key, frame.iloc[index[key]]) for key in sorted(index, key=_sort_key)]
 
 
+def units(frame: pd.DataFrame) -> list[str]:
+    """The replicate columns (UNIT_COLUMNS) that `frame` has: what `by_unit` groups by."""
+    return [c for c in UNIT_COLUMNS if c in frame.columns]
+
+
 def by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, float]:
     """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
     swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its

@@ -29,7 +29,7 @@ from typing import Any
 import pandas as pd
 
 from golf import stats
-from golf.report.frame import UNIT_COLUMNS, _groups, _norm, by_unit, family_table, key_columns, varying_keys
+from golf.report.frame import _groups, _norm, by_unit, family_table, key_columns, units, varying_keys
 
 ALPHA = 0.05
 POWER = 0.8
@@ -45,12 +45,17 @@ def final_rows(per_epoch: pd.DataFrame) -> pd.DataFrame:
     return per_epoch.sort_values(["run_id", "epoch"]).groupby("run_id", sort=True).tail(1).reset_index(drop=True)
 
 
-def units(frame: pd.DataFrame) -> list[str]:
-    return [c for c in UNIT_COLUMNS if c in frame.columns]
-
-
 def config_keys(frame: pd.DataFrame) -> list[str]:
     return key_columns(frame)  # replicate units are never configuration keys
+
+
+def _page_two_sided(table: list[list[float]]) -> dict[str, Any]:
+    """Page's L across the columns of `table` (blocks x ordered levels), neither direction assumed: L of
+    the increasing test, the direction whose one-sided permutation p is smaller, and twice that p (at most 1)."""
+    up = stats.page_trend_test(table)
+    down = stats.page_trend_test([[-v for v in row] for row in table])
+    return {"L": up["L"], "direction": "increasing" if up["p_value"] < down["p_value"] else "decreasing",
+            "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"]))}
 
 
 def _plain(value: Any) -> Any:
@@ -219,13 +224,10 @@ def level_trend_table(frame: pd.DataFrame, x: str, value: str = "val_bpb") -> pd
         seeds = sorted(set.intersection(*(set(v) for v in per.values())))
         if len(seeds) < 2:
             continue
-        table = [[float(per[lv][s]) for lv in levels] for s in seeds]
-        up = stats.page_trend_test(table)
-        down = stats.page_trend_test([[-v for v in row] for row in table])
+        test = _page_two_sided([[float(per[lv][s]) for lv in levels] for s in seeds])
         rows.append({"config": _label(key, keys, shown), "x": x, "levels": " ".join(f"{v:g}" if isinstance(v, float)
-                     else str(v) for v in levels), "n_seeds": len(seeds), "L": up["L"],
-                     "direction": "increasing" if up["p_value"] < down["p_value"] else "decreasing",
-                     "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"])),
+                     else str(v) for v in levels), "n_seeds": len(seeds), "L": test["L"],
+                     "direction": test["direction"], "p_value": test["p_value"],
                      "mean_first": sum(per[levels[0]][s] for s in seeds) / len(seeds),
                      "mean_last": sum(per[levels[-1]][s] for s in seeds) / len(seeds)})
     return family_table(rows)
@@ -288,16 +290,16 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
     return out
 
 
-def scale_table(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset") -> pd.DataFrame:
+def scale_table(items: list[dict]) -> pd.DataFrame:
     """How the official gain (probe off) or the memorization contrast (probe on) changes across the levels
     of `x` (the base model's scale: presets ordered by parameters), within each configuration of the other
-    keys (`scale_values`). Two tests each: a paired t-test of the largest level against the smallest (CI,
+    keys (`items` = `scale_values(per_epoch, frame, x)`). Two tests each: a paired t-test of the largest level against the smallest (CI,
     MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the smaller
     one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each kind
     of test (`p_holm`), so the trend rows, which few units cannot make small, do not dilute the t-tests;
     per-level means in `means`, the smallest attainable trend p in `p_min`."""
     rows = []
-    for item in scale_values(per_epoch, frame, x):
+    for item in items:
         levels, values = item["levels"], item["values"]
         means = {lv: sum(v) / len(v) for lv, v in values.items()}
         where = {**item["where"], "measure": item["measure"], "config": item["config"],
@@ -305,12 +307,8 @@ def scale_table(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset")
                  "means": " | ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
         if len(levels) >= 3:
             table = [list(row) for row in zip(*(values[lv] for lv in levels))]
-            up = stats.page_trend_test(table)
-            down = stats.page_trend_test([[-v for v in row] for row in table])
-            rows.append({**where, "test": "trend", "L": up["L"],
-                         "direction": "increasing" if up["p_value"] < down["p_value"] else "decreasing",
+            rows.append({**where, "test": "trend", **_page_two_sided(table),
                          "mean_diff": means[levels[-1]] - means[levels[0]],
-                         "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"])),
                          "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table))})
         t = stats.paired_t_test(values[levels[-1]], values[levels[0]], 1 - ALPHA, POWER)
         rows.append({**where, "test": f"{levels[-1]} - {levels[0]}", "mean_diff": t["mean_diff"],

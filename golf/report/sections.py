@@ -137,7 +137,7 @@ def _scale(inp: Inputs, x: str = "preset") -> Output:
     items = P.scale_values(inp.per_epoch, inp.frame, x)
     if not items:
         return Output()
-    table = P.scale_table(inp.per_epoch, inp.frame, x)
+    table = P.scale_table(items)
     return Output(tables={"scale.csv": T._csv(table), "scale.md": P.scale_md(inp.study, table, x)},
                   figures={"scale": F._fig_scale(items, inp.study, x)})
 

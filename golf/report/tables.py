@@ -19,7 +19,6 @@ from golf.report.frame import (
     CONFIDENCE,
     HALVES,
     SUMMARY_METRICS,
-    UNIT_COLUMNS,
     _finite,
     _groups,
     _norm,
@@ -27,6 +26,7 @@ from golf.report.frame import (
     by_unit,
     family_table,
     key_columns,
+    units,
     varying_keys,
 )
 
@@ -264,7 +264,7 @@ def gap_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     """
     runs = _ttt_runs(per_epoch)
     keys = key_columns(runs)
-    ucols = [c for c in UNIT_COLUMNS if c in runs.columns]
+    ucols = units(runs)
     rows = []
     for key, group in _groups(runs, keys):
         row: dict[str, Any] = dict(zip(keys, key))

@@ -98,7 +98,7 @@ def report_tables(study_dir: Path) -> dict:
         from golf.report import paired as P
 
         tables["paired"] = P.paired_table(per_epoch)
-        scale = P.scale_table(per_epoch, frame)
+        scale = P.scale_table(P.scale_values(per_epoch, frame))
         if not scale.empty:
             tables["scale"] = scale
     return tables
