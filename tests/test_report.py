@@ -20,7 +20,7 @@ from golf import stats
 from golf.errors import GolfError
 from golf.report import SECTIONS, load_results, parse_sections, per_epoch_frame, read_results, write_report
 from golf.report.figures import _pareto
-from golf.report.frame import key_columns
+from golf.report.frame import _results_frame, key_columns
 
 TTT_SECTIONS = parse_sections(["ttt_curves", "gap", "slopes", "frontier"], "test")
 UT_SECTIONS = parse_sections([{"curve": {"x": "model.ut_loops"}}, "frontier"], "test")
@@ -695,3 +695,46 @@ def test_two_controls_of_one_legal_strategy_stay_apart_in_the_paired_table():
     versus = table[table["test"] == "illegal_vs_legal"].set_index("versus_setting")
     assert sorted(versus.index) == ["", "ttt.slice_tokens=0"] and set(versus["versus"]) == {"train_slice"}
     assert versus.loc["ttt.slice_tokens=0", "mean_diff"] == pytest.approx(versus.loc["", "mean_diff"] - 0.0005)
+
+
+def test_summary_levels_are_over_seeds_with_a_seeds_runs_averaged_first(tmp_path):
+    """Three probe splits of one seed share one base model: the summary's mean, std and CI of val_bpb take
+    one value per seed (its runs averaged), so seed 7's extra runs neither weigh more nor shrink the CI."""
+    from golf.report.tables import summary_table
+
+    results, per_seed = [], {}
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] != "prequant_val":
+            continue
+        splits = (1, 2, 3) if r["seed"] == 7 else (1,)
+        for split in splits:
+            run = json.loads(json.dumps(r))
+            run["run_id"] = f"{r['run_id']}_split{split}"
+            run["eval"]["val_bpb"] += 0.01 * (split - 1)
+            run["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none",
+                                   "overrides": {"ttt.probe_split": split}}
+            results.append(run)
+            per_seed.setdefault(r["seed"], []).append(run["eval"]["val_bpb"])
+    row = summary_table(_results_frame(results)).iloc[0]
+    means = [sum(v) / len(v) for _, v in sorted(per_seed.items())]
+    assert row["n_seeds"] == 3 and row["n_runs"] == 5
+    assert row["val_bpb_mean"] == pytest.approx(sum(means) / 3, abs=1e-12)
+    assert row["val_bpb_std"] == pytest.approx(statistics.stdev(means), rel=1e-9)
+    half = 4.302653 * statistics.stdev(means) / math.sqrt(3)  # t_{0.975,2}: 2 df from 3 seeds, not 4 from 5 runs
+    assert row["val_bpb_ci_high"] == pytest.approx(sum(means) / 3 + half, abs=1e-8)
+
+
+def test_a_study_column_a_cell_left_unset_shows_that_runs_config_value(tmp_path):
+    """One grid sets ttt.probe: false, another leaves the default: the default cells read ttt.probe=True from
+    their own config (not a blank a reader takes for 'off'); bundle, not a config key, stays empty."""
+    results = fixture_results("ttt_gap")[:2]
+    results[0]["study_params"] = {"seed": 1, "overrides": {"ttt.probe": False}, "bundle": "fast"}
+    results[0]["config"]["ttt"]["probe"] = False
+    results[1]["study_params"] = {"seed": 1, "overrides": {}}
+    results[1]["config"]["ttt"]["probe"] = True
+    frame = _results_frame(results).set_index("run_id")
+    assert frame.loc[results[0]["run_id"], "ttt.probe"] == False  # noqa: E712
+    assert frame.loc[results[1]["run_id"], "ttt.probe"] == True  # noqa: E712
+    assert frame.loc[results[0]["run_id"], "bundle"] == "fast" and pd.isna(frame.loc[results[1]["run_id"], "bundle"])
+    pe = per_epoch_frame(results).drop_duplicates("run_id").set_index("run_id")
+    assert pe.loc[results[1]["run_id"], "ttt.probe"] == True  # noqa: E712

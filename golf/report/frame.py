@@ -150,6 +150,22 @@ def _flatten(result: dict) -> dict:
     return row
 
 
+def _flat_rows(results: Sequence[dict]) -> list[dict]:
+    """`_flatten` of each result, with every study column any cell set filled in for the cells that did not
+    set it: the value that run's own config had (result.json `config`). A grid that sets `ttt.probe: false`
+    in one cell and leaves the default elsewhere then shows `ttt.probe=True` there, not a blank; a column that
+    is not a config key (`bundle`) stays empty where unset."""
+    rows = [_flatten(r) for r in results]
+    columns = {c for row in rows for c in row if is_study_column(c)}
+    for result, row in zip(results, rows):
+        for column in columns - row.keys():
+            try:
+                row[column] = _param_value(_lookup(result.get("config") or {}, column))
+            except KeyError:
+                pass
+    return rows
+
+
 def _per_epoch(result: dict) -> list[dict]:
     """`ttt.per_epoch` as [{epoch, val_bpb, val_bpb_adapted, val_bpb_heldout}]; TypeError when malformed."""
     entries = result.get("ttt", {}).get("per_epoch") or []
@@ -227,7 +243,7 @@ def _frame(rows: list[dict], columns: Sequence[str]) -> pd.DataFrame:
 
 def _results_frame(results: Sequence[dict]) -> pd.DataFrame:
     columns = list(FIELDS.values()) + list(OPTIONAL_FIELDS.values())
-    return _frame([_flatten(r) for r in results], columns)
+    return _frame(_flat_rows(results), columns)
 
 
 def load_results(study_dir: str | os.PathLike) -> pd.DataFrame:
@@ -263,9 +279,9 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
     """
     if isinstance(results, (str, os.PathLike)):
         results, _ = read_results(results)
+    results = list(results)
     rows: list[dict] = []
-    for result in results:
-        base = _flatten(result)
+    for result, base in zip(results, _flat_rows(results)):
         keep = {k: v for k, v in base.items()
                 if k in ("run_id", "seed") or k in BASE_KEYS or is_study_column(k)}
         official = base["val_bpb"] - base["val_bpb_base"]  # NaN when val_bpb_base is missing
@@ -286,12 +302,12 @@ def curve_frame(results: Iterable[dict]) -> pd.DataFrame:
     """Long frame of the learning curves (result.json `train.curve`, recorded with train.val_every): one row
     per (run, point) with run_id, seed, the configuration keys, step, tokens, val_bpb, and the run's
     bigram_kn / trigram_kn and val_bpb_base (for the lines a curve is read against). Empty without curves."""
+    results = list(results)
     rows: list[dict] = []
-    for result in results:
+    for result, base in zip(results, _flat_rows(results)):
         curve = (result.get("train") or {}).get("curve") or []
         if not isinstance(curve, list) or not curve:
             continue
-        base = _flatten(result)
         keep = {k: v for k, v in base.items() if k in ("run_id", "seed", "val_bpb_base", *BASELINE_COLUMNS)
                 or k in BASE_KEYS or is_study_column(k)}
         try:  # a malformed curve drops that run's curve, as read_results drops a malformed run
@@ -409,6 +425,20 @@ def _label(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> str:
 
 def _finite(values: Iterable) -> list[float]:
     return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+
+
+def seed_means(group: pd.DataFrame, values: pd.Series) -> list[float]:
+    """One value per seed of `group` (ascending seed): the mean of that seed's finite `values`.
+
+    A seed is one base model; its several runs (probe splits, their swaps) are not independent replicates of
+    a level, so statistics of levels across runs take one number per seed. A seed without a finite value
+    drops out."""
+    out = []
+    for _, idx in group.groupby("seed", sort=True).groups.items():
+        vals = _finite(values.loc[idx])
+        if vals:
+            out.append(sum(vals) / len(vals))
+    return out
 
 
 def _seed_count(frame: pd.DataFrame) -> int:

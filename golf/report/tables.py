@@ -19,13 +19,13 @@ from golf.report.frame import (
     CONFIDENCE,
     HALVES,
     SUMMARY_METRICS,
-    _finite,
     _groups,
     _norm,
     _seed_count,
     by_unit,
     family_table,
     key_columns,
+    seed_means,
     units,
     varying_keys,
 )
@@ -86,7 +86,8 @@ def _csv(frame: pd.DataFrame) -> str:
 
 
 def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
-    """Per configuration: n runs, n seeds, and mean/std/CI (from `stats.mean_std_ci`) of each metric."""
+    """Per configuration: n runs, n seeds, and mean/std/CI (from `stats.mean_std_ci`) of each metric over
+    seeds, a seed's runs averaged first (`seed_means`)."""
     keys = key_columns(frame)
     rows = []
     for key, group in _groups(frame, keys):
@@ -95,13 +96,14 @@ def summary_table(frame: pd.DataFrame) -> pd.DataFrame:
         row["n_seeds"] = _seed_count(group)
         row["seeds"] = " ".join(str(s) for s in sorted(group["seed"].unique()))
         for metric in SUMMARY_METRICS:
-            s = stats.mean_std_ci(_finite(group[metric]), CONFIDENCE)
+            s = stats.mean_std_ci(seed_means(group, group[metric]), CONFIDENCE)
             for field in ("mean", "std", "ci_low", "ci_high", "half_width"):
                 row[f"{metric}_{field}"] = s[field]
         row["fits_all"] = bool(group["fits"].all())
         for name in BASELINE_COLUMNS:  # per-seed margin (val_bpb - baseline): < 0 means the model beats it
-            row[f"{name}_mean"] = stats.mean_std_ci(_finite(group[name]), CONFIDENCE)["mean"]
-            row[f"margin_{name}_mean"] = stats.mean_std_ci(_finite(group["val_bpb"] - group[name]), CONFIDENCE)["mean"]
+            row[f"{name}_mean"] = stats.mean_std_ci(seed_means(group, group[name]), CONFIDENCE)["mean"]
+            row[f"margin_{name}_mean"] = stats.mean_std_ci(seed_means(group, group["val_bpb"] - group[name]),
+                                                           CONFIDENCE)["mean"]
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -111,7 +113,9 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
     keys = key_columns(frame)
     shown = varying_keys(frame, keys) or ["strategy"]
     headers = [k for k in keys if k in shown]
-    headers += ["val_bpb mean ± std", "95% CI", "n seeds", "pre-quant", "post-quant", "bytes_total", "fits"]
+    several = bool((table["n_runs"] > table["n_seeds"]).any())  # probe splits: several runs per seed
+    headers += ["val_bpb mean ± std", "95% CI", "n seeds", *(["n runs"] if several else []),
+                "pre-quant", "post-quant", "bytes_total", "fits"]
     with_baselines = [b for b in BASELINE_COLUMNS if table[f"{b}_mean"].notna().any()]
     headers += [h for b in with_baselines for h in (b, f"vs {b}")]
     rows = []
@@ -120,6 +124,7 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
         val = {f: r[f"val_bpb_{f}"] for f in ("mean", "std", "ci_low", "ci_high")}
         rows.append(_key_cells(key, keys, shown) + [
             f"{_fmt(val['mean'])} ± {_fmt(val['std'])}", _ci_text(val), str(r["n_seeds"]),
+            *([str(r["n_runs"])] if several else []),
             _fmt(r["val_bpb_prequant_mean"]), _fmt(r["val_bpb_postquant_mean"]),
             _fmt(r["bytes_total_mean"], "bytes"), "yes" if r["fits_all"] else "NO"]
             + [c for b in with_baselines for c in (_fmt(r[f"{b}_mean"]), _fmt(r[f"margin_{b}_mean"], "gain"))])
@@ -127,8 +132,10 @@ def _summary_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, skipped: l
     text += (f"{len(frame)} runs read from `runs/*/result.json`"
              f"{f', {len(skipped)} skipped' if skipped else ''}. val_bpb is the official score "
              f"(round-tripped artifact, after TTT); mean ± sample std over seeds; 95% CI is the "
-             f"Student-t interval of the mean (n-1 degrees of freedom, n/a for one seed). "
-             f"bytes_total is the mean over seeds; the limit is {BYTES_LIMIT:,} bytes."
+             f"Student-t interval of the mean (n-1 degrees of freedom, n/a for one seed)"
+             + ("; a seed's runs (its probe splits and their swaps share one base model) are averaged "
+                "into one value first" if several else "") + ". "
+             + f"bytes_total is the mean over seeds; the limit is {BYTES_LIMIT:,} bytes."
              + (" bigram_kn / trigram_kn: interpolated Kneser-Ney count models fitted on the training tokens"
                 " the run's model consumed and scored on its scored targets (`golf/baselines.py`); 'vs' is"
                 " the mean per-seed margin val_bpb - baseline (negative: the model beats it)."
@@ -176,7 +183,7 @@ def bases_table(frame: pd.DataFrame) -> pd.DataFrame:
             by_seed = list(runs.groupby("seed", sort=True))
             if not by_seed:
                 continue
-            margins = [float(np.mean(g["val_bpb_base"] - g[name])) for _, g in by_seed]
+            margins = seed_means(runs, runs["val_bpb_base"] - runs[name])
             m = stats.mean_std_ci(margins, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
             row.update(baseline=name, n_seeds=m["n"], seeds=" ".join(str(s) for s, _ in by_seed),
