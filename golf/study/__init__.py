@@ -13,6 +13,7 @@ The package, by job:
     cells      one cell: its config, its run, the inline views a notebook shows
     notebooks  papermill: notebook parameters, executing one notebook
     runner     plan, run (parallel, locked, resumable), report
+    reuse      a cell whose run (same config hash) another study already made
     compare    a fresh run beside the committed reference, and the README's conclusions
 """
 

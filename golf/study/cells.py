@@ -77,12 +77,17 @@ def run_cell(out: str | Path, preset: str = "tiny", seed: int = 1337, bundle: st
     """Build the cell's config, run it into `out` and return the result dict (also out/result.json).
 
     The four cell parameters are stored as result.json's `study_params`; the report reads its study
-    columns from them (`bundle` and each dotted key of `overrides`).
+    columns from them (`bundle` and each dotted key of `overrides`). Where the study runner left a reuse
+    marker in `out` (golf.study.reuse: another study holds a run with this config hash), that run's files
+    are installed instead of running again.
     """
-    from golf.run import run
+    from golf.run import resolve_dataset, run, with_dataset_vocab
+    from golf.study.reuse import REUSE_FILE, install
 
     cfg = cell_config(preset, seed, bundle, overrides)
     params = {"preset": preset, "seed": seed, "bundle": bundle, "overrides": dict(overrides or {})}
+    if (Path(out) / REUSE_FILE).is_file():  # the study runner found this very run in another study
+        return install(Path(out), with_dataset_vocab(cfg, resolve_dataset(cfg).vocab_size).hash(), params)
     return run(cfg, out, study_params=params)
 
 

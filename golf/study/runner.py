@@ -18,7 +18,8 @@ re-run completes exactly what is missing. A cell runs under a lock (`runs/<id>/.
 so two `golf study run` processes on one study (two terminals, or the tasks of a Slurm array without
 `--shard`) never run a cell twice: the second skips a locked cell and counts it `busy`. Training is
 shared through run()'s base-model cache ($GOLF_CACHE, locked per entry): cells that differ only in TTT,
-quantization or evaluation train once.
+quantization or evaluation train once, and a cell whose very run (config hash) another study of the same
+kind of folder already holds installs it instead of running (golf.study.reuse).
 
 `--jobs N` runs N cells at once, each in its own worker process and kernel: with GPUs, worker k sees only
 GPU k mod (number of GPUs); on CPUs the cores are split between the workers (OMP_NUM_THREADS).
@@ -40,6 +41,7 @@ from golf.errors import GolfError
 from golf.io import file_lock, write_text
 from golf.progress import Progress, watch_status
 from golf.study import notebooks as nb
+from golf.study import reuse
 from golf.study.cells import cell_config
 from golf.study.grid import Cell, expand, parse_shard, shard_cells
 from golf.study.spec import DataBuild, Study, load_study, resolve_root
@@ -188,8 +190,9 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     """Run every missing cell of study NAME (or of one shard); returns {"done", "cached", "busy", "failed"}.
 
     Cells run into the work folder `work/NAME/` (or, with `reference`, into the committed `results/NAME/`).
-    done: cells executed now that wrote their result; cached: cells whose result already existed *in that
-    folder* with the same config hash; busy: cells another process holds the lock of (it is running them);
+    done: cells executed now that wrote their result (a cell whose run another study of the same kind of
+    folder already made, same config hash, installs that run: golf.study.reuse); cached: cells whose result
+    already existed *in that folder* with the same config hash; busy: cells another process holds the lock of (it is running them);
     failed: cells whose notebook raised or wrote no result (their executed notebook and `error.txt` are
     kept; the other cells go on), plus the report notebook if it failed (`cell_status` lists which).
     """
@@ -204,15 +207,26 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     where = place(name, reference)
     expected = _Expected()
     summary = {"done": 0, "cached": 0, "busy": 0, "failed": 0}
+    sources: dict[str, Path] | None = None  # other studies' finished runs by config hash, read when first needed
+    reused: list[str] = []
 
     def is_done(cell: Cell) -> bool:  # the dataset is opened (for the hash) only when a result exists
         previous = read_result(root / where.runs / cell.id)
         return previous is not None and previous.get("config_hash") == expected.hash(_with_data(cell.params, data_path))
 
     def start(cell: Cell) -> tuple[Path, Path, dict]:
+        nonlocal sources
         run_rel = where.runs / cell.id  # relative: executed notebooks stay portable
         parameters = {**_with_data(cell.params, data_path), "out": str(run_rel)}
-        return root / where.executed_dir / f"{cell.id}.ipynb", root / run_rel, parameters
+        if sources is None:
+            sources = reuse.index_sources(root, where.study_dir.parent, exclude=name)
+        run_dir = root / run_rel
+        (run_dir / reuse.REUSE_FILE).unlink(missing_ok=True)  # an earlier attempt's marker is stale
+        config_hash = expected.hash(_with_data(cell.params, data_path))
+        if config_hash in sources:  # the same run exists in another study: its notebook installs it
+            reuse.mark(run_dir, sources[config_hash], config_hash)
+            reused.append(cell.id)
+        return root / where.executed_dir / f"{cell.id}.ipynb", run_dir, parameters
 
     def finish(cell: Cell, run_dir: Path, exc: BaseException | None) -> None:
         if exc is None and not is_done(cell):
@@ -301,6 +315,9 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
             write_text(executed_dir / f"{nb.REPORT_NOTEBOOK}.{ERROR_FILE}", nb._failure_text(exc))
             summary["failed"] += 1
     _warn_strays(root / where.runs, {c.id for c in grid})
+    if reused:
+        print(f"golf study: {len(reused)} cell(s) of {name} reused the identical run of another study instead of "
+              f"running it again (result.json reused_from; e.g. {reused[0]})", file=sys.stderr)
     return summary
 
 
