@@ -101,6 +101,14 @@ def base_key(cfg: RunConfig, ds: Dataset) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
+def clear_run_folder(out: Path) -> None:
+    """Remove what a previous run left in `out` that this one writes anew: a reused folder must not show a
+    previous run's result, failure, checkpoint or artifact beside this one's (metrics.jsonl is restarted by
+    training or copied from the cache)."""
+    for stale in ("result.json", "failure.json", "checkpoint.pt", ARTIFACT_NAME):
+        (out / stale).unlink(missing_ok=True)
+
+
 def git_state() -> tuple[str, bool]:
     root = Path(golf.__file__).resolve().parent.parent
     try:
@@ -347,10 +355,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
     device = pick_device(cfg.train.device)
     d = init_distributed(device)
     out.mkdir(parents=True, exist_ok=True)
-    # A reused folder must not show a previous run's files beside this one's (metrics.jsonl is restarted
-    # by training or copied from the cache).
-    for stale in ("result.json", "failure.json", "checkpoint.pt", ARTIFACT_NAME):
-        (out / stale).unlink(missing_ok=True)
+    clear_run_folder(out)
     if d.main:
         write_json(out / "config.json", cfg.to_dict())
 

@@ -738,3 +738,33 @@ def test_a_study_column_a_cell_left_unset_shows_that_runs_config_value(tmp_path)
     assert frame.loc[results[0]["run_id"], "bundle"] == "fast" and pd.isna(frame.loc[results[1]["run_id"], "bundle"])
     pe = per_epoch_frame(results).drop_duplicates("run_id").set_index("run_id")
     assert pe.loc[results[1]["run_id"], "ttt.probe"] == True  # noqa: E712
+
+
+def test_paired_rows_also_test_over_base_models_when_splits_share_one(tmp_path):
+    """Three splits of each of three seeds: the unit test has 9 units, the by-base test one mean per seed
+    (2 df). Seeds that disagree while each seed's splits agree: resolved over units, not over bases."""
+    from golf.report.paired import paired_table
+
+    results, per_seed = [], {}
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] != "prequant_val":
+            continue
+        seed = r["seed"]
+        for split in (1, 2, 3):
+            run = json.loads(json.dumps(r))
+            run["run_id"] = f"{r['run_id']}_split{split}"
+            run["study_params"] = {"preset": "tiny", "seed": seed, "bundle": "none",
+                                   "overrides": {"ttt.probe_split": split}}
+            shift = {7: -0.012, 42: -0.002, 1337: -0.001}[seed] + 0.00001 * split  # seeds differ, splits agree
+            run["ttt"]["per_epoch"][-1]["val_bpb_adapted"] = run["ttt"]["per_epoch"][0]["val_bpb_adapted"] + shift
+            run["ttt"]["per_epoch"][-1]["val_bpb_heldout"] = run["ttt"]["per_epoch"][0]["val_bpb_heldout"]
+            results.append(run)
+            per_seed.setdefault(seed, []).append(shift)
+    table = paired_table(per_epoch_frame(results))
+    row = table[table["test"] == "memorization"].iloc[0]
+    means = [sum(v) / 3 for _, v in sorted(per_seed.items())]
+    assert row["n_units"] == 9 and row["n_bases"] == 3
+    assert row["p_bases"] == pytest.approx(stats.one_sample_t_test(means)["p_value"], rel=1e-9)
+    assert row["p_value"] < 0.05 < row["p_bases"]
+    assert table["p_bases_holm"].tolist() == pytest.approx(stats.holm(table["p_bases"].tolist()), nan_ok=True)
+    assert row["verdict"].startswith("resolved over units, not over the 3 base models")

@@ -167,26 +167,30 @@ def test_changed_config_reruns_the_cell(interrupted_then_resumed, tmp_path, env,
     assert spy.started == [ids[0]]
 
 
-def _set_dirty(root: Path, study_name: str, dirty: bool) -> None:
-    """Say which tree the runs of `study_name` came from (a test tree's own git state is whatever it is)."""
-    for path in (root / "work" / study_name / "runs").glob("*/result.json"):
+def _set_env(study_dir: Path, **env) -> None:
+    """Say which tree the runs under `study_dir` came from (a test tree's own git state is whatever it is)."""
+    for path in (study_dir / "runs").glob("*/result.json"):
         result = json.loads(path.read_text())
-        result["env"]["dirty"] = dirty
+        result["env"] = {**result["env"], "git_sha": "0123456789abcdef0123456789abcdef01234567", **env}
         path.write_text(json.dumps(result))
 
 
 def test_a_cell_another_study_already_ran_installs_that_run(interrupted_then_resumed, tiny_dataset, tmp_path, env,
                                                             monkeypatch):
-    """`other` shares its zlib cell with `mini` (same config hash): that cell installs mini's run, the files
-    and numbers exactly, under its own run_id and study_params; its lzma cell runs. A dirty source, or one
-    in the other kind of folder (results/ for a work run), is never reused."""
+    """`other` holds mini's zlib run under another id and other study parameters (it also states ttt.probe's
+    default, so the config hash is the same): that cell installs mini's run, the files and numbers exactly,
+    under its own run_id and study_params; its lzma cell runs. A dirty source, one of unknown origin, or one
+    in the other kind of folder (results/ for a work run) is never reused."""
     root = tmp_path / "copy"
     shutil.copytree(interrupted_then_resumed["root"], root)
-    _set_dirty(root, "mini", False)
-    spec = mini_spec(tiny_dataset)
+    _set_env(root / "work/mini", dirty=False)
+    spec = mini_spec(tiny_dataset, **{"ttt.probe": True})  # the default, stated: same run, other parameters
     write_study(root, "other", **{**spec, "axes": {"quant.compressor": ["zlib", "lzma"]}})
     mini = {c.params["overrides"]["quant.compressor"]: c.id for c in study.expand(study.load_study("mini", root))}
     other = {c.params["overrides"]["quant.compressor"]: c.id for c in study.expand(study.load_study("other", root))}
+    assert other["zlib"] != mini["zlib"]
+    (root / "work/other/runs" / other["zlib"]).mkdir(parents=True)
+    (root / "work/other/runs" / other["zlib"] / "failure.json").write_text("{}")  # an earlier attempt's
     spy = Spy(monkeypatch)
     assert study.run_study("other", root=root) == {"done": 2, "cached": 0, "busy": 0, "failed": 0}
     assert sorted(spy.calls) == sorted(other.values())  # both notebooks execute; one installs, one runs
@@ -195,23 +199,29 @@ def test_a_cell_another_study_already_ran_installs_that_run(interrupted_then_res
     src, got = (json.loads((d / "result.json").read_text()) for d in (source, made))
     assert got["reused_from"] == f"work/mini/runs/{mini['zlib']}" and got["run_id"] == other["zlib"]
     assert got["study_params"]["overrides"] == spec["overrides"] | {"quant.compressor": "zlib"}
+    assert src["study_params"]["overrides"] != got["study_params"]["overrides"]
     assert got["config_hash"] == src["config_hash"] and got["eval"] == src["eval"] and got["env"] == src["env"]
     assert (made / "metrics.jsonl").read_bytes() == (source / "metrics.jsonl").read_bytes()
-    assert not (made / "reuse.json").exists()
+    assert not (made / "reuse.json").exists() and not (made / "failure.json").exists()
     lzma = json.loads((root / "work/other/runs" / other["lzma"] / "result.json").read_text())
     assert "reused_from" not in lzma and lzma["artifact"]["compressor"] == "lzma"
     assert study.run_study("other", root=root) == {"done": 0, "cached": 2, "busy": 0, "failed": 0}
 
-    dirty = tmp_path / "dirty"
-    shutil.copytree(interrupted_then_resumed["root"], dirty)
-    _set_dirty(dirty, "mini", True)
-    write_study(dirty, "other", **{**spec, "axes": {"quant.compressor": ["zlib"]}})
-    assert study.run_study("other", root=dirty) == {"done": 1, "cached": 0, "busy": 0, "failed": 0}
-    assert "reused_from" not in json.loads((dirty / "work/other/runs" / other["zlib"] / "result.json").read_text())
-    # a --reference run looks only at results/*: mini's clean work runs are not its sources
-    assert not study.reuse.index_sources(root, Path("results"), exclude="other")
-    assert set(study.reuse.index_sources(root, Path("work"), exclude="other").values()) == {
-        Path("work/mini/runs") / i for i in mini.values()}
+    # A work run never reuses the committed results: mini's clean runs moved to results/ are not its sources.
+    committed = tmp_path / "committed"
+    shutil.copytree(interrupted_then_resumed["root"], committed)
+    _set_env(committed / "work/mini", dirty=False)
+    (committed / "results").mkdir()
+    shutil.move(committed / "work/mini", committed / "results/mini")
+    write_study(committed, "other", **{**spec, "axes": {"quant.compressor": ["zlib"]}})
+    assert study.run_study("other", root=committed) == {"done": 1, "cached": 0, "busy": 0, "failed": 0}
+    assert "reused_from" not in json.loads((committed / "work/other/runs" / other["zlib"] / "result.json").read_text())
+    # Dirty or unknown trees are not sources (the runner asks index_sources for the same kind of folder).
+    assert len(study.reuse.index_sources(root, Path("work"), exclude="other")) == 2
+    _set_env(root / "work/mini", dirty=True)
+    assert not study.reuse.index_sources(root, Path("work"), exclude="other")
+    _set_env(root / "work/mini", dirty=False, git_sha="unknown")  # what git_state() says without git
+    assert not study.reuse.index_sources(root, Path("work"), exclude="other")
 
 
 def test_failing_cell_keeps_notebook_and_error_and_others_go_on(tmp_path, tiny_dataset, env, monkeypatch):

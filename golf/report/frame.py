@@ -158,7 +158,7 @@ def _flat_rows(results: Sequence[dict]) -> list[dict]:
     rows = [_flatten(r) for r in results]
     columns = {c for row in rows for c in row if is_study_column(c)}
     for result, row in zip(results, rows):
-        for column in columns - row.keys():
+        for column in sorted(columns - row.keys()):  # sorted: the same key order in every process
             try:
                 row[column] = _param_value(_lookup(result.get("config") or {}, column))
             except KeyError:
@@ -433,12 +433,7 @@ def seed_means(group: pd.DataFrame, values: pd.Series) -> list[float]:
     A seed is one base model; its several runs (probe splits, their swaps) are not independent replicates of
     a level, so statistics of levels across runs take one number per seed. A seed without a finite value
     drops out."""
-    out = []
-    for _, idx in group.groupby("seed", sort=True).groups.items():
-        vals = _finite(values.loc[idx])
-        if vals:
-            out.append(sum(vals) / len(vals))
-    return out
+    return [v for _, v in sorted(by_unit(group.assign(_value=values), ["seed"], "_value").items())]
 
 
 def _seed_count(frame: pd.DataFrame) -> int:

@@ -19,6 +19,12 @@ and for the memorization contrast (one-sided: more epochs, more gain / more memo
 Each row carries the mean difference, its 95% CI, the raw and the Holm-adjusted p, and the smallest
 effect the design detects at 80% power (`mde`): a row that is not significant says "not resolved at this
 power" down to that size, never "no effect".
+
+Several splits of one seed start from one base model, so their units are not independent of each other in
+the base's share of the spread. Each row therefore also tests the same differences with one number per base
+model (a seed's units averaged; `n_bases`, `p_bases`, Holm over the table in `p_bases_holm`): the test a
+reader who counts base models as the replicates would make. Where every base has one unit it is the unit
+test itself. A row resolved over units but not over bases says so in its verdict.
 """
 
 from __future__ import annotations
@@ -68,6 +74,17 @@ def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
+def _paired(units_: list[tuple], a: list[float], b: list[float]) -> dict[str, Any]:
+    """The paired t-test of a - b over units, and the same differences tested with one value per base model
+    (the units' first member, the seed: its splits averaged)."""
+    test = stats.paired_t_test(a, b, 1 - ALPHA, POWER)
+    per_base: dict[Any, list[float]] = {}
+    for unit, x, y in zip(units_, a, b):
+        per_base.setdefault(unit[0], []).append(x - y)
+    means = [sum(v) / len(v) for _, v in sorted(per_base.items())]
+    return {**test, "n_bases": len(means), "p_bases": stats.one_sample_t_test(means)["p_value"]}
+
+
 def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "",
          versus_setting: str = "") -> dict[str, Any]:
     """One comparison: `test` (memorization / official / illegal_vs_legal) and the configuration's key columns
@@ -79,7 +96,7 @@ def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versu
             "comparison": comparison, "config": config,
             "n_units": test["n"], "mean_diff": test["mean_diff"],
             "ci_low": test["ci_low"], "ci_high": test["ci_high"], "sd_diff": test["sd_diff"],
-            "p_value": test["p_value"], "mde": test["mde"]}
+            "p_value": test["p_value"], "mde": test["mde"], "n_bases": test["n_bases"], "p_bases": test["p_bases"]}
 
 
 def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
@@ -99,13 +116,12 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
         common = sorted(set(a) & set(b))
         if common:
             rows.append(_row("memorization", "memorization (gain A - gain B)", label, dict(zip(keys, key)),
-                             stats.paired_t_test([a[u] for u in common], [b[u] for u in common],
-                                                 1 - ALPHA, POWER)))
+                             _paired(common, [a[u] for u in common], [b[u] for u in common])))
         off = by_unit(group, ucols, "gain_official")
         if off:
             u = sorted(off)
             rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
-                             stats.paired_t_test([off[x] for x in u], [0.0] * len(u), 1 - ALPHA, POWER)))
+                             _paired(u, [off[x] for x in u], [0.0] * len(u))))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
     # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
     own = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", *SETTINGS)
@@ -124,12 +140,13 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                 rows.append(_row("illegal_vs_legal",
                                  f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
                                  "illegal - legal", dict(zip(keys, key_i)),
-                                 stats.paired_t_test([x[u] for u in common], [y[u] for u in common], 1 - ALPHA, POWER),
+                                 _paired(common, [x[u] for u in common], [y[u] for u in common]),
                                  versus=str(_norm(group_l["strategy"].iloc[0])),
                                  versus_setting=", ".join(f"{k}={_plain(v)}" for k, v in zip(keys, key_l)
                                                           if k in SETTINGS and v is not None)))
     table = family_table(rows)
     if not table.empty:
+        table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
         table["verdict"] = [_verdict(r) for _, r in table.iterrows()]
     return table
 
@@ -138,6 +155,9 @@ def _verdict(r) -> str:
     if r["p_holm"] is None or math.isnan(r["p_holm"]):
         return "too few units to test"
     if r["p_holm"] < ALPHA:
+        if r["n_bases"] < r["n_units"] and not r["p_bases_holm"] < ALPHA:
+            return (f"resolved over units, not over the {r['n_bases']} base models "
+                    f"(by-base Holm p {r['p_bases_holm']:.2g})")
         return "resolved (Holm p < 0.05)"
     return f"not resolved at this power (MDE {r['mde']:.4f} bpb)"
 
@@ -175,18 +195,25 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
 def paired_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
+    shared = bool((table["n_bases"] < table["n_units"]).any())  # several splits per base model
     headers = ["comparison", "configuration", "n units", "mean diff (bpb)", "95% CI", "p", "p (Holm)", "MDE (80%)",
-               "verdict"]
+               *(["n bases", "p by base (Holm)"] if shared else []), "verdict"]
     rows = [[r["comparison"], r["config"], str(r["n_units"]), _fmt(r["mean_diff"], "gain"),
              f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["p_value"], "p"),
-             _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"), r["verdict"]] for _, r in table.iterrows()]
+             _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"),
+             *([str(r["n_bases"]), f"{_fmt(r['p_bases'], 'p')} ({_fmt(r['p_bases_holm'], 'p')})"] if shared else []),
+             r["verdict"]] for _, r in table.iterrows()]
     text = f"# {study}: paired comparisons\n\n"
     text += ("Every comparison is made within a unit (a base model: seed and probe split) and tested over "
              "units with a two-sided paired t-test (n units - 1 df). Negative = lower bpb (better) for the "
              "first term. The p-values of the whole table are one family: Holm's step-down adjustment is "
              "shown beside the raw p. MDE = the smallest true difference this design detects with 80% power "
              "at alpha 0.05 (from the observed spread): a row that is not resolved is not evidence of no "
-             "effect larger than that.\n\n")
+             "effect larger than that."
+             + (" The splits of one seed share its base model: 'p by base' tests the same differences with "
+                "one value per base model (its units averaged, n bases - 1 df; Holm over the table in "
+                "brackets), the test that counts base models, not splits, as the replicates." if shared else "")
+             + "\n\n")
     return text + _md_table(headers, rows)
 
 

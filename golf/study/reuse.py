@@ -21,14 +21,16 @@ that result like any other; a failure leaves no result.json, as a failed run doe
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
 from golf.errors import GolfError
-from golf.io import write_json
+from golf.io import file_lock, write_json
 
 REUSE_FILE = "reuse.json"
 _NOT_COPIED = {REUSE_FILE, "result.json", "error.txt", ".lock"}  # result.json is rewritten, last
+_GIT_SHA = re.compile(r"[0-9a-f]{40}")
 
 
 def index_sources(root: Path, kind_dir: Path, exclude: str) -> dict[str, Path]:
@@ -46,8 +48,9 @@ def index_sources(root: Path, kind_dir: Path, exclude: str) -> dict[str, Path]:
                 continue
             if not isinstance(result, dict) or not isinstance(result.get("config_hash"), str):
                 continue
-            if (result.get("env") or {}).get("dirty") is not False:
-                continue  # a dirty tree's run, or one that does not say: never propagated
+            env = result.get("env") or {}
+            if env.get("dirty") is not False or not _GIT_SHA.fullmatch(str(env.get("git_sha"))):
+                continue  # a dirty tree's run, or one whose tree is unknown (no git): never propagated
             found.setdefault(result["config_hash"], result_file.parent.relative_to(root))
     return found
 
@@ -63,21 +66,27 @@ def install(out: Path, config_hash: str, study_params: dict) -> dict | None:
     `config_hash` is the cell's own (its config with the dataset's vocabulary, as run() computes it); the
     marker's and the source result's must equal it. Paths are relative to the working directory, which is
     the project root when the runner executes a notebook."""
+    from golf.run import clear_run_folder
+
     marker_path = out / REUSE_FILE
     if not marker_path.is_file():
         return None
+    clear_run_folder(out)  # an earlier run's result must not survive a reuse that fails below
     marker = json.loads(marker_path.read_text())
     source = Path(marker["from"])
-    try:
-        result = json.loads((source / "result.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise GolfError(f"{marker_path}: its source {source}/result.json cannot be read ({e})") from None
-    if not (marker["config_hash"] == result.get("config_hash") == config_hash):
-        raise GolfError(f"{marker_path}: the source {source} has config hash {result.get('config_hash')}, "
-                        f"this cell {config_hash}: not the same run")
-    for path in sorted(source.iterdir()):
-        if path.is_file() and path.name not in _NOT_COPIED and not path.name.endswith(".tmp"):
-            shutil.copy2(path, out / path.name)
+    with file_lock(source / ".lock", blocking=False) as free:  # the source is not being re-run meanwhile
+        if not free:
+            raise GolfError(f"{marker_path}: its source {source} is running now; run this cell again later")
+        try:
+            result = json.loads((source / "result.json").read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise GolfError(f"{marker_path}: its source {source}/result.json cannot be read ({e})") from None
+        if not (marker["config_hash"] == result.get("config_hash") == config_hash):
+            raise GolfError(f"{marker_path}: the source {source} has config hash {result.get('config_hash')}, "
+                            f"this cell {config_hash}: not the same run")
+        for path in sorted(source.iterdir()):
+            if path.is_file() and path.name not in _NOT_COPIED and not path.name.endswith(".tmp"):
+                shutil.copy2(path, out / path.name)
     origin = result.get("reused_from") or str(source)  # a reused source names the run that was made
     result.update(run_id=out.name, study_params=study_params, reused_from=origin)
     write_json(out / "result.json", result)  # atomic and last: the cell is done only now

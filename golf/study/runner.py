@@ -190,9 +190,9 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     """Run every missing cell of study NAME (or of one shard); returns {"done", "cached", "busy", "failed"}.
 
     Cells run into the work folder `work/NAME/` (or, with `reference`, into the committed `results/NAME/`).
-    done: cells executed now that wrote their result (a cell whose run another study of the same kind of
-    folder already made, same config hash, installs that run: golf.study.reuse); cached: cells whose result
-    already existed *in that folder* with the same config hash; busy: cells another process holds the lock of (it is running them);
+    done: cells executed now that wrote their result (a cell whose run another study of the same kind
+    of folder already made, same config hash, installs that run: golf.study.reuse); cached: cells whose
+    result already existed *in that folder* with the same config hash; busy: cells another process holds the lock of (it is running them);
     failed: cells whose notebook raised or wrote no result (their executed notebook and `error.txt` are
     kept; the other cells go on), plus the report notebook if it failed (`cell_status` lists which).
     """
@@ -225,7 +225,6 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
         config_hash = expected.hash(_with_data(cell.params, data_path))
         if config_hash in sources:  # the same run exists in another study: its notebook installs it
             reuse.mark(run_dir, sources[config_hash], config_hash)
-            reused.append(cell.id)
         return root / where.executed_dir / f"{cell.id}.ipynb", run_dir, parameters
 
     def finish(cell: Cell, run_dir: Path, exc: BaseException | None) -> None:
@@ -242,6 +241,8 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
         else:
             (run_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier failure of this cell is now stale
             summary["done"] += 1
+            if "reused_from" in (read_result(run_dir) or {}):
+                reused.append(cell.id)
 
     desc = f"study {name}" + (f" shard {shard_ix[0]}/{shard_ix[1]}" if shard_ix else "")
     with Progress(desc, total=len(cells), unit="cell") as bar, ExitStack() as stack:
