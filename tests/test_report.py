@@ -473,6 +473,34 @@ def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
     ref = stats.page_trend_test([[-by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)])
     assert memo["epochs"] == "1 2 3" and memo["n_units"] == 3
     assert memo["L"] == pytest.approx(ref["L"]) and memo["p_value"] == pytest.approx(ref["p_value"])
+    assert memo["n_bases"] == 3 and memo["p_bases"] == memo["p_value"]  # one unit per base: the same test
+
+
+def test_trend_by_base_averages_a_seeds_splits_into_one_block():
+    """Two splits per seed: Page's test over 6 unit blocks, and over 3 base blocks (a seed's splits averaged)."""
+    from golf.report.paired import trend_table
+
+    results, per_base = [], {}
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] != "prequant_val":
+            continue
+        for split in (1, 2):
+            for e in (1, 2, 3):
+                cut = json.loads(json.dumps(r))
+                cut["ttt"]["epochs"], cut["ttt"]["per_epoch"] = e, r["ttt"]["per_epoch"][: e + 1]
+                cut["ttt"]["per_epoch"][-1]["val_bpb_adapted"] += 0.0003 * split * (r["seed"] % 5)
+                cut["run_id"] = f"{r['run_id']}_s{split}_E{e}"
+                cut["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none",
+                                       "overrides": {"ttt.epochs": e, "ttt.probe_split": split}}
+                results.append(cut)
+                pe = cut["ttt"]["per_epoch"]
+                contrast = ((pe[-1]["val_bpb_adapted"] - pe[0]["val_bpb_adapted"])
+                            - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
+                per_base.setdefault(r["seed"], {}).setdefault(e, []).append(contrast)
+    memo = trend_table(per_epoch_frame(results)).set_index("measure").loc["memorization (gain A - gain B)"]
+    blocks = [[-sum(per_base[s][e]) / 2 for e in (1, 2, 3)] for s in sorted(per_base)]
+    assert memo["n_units"] == 6 and memo["n_bases"] == 3
+    assert memo["p_bases"] == pytest.approx(stats.page_trend_test(blocks)["p_value"])
 
 
 def test_a_swapped_split_is_averaged_into_its_unit_not_counted_twice(tmp_path):

@@ -184,12 +184,22 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             # Negated: a trend means the gain (or the contrast) falls, i.e. more improvement with epochs.
             table = [[-per[e][u] for e in counts] for u in blocks]
             test = stats.page_trend_test(table)
+            bases: dict[Any, list[list[float]]] = {}  # the same blocks with one row per base model
+            for u, row in zip(blocks, table):
+                bases.setdefault(u[0], []).append(row)
+            by_base = [[sum(col) / len(col) for col in zip(*rows_)] for _, rows_ in sorted(bases.items())]
+            p_bases = test["p_value"] if len(by_base) == len(blocks) else (
+                stats.page_trend_test(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
             rows.append({"measure": measure, "config": _label(key, keys, shown),
                          "epochs": " ".join(str(e) for e in counts), "n_units": len(blocks), "L": test["L"],
                          "z": test["z"], "p_value": test["p_value"], "p_normal": test["p_normal"],
+                         "n_bases": len(by_base), "p_bases": p_bases,
                          "mean_first": sum(per[counts[0]][u] for u in blocks) / len(blocks),
                          "mean_last": sum(per[counts[-1]][u] for u in blocks) / len(blocks)})
-    return family_table(rows)
+    table = family_table(rows)
+    if not table.empty:
+        table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
+    return table
 
 
 def paired_md(study: str, table: pd.DataFrame) -> str:
@@ -220,16 +230,20 @@ def paired_md(study: str, table: pd.DataFrame) -> str:
 def trend_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
+    shared = bool((table["n_bases"] < table["n_units"]).any())  # several splits per base model
     headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last", "Page L",
-               "p (permutation)", "p (Holm)"]
+               "p (permutation)", "p (Holm)", *(["n bases", "p by base (Holm)"] if shared else [])]
     rows = [[r["measure"], r["config"], r["epochs"], str(r["n_units"]), _fmt(r["mean_first"], "gain"),
-             _fmt(r["mean_last"], "gain"), _fmt(r["L"], "other"), _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p")]
+             _fmt(r["mean_last"], "gain"), _fmt(r["L"], "other"), _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"),
+             *([str(r["n_bases"]), f"{_fmt(r['p_bases'], 'p')} ({_fmt(r['p_bases_holm'], 'p')})"] if shared else [])]
             for _, r in table.iterrows()]
     text = f"# {study}: trend across epoch counts\n\n"
     text += ("Each epoch count is a separate run with its own schedule. Page's L test asks whether the gain "
              "(or the memorization contrast) keeps falling as the count grows, using only the order within "
              "each unit: a curve that saturates still counts as a trend, and unit levels never mix. "
-             "One-sided; p by 20,000 within-unit permutations (seeded); Holm over the table.\n\n")
+             "One-sided; p by 20,000 within-unit permutations (seeded); Holm over the table."
+             + (" 'p by base': the same test with one block per base model (its splits averaged)." if shared else "")
+             + "\n\n")
     return text + _md_table(headers, rows)
 
 
