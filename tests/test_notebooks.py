@@ -101,7 +101,7 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     assert (root / "work/smoke/summary.md").is_file() and (root / "work/smoke/summary.csv").is_file()
     # every section the smoke study lists wrote what its one-cell-per-notebook data supports
     figures = {p.stem for p in (root / "work/smoke/figures").glob("*.png")}
-    assert {"ttt_curves", "frontier", "learning_curves"} <= figures, figures
+    assert {"ttt_curves", "gap_units", "frontier", "learning_curves"} <= figures, figures
     assert (root / "work/smoke/gap.md").is_file()
 
     calls = []

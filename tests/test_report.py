@@ -796,3 +796,44 @@ def test_paired_rows_also_test_over_base_models_when_splits_share_one(tmp_path):
     assert row["p_value"] < 0.05 < row["p_bases"]
     assert table["p_bases_holm"].tolist() == pytest.approx(stats.holm(table["p_bases"].tolist()), nan_ok=True)
     assert row["verdict"].startswith("resolved over units, not over the 3 base models")
+
+
+def test_gap_units_figure_draws_every_unit_of_every_configuration(tmp_path):
+    """The real protocol (probe off) and the probe (3 splits per seed): the left panel joins each probe unit's
+    gain on A to its gain on B, the right one shows each configuration's official gain per unit."""
+    from golf.report.figures import _fig_gap_units
+    from golf.report.paired import final_rows
+
+    results = []
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] != "prequant_val":
+            continue
+        r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.003
+        for split in (1, 2, 3):
+            run = json.loads(json.dumps(r))
+            run["run_id"] = f"{r['run_id']}_split{split}"
+            run["study_params"] = {"seed": r["seed"], "overrides": {"ttt.probe_split": split}}
+            run["config"]["ttt"]["probe"] = True  # the fixture predates the key; its runs had the probe on
+            results.append(run)
+        off = json.loads(json.dumps(r))
+        off["run_id"] += "_off"
+        off["ttt"]["per_epoch"] = []
+        off["study_params"] = {"seed": r["seed"], "overrides": {"ttt.probe": False}}
+        off["config"]["ttt"]["probe"] = False
+        results.append(off)
+    runs = final_rows(per_epoch_frame(results))
+    fig = _fig_gap_units(runs[runs["epoch"] > 0], "test")
+    left, right = fig.axes
+    joined = [line for line in left.get_lines() if line.get_color() == "grey" and len(line.get_xdata()) == 2]
+    assert len(joined) == 9  # 3 seeds x 3 splits, each A joined to B
+    from matplotlib.collections import PathCollection
+
+    dots = [c for c in right.collections if isinstance(c, PathCollection)]
+    assert sorted(len(c.get_offsets()) for c in dots) == [3, 9]  # probe off: 3 units; probe on: 9
+    assert [t.get_text() for t in right.get_xticklabels()] == ["prequant_val, ttt.probe=False",
+                                                               "prequant_val, ttt.probe=True"]
+    for run in results:
+        (tmp_path / "units" / "runs" / run["run_id"]).mkdir(parents=True)
+        (tmp_path / "units" / "runs" / run["run_id"] / "result.json").write_text(json.dumps(run))
+    written = write_report(tmp_path / "units", parse_sections(["gap_units"], "test"))
+    assert tmp_path / "units" / "figures" / "gap_units.png" in written

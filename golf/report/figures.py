@@ -18,7 +18,9 @@ from golf.report.frame import (
     _label,
     _norm,
     _seeds_text,
+    by_unit,
     key_columns,
+    units,
     varying_keys,
 )
 from golf.report.tables import _fmt, _ttt_runs
@@ -339,6 +341,59 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
     axes[0].legend(fontsize="small")
     fig.suptitle(f"{study}: memorization contrast vs epochs\ngrey = units (seed, split), "
                  f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
+    return fig
+
+
+def _fig_gap_units(runs: pd.DataFrame, study: str):
+    """Every unit's paired numbers, one x position per configuration (a run's final epoch; a unit is a seed
+    and a probe split, its swap averaged in). Left, the configurations with the probe: each unit's gain on
+    adapted half A joined to its gain on held-out half B, the means with their 95% t-intervals. Right, every
+    configuration's official gain (probe off: the real protocol), units as dots, the mean with its interval."""
+    keys = key_columns(runs)
+    shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
+    ucols = units(runs)
+    groups = _groups(runs, keys)
+    probed = [(k, g) for k, g in groups if g["gain_adapted"].notna().any() and g["gain_heldout"].notna().any()]
+    fig, (left, right) = _new_figure(2, max(4.0, 1.3 * max(len(probed), len(groups)) + 1.5), 4.6)
+    counts: list[int] = []
+
+    def mean_bar(ax, x, values, color):
+        s = stats.mean_std_ci(values, CONFIDENCE)
+        ax.errorbar([x], [s["mean"]], yerr=[[np.nan_to_num(s["half_width"])], [np.nan_to_num(s["half_width"])]],
+                    marker="o", color=color, capsize=4, linewidth=2, zorder=3)
+        counts.append(s["n"])
+
+    for i, (key, group) in enumerate(probed):
+        a, b = by_unit(group, ucols, "gain_adapted"), by_unit(group, ucols, "gain_heldout")
+        common = sorted(set(a) & set(b))
+        for u in common:
+            left.plot([i - 0.18, i + 0.18], [a[u], b[u]], color="grey", alpha=0.5, linewidth=0.8)
+        mean_bar(left, i - 0.18, [a[u] for u in common], "tab:red")
+        mean_bar(left, i + 0.18, [b[u] for u in common], "tab:blue")
+    left.set_xticks(range(len(probed)), [_label(k, keys, shown) for k, _ in probed], rotation=20, ha="right",
+                    fontsize="small")
+    left.set_xlim(-0.6, max(1, len(probed)) - 0.4)
+    left.plot([], [], color="tab:red", marker="o", label="A: adapted on (mean, 95% CI)")
+    left.plot([], [], color="tab:blue", marker="o", label="B: held out")
+    left.plot([], [], color="grey", label="one unit: A joined to B")
+    left.set_title("probe: gain on adapted vs held-out documents", fontsize="medium")
+    left.set_ylabel("TTT gain (bpb), < 0 = lower bpb")
+    for i, (key, group) in enumerate(groups):
+        off = by_unit(group, ucols, "gain_official")
+        values = [off[u] for u in sorted(off)]
+        spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
+        right.scatter([i + d for d in spread], values, color="grey", alpha=0.6, s=12)
+        mean_bar(right, i, values, "black")
+    right.set_xticks(range(len(groups)), [_label(k, keys, shown) for k, _ in groups], rotation=20, ha="right",
+                     fontsize="small")
+    right.set_xlim(-0.6, max(1, len(groups)) - 0.4)
+    right.set_title("official gain (after TTT and quantization - float base)", fontsize="medium")
+    for ax in (left, right):
+        ax.axhline(0.0, color="black", linewidth=0.6)
+        ax.grid(alpha=0.3, axis="y")
+    left.legend(fontsize="small")
+    fig.suptitle(f"{study}: paired gains per unit (seed, split), {_seeds_text(counts).replace('seed', 'unit')}",
+                 fontsize="medium")
     return fig
 
 

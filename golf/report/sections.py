@@ -84,6 +84,17 @@ def _gap(inp: Inputs) -> Output:
     return Output(tables={"gap.csv": T._csv(gap), "gap.md": T._gap_md(inp.study, inp.ttt_runs, gap)})
 
 
+def _gap_units(inp: Inputs) -> Output:
+    """Each unit's gains, adapted vs held-out and official, per configuration (figure gap_units)."""
+    if not inp.has_ttt():
+        return Output()
+    runs = P.final_rows(inp.per_epoch)
+    runs = runs[runs["epoch"] > 0]
+    if runs.empty:
+        return Output()
+    return Output(figures={"gap_units": F._fig_gap_units(runs, inp.study)})
+
+
 def _slopes(inp: Inputs) -> Output:
     """Gain per TTT epoch, per seed and pooled (slopes.csv/.md, figure ttt_slopes)."""
     if not inp.has_ttt():
@@ -184,6 +195,7 @@ SECTIONS: dict[str, Section] = {
     "bases": Section(_bases, ("bases.csv", "bases.md"), _bases.__doc__),
     "ttt_curves": Section(_ttt_curves, (), _ttt_curves.__doc__),
     "gap": Section(_gap, ("gap.csv", "gap.md"), _gap.__doc__),
+    "gap_units": Section(_gap_units, (), _gap_units.__doc__),
     "slopes": Section(_slopes, ("slopes.csv", "slopes.md"), _slopes.__doc__),
     "paired": Section(_paired, ("paired.csv", "paired.md"), _paired.__doc__),
     "trend": Section(_trend, ("trend.csv", "trend.md"), _trend.__doc__),
