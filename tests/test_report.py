@@ -354,6 +354,12 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     assert xsa["mde"] == pytest.approx(stats.paired_mde(xsa["delta_std"], 2))
     # No `bundle` column: no table.
     assert ablation_table(frame.drop(columns="bundle")).empty
+    # Two runs of seed 1 on each side (two probe splits of one base): averaged, still two pairs of seeds.
+    extra = pd.DataFrame([("tiny1127", "none", 1, 2.28, 1000), ("tiny1127", "xsa", 1, 2.36, 990)],
+                         columns=frame.columns)
+    twice = ablation_table(pd.concat([frame, extra])).set_index(["preset", "ablate"]).loc[("tiny1127", "xsa")]
+    assert twice["n_pairs"] == 2 and twice["seeds"] == "1 2"
+    assert twice["deltas"] == "+0.05500 +0.02000"  # seed 1: (2.33 + 2.36) / 2 - (2.30 + 2.28) / 2
 
 
 def test_official_gain_and_per_seed_slopes(tmp_path):

@@ -407,16 +407,19 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
         full = group[group[axis] == reference]
         if full.empty:
             continue
-        full_by_seed = dict(zip(full["seed"], full["val_bpb"]))
-        full_bytes = dict(zip(full["seed"], full["bytes_total"]))
+        # One value per seed on each side (a seed's several runs, e.g. probe splits, averaged): the pairs are
+        # seeds, never runs that share a base.
+        full_seed = full.groupby("seed", sort=True)[["val_bpb", "bytes_total"]].mean()
         for ablate, runs in group[group[axis] != reference].groupby(axis, sort=True):
-            paired = runs[runs["seed"].isin(full_by_seed)].sort_values("seed")  # deltas listed in seed order
-            deltas = [float(v) - float(full_by_seed[s]) for s, v in zip(paired["seed"], paired["val_bpb"])]
-            dbytes = [float(b) - float(full_bytes[s]) for s, b in zip(paired["seed"], paired["bytes_total"])]
+            per_seed = runs.groupby("seed", sort=True)[["val_bpb", "bytes_total"]].mean()
+            paired = per_seed[per_seed.index.isin(full_seed.index)]  # deltas listed in seed order
+            deltas = [float(paired.at[s, "val_bpb"]) - float(full_seed.at[s, "val_bpb"]) for s in paired.index]
+            dbytes = [float(paired.at[s, "bytes_total"]) - float(full_seed.at[s, "bytes_total"]) for s in paired.index]
             d = stats.mean_std_ci(deltas, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
-            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in sorted(paired["seed"])),
-                       val_bpb_full=float(np.mean([full_by_seed[s] for s in paired["seed"]])) if deltas else math.nan,
+            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in paired.index),
+                       val_bpb_full=float(np.mean([full_seed.at[s, "val_bpb"] for s in paired.index]))
+                       if deltas else math.nan,
                        val_bpb_ablated=float(paired["val_bpb"].mean()) if deltas else math.nan,
                        delta_mean=d["mean"], delta_std=d["std"], delta_ci_low=d["ci_low"],
                        delta_ci_high=d["ci_high"], p_value=stats.one_sample_t_test(deltas)["p_value"],
