@@ -843,3 +843,14 @@ def test_gap_units_figure_draws_every_unit_of_every_configuration(tmp_path):
         (tmp_path / "units" / "runs" / run["run_id"] / "result.json").write_text(json.dumps(run))
     written = write_report(tmp_path / "units", parse_sections(["gap_units"], "test"))
     assert tmp_path / "units" / "figures" / "gap_units.png" in written
+    # Each unit's line runs from A (left, red mean) to B (right, blue mean), at its own values.
+    first = joined[0]
+    assert first.get_xdata()[0] < first.get_xdata()[1]
+    assert sorted(round(line.get_ydata()[0], 12) for line in joined) == sorted(
+        round(v, 12) for v in runs.loc[runs["ttt.probe"] == True, "gain_adapted"])  # noqa: E712
+    # Results without a float-base score have no official gain: that configuration is left out, no crash.
+    for run in results:
+        run["eval"].pop("val_bpb_base")
+    bare = final_rows(per_epoch_frame(results))
+    _, right = _fig_gap_units(bare[bare["epoch"] > 0], "test").axes
+    assert not [c for c in right.collections if isinstance(c, PathCollection)]

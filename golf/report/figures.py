@@ -353,7 +353,11 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
     ucols = units(runs)
     groups = _groups(runs, keys)
-    probed = [(k, g) for k, g in groups if g["gain_adapted"].notna().any() and g["gain_heldout"].notna().any()]
+    def paired_halves(group):  # unit -> (gain A, gain B) where the unit has both
+        a, b = by_unit(group, ucols, "gain_adapted"), by_unit(group, ucols, "gain_heldout")
+        return {u: (a[u], b[u]) for u in sorted(set(a) & set(b))}
+
+    probed = [(k, g) for k, g in groups if paired_halves(g)]
     fig, (left, right) = _new_figure(2, max(4.0, 1.3 * max(len(probed), len(groups)) + 1.5), 4.6)
     counts: list[int] = []
 
@@ -364,12 +368,11 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
         counts.append(s["n"])
 
     for i, (key, group) in enumerate(probed):
-        a, b = by_unit(group, ucols, "gain_adapted"), by_unit(group, ucols, "gain_heldout")
-        common = sorted(set(a) & set(b))
-        for u in common:
-            left.plot([i - 0.18, i + 0.18], [a[u], b[u]], color="grey", alpha=0.5, linewidth=0.8)
-        mean_bar(left, i - 0.18, [a[u] for u in common], "tab:red")
-        mean_bar(left, i + 0.18, [b[u] for u in common], "tab:blue")
+        pairs = paired_halves(group)
+        for gain_a, gain_b in pairs.values():
+            left.plot([i - 0.18, i + 0.18], [gain_a, gain_b], color="grey", alpha=0.5, linewidth=0.8)
+        mean_bar(left, i - 0.18, [p[0] for p in pairs.values()], "tab:red")
+        mean_bar(left, i + 0.18, [p[1] for p in pairs.values()], "tab:blue")
     left.set_xticks(range(len(probed)), [_label(k, keys, shown) for k, _ in probed], rotation=20, ha="right",
                     fontsize="small")
     left.set_xlim(-0.6, max(1, len(probed)) - 0.4)
@@ -381,6 +384,8 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
     for i, (key, group) in enumerate(groups):
         off = by_unit(group, ucols, "gain_official")
         values = [off[u] for u in sorted(off)]
+        if not values:  # no float-base score in these results (written before eval.val_bpb_base): no gain
+            continue
         spread = np.linspace(-0.12, 0.12, len(values)) if len(values) > 1 else [0.0]
         right.scatter([i + d for d in spread], values, color="grey", alpha=0.6, s=12)
         mean_bar(right, i, values, "black")
