@@ -727,8 +727,18 @@ def test_two_controls_of_one_legal_strategy_stay_apart_in_the_paired_table():
             results.append(r)
     table = paired_table(per_epoch_frame(results))
     versus = table[table["test"] == "illegal_vs_legal"].set_index("versus_setting")
-    assert sorted(versus.index) == ["", "ttt.slice_tokens=0"] and set(versus["versus"]) == {"train_slice"}
-    assert versus.loc["ttt.slice_tokens=0", "mean_diff"] == pytest.approx(versus.loc["", "mean_diff"] - 0.0005)
+    assert sorted(versus.index) == ["epochs=3; ttt.slice_tokens=0", "epochs=3; ttt.slice_tokens=None"]
+    assert set(versus["versus"]) == {"train_slice"}
+    assert versus.loc["epochs=3; ttt.slice_tokens=0", "mean_diff"] == pytest.approx(
+        versus.loc["epochs=3; ttt.slice_tokens=None", "mean_diff"] - 0.0005)
+    # The budget-matched control also runs other epochs (ttt_gap_small: 6 against the default's 3), so the
+    # epoch count determines ttt.slice_tokens and the key columns drop it: the rows must still stay apart.
+    for r in results:
+        if r["run_id"].endswith("_slice0"):
+            r["ttt"]["epochs"] = 6
+    versus = paired_table(per_epoch_frame(results))
+    names = sorted(versus.loc[versus["test"] == "illegal_vs_legal", "versus_setting"])
+    assert names == ["epochs=3; ttt.slice_tokens=None", "epochs=6; ttt.slice_tokens=0"]
 
 
 def test_summary_levels_are_over_seeds_with_a_seeds_runs_averaged_first(tmp_path):

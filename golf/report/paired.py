@@ -99,6 +99,20 @@ def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versu
             "p_value": test["p_value"], "mde": test["mde"], "n_bases": test["n_bases"], "p_bases": test["p_bases"]}
 
 
+def _versus_setting(legal: pd.DataFrame, configs: list[pd.DataFrame]) -> str:
+    """The legal side's own settings, as `epochs=6; ttt.slice_tokens=0` (no commas: conclusions.yaml selects
+    rows with comma-separated key=value pairs): its epoch count always, and each of
+    SETTINGS whose value differs between the configurations of that strategy (two controls of one strategy,
+    a default and a budget-matched one, must stay apart even where another key column determines it)."""
+    strategy = _norm(legal["strategy"].iloc[0])
+    same = [g for g in configs if _norm(g["strategy"].iloc[0]) == strategy]
+    parts = [f"epochs={_plain(_norm(legal['epochs'].iloc[0]))}"]
+    for k in SETTINGS:
+        if k in legal.columns and len({_norm(g[k].iloc[0]) for g in same}) > 1:
+            parts.append(f"{k}={_plain(_norm(legal[k].iloc[0]))}")
+    return "; ".join(parts)
+
+
 def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     """The paired comparisons of a TTT study (see the module docstring), with Holm-adjusted p-values."""
     runs = final_rows(per_epoch)
@@ -142,8 +156,7 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                                  "illegal - legal", dict(zip(keys, key_i)),
                                  _paired(common, [x[u] for u in common], [y[u] for u in common]),
                                  versus=str(_norm(group_l["strategy"].iloc[0])),
-                                 versus_setting=", ".join(f"{k}={_plain(v)}" for k, v in zip(keys, key_l)
-                                                          if k in SETTINGS and v is not None)))
+                                 versus_setting=_versus_setting(group_l, [g for _, g in configs])))
     table = family_table(rows)
     if not table.empty:
         table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
