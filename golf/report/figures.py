@@ -353,11 +353,12 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
     ucols = units(runs)
     groups = _groups(runs, keys)
+
     def paired_halves(group):  # unit -> (gain A, gain B) where the unit has both
         a, b = by_unit(group, ucols, "gain_adapted"), by_unit(group, ucols, "gain_heldout")
         return {u: (a[u], b[u]) for u in sorted(set(a) & set(b))}
 
-    probed = [(k, g) for k, g in groups if paired_halves(g)]
+    probed = [(k, pairs) for k, g in groups if (pairs := paired_halves(g))]
     fig, (left, right) = _new_figure(2, max(4.0, 1.3 * max(len(probed), len(groups)) + 1.5), 4.6)
     counts: list[int] = []
 
@@ -367,8 +368,7 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
                     marker="o", color=color, capsize=4, linewidth=2, zorder=3)
         counts.append(s["n"])
 
-    for i, (key, group) in enumerate(probed):
-        pairs = paired_halves(group)
+    for i, (key, pairs) in enumerate(probed):
         for gain_a, gain_b in pairs.values():
             left.plot([i - 0.18, i + 0.18], [gain_a, gain_b], color="grey", alpha=0.5, linewidth=0.8)
         mean_bar(left, i - 0.18, [p[0] for p in pairs.values()], "tab:red")

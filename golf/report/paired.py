@@ -74,15 +74,32 @@ def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
+def _base_means(units_: list[tuple], rows: list[list[float]]) -> list[list[float]]:
+    """One row per base model (a unit's first member, the seed; ascending): the element-wise mean of the rows
+    of its units (its probe splits)."""
+    per_base: dict[Any, list[list[float]]] = {}
+    for unit, row in zip(units_, rows):
+        per_base.setdefault(unit[0], []).append(row)
+    return [[sum(col) / len(col) for col in zip(*group)] for _, group in sorted(per_base.items())]
+
+
 def _paired(units_: list[tuple], a: list[float], b: list[float]) -> dict[str, Any]:
     """The paired t-test of a - b over units, and the same differences tested with one value per base model
-    (the units' first member, the seed: its splits averaged)."""
+    (its splits averaged)."""
     test = stats.paired_t_test(a, b, 1 - ALPHA, POWER)
-    per_base: dict[Any, list[float]] = {}
-    for unit, x, y in zip(units_, a, b):
-        per_base.setdefault(unit[0], []).append(x - y)
-    means = [sum(v) / len(v) for _, v in sorted(per_base.items())]
+    means = [row[0] for row in _base_means(units_, [[x - y] for x, y in zip(a, b)])]
     return {**test, "n_bases": len(means), "p_bases": stats.one_sample_t_test(means)["p_value"]}
+
+
+def _shares_bases(table: pd.DataFrame) -> bool:
+    """Whether some row's units are several per base model (probe splits): then the by-base test is shown."""
+    return bool((table["n_bases"] < table["n_units"]).any())
+
+
+def _by_base_cells(r) -> list[str]:
+    from golf.report.tables import _fmt
+
+    return [str(r["n_bases"]), f"{_fmt(r['p_bases'], 'p')} ({_fmt(r['p_bases_holm'], 'p')})"]
 
 
 def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "",
@@ -197,10 +214,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             # Negated: a trend means the gain (or the contrast) falls, i.e. more improvement with epochs.
             table = [[-per[e][u] for e in counts] for u in blocks]
             test = stats.page_trend_test(table)
-            bases: dict[Any, list[list[float]]] = {}  # the same blocks with one row per base model
-            for u, row in zip(blocks, table):
-                bases.setdefault(u[0], []).append(row)
-            by_base = [[sum(col) / len(col) for col in zip(*rows_)] for _, rows_ in sorted(bases.items())]
+            by_base = _base_means(blocks, table)  # the same blocks with one row per base model
             p_bases = test["p_value"] if len(by_base) == len(blocks) else (
                 stats.page_trend_test(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
             rows.append({"measure": measure, "config": _label(key, keys, shown),
@@ -218,14 +232,13 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
 def paired_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
-    shared = bool((table["n_bases"] < table["n_units"]).any())  # several splits per base model
+    shared = _shares_bases(table)
     headers = ["comparison", "configuration", "n units", "mean diff (bpb)", "95% CI", "p", "p (Holm)", "MDE (80%)",
                *(["n bases", "p by base (Holm)"] if shared else []), "verdict"]
     rows = [[r["comparison"], r["config"], str(r["n_units"]), _fmt(r["mean_diff"], "gain"),
              f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["p_value"], "p"),
              _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"),
-             *([str(r["n_bases"]), f"{_fmt(r['p_bases'], 'p')} ({_fmt(r['p_bases_holm'], 'p')})"] if shared else []),
-             r["verdict"]] for _, r in table.iterrows()]
+             *(_by_base_cells(r) if shared else []), r["verdict"]] for _, r in table.iterrows()]
     text = f"# {study}: paired comparisons\n\n"
     text += ("Every comparison is made within a unit (a base model: seed and probe split) and tested over "
              "units with a two-sided paired t-test (n units - 1 df). Negative = lower bpb (better) for the "
@@ -243,12 +256,12 @@ def paired_md(study: str, table: pd.DataFrame) -> str:
 def trend_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
-    shared = bool((table["n_bases"] < table["n_units"]).any())  # several splits per base model
+    shared = _shares_bases(table)
     headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last", "Page L",
                "p (permutation)", "p (Holm)", *(["n bases", "p by base (Holm)"] if shared else [])]
     rows = [[r["measure"], r["config"], r["epochs"], str(r["n_units"]), _fmt(r["mean_first"], "gain"),
              _fmt(r["mean_last"], "gain"), _fmt(r["L"], "other"), _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"),
-             *([str(r["n_bases"]), f"{_fmt(r['p_bases'], 'p')} ({_fmt(r['p_bases_holm'], 'p')})"] if shared else [])]
+             *(_by_base_cells(r) if shared else [])]
             for _, r in table.iterrows()]
     text = f"# {study}: trend across epoch counts\n\n"
     text += ("Each epoch count is a separate run with its own schedule. Page's L test asks whether the gain "

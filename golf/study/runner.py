@@ -192,8 +192,8 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     Cells run into the work folder `work/NAME/` (or, with `reference`, into the committed `results/NAME/`).
     done: cells executed now that wrote their result (a cell whose run another study of the same kind
     of folder already made, same config hash, installs that run: golf.study.reuse); cached: cells whose
-    result already existed *in that folder* with the same config hash; busy: cells another process holds the lock of (it is running them);
-    failed: cells whose notebook raised or wrote no result (their executed notebook and `error.txt` are
+    result already existed *in that folder* with the same config hash; busy: cells another process holds
+    the lock of (it is running them); failed: cells whose notebook raised or wrote no result (their executed notebook and `error.txt` are
     kept; the other cells go on), plus the report notebook if it failed (`cell_status` lists which).
     """
     if not isinstance(jobs, int) or jobs < 1:
@@ -208,6 +208,7 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     expected = _Expected()
     summary = {"done": 0, "cached": 0, "busy": 0, "failed": 0}
     sources: dict[str, Path] | None = None  # other studies' finished runs by config hash, read when first needed
+    marked: set[str] = set()  # cells whose notebook was told to install another study's run
     reused: list[str] = []
 
     def is_done(cell: Cell) -> bool:  # the dataset is opened (for the hash) only when a result exists
@@ -225,6 +226,7 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
         config_hash = expected.hash(_with_data(cell.params, data_path))
         if config_hash in sources:  # the same run exists in another study: its notebook installs it
             reuse.mark(run_dir, sources[config_hash], config_hash)
+            marked.add(cell.id)
         return root / where.executed_dir / f"{cell.id}.ipynb", run_dir, parameters
 
     def finish(cell: Cell, run_dir: Path, exc: BaseException | None) -> None:
@@ -241,7 +243,7 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
         else:
             (run_dir / ERROR_FILE).unlink(missing_ok=True)  # an earlier failure of this cell is now stale
             summary["done"] += 1
-            if "reused_from" in (read_result(run_dir) or {}):
+            if cell.id in marked:  # its notebook finished, so the install succeeded
                 reused.append(cell.id)
 
     desc = f"study {name}" + (f" shard {shard_ix[0]}/{shard_ix[1]}" if shard_ix else "")
