@@ -360,6 +360,15 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     twice = ablation_table(pd.concat([frame, extra])).set_index(["preset", "ablate"]).loc[("tiny1127", "xsa")]
     assert twice["n_pairs"] == 2 and twice["seeds"] == "1 2"
     assert twice["deltas"] == "+0.05500 +0.02000"  # seed 1: (2.33 + 2.36) / 2 - (2.30 + 2.28) / 2
+    # Probe splits: a split is paired with the same split of the full stack. Split 2 of seed 1 ran only with
+    # the switch off (a partial grid): it is left out, not compared with split 1's documents.
+    split = pd.DataFrame([("tiny1127", "none", 1, 1, 2.30, 1000), ("tiny1127", "xsa", 1, 1, 2.33, 990),
+                          ("tiny1127", "xsa", 1, 2, 2.90, 990), ("tiny1127", "none", 2, 1, 2.32, 1000),
+                          ("tiny1127", "xsa", 2, 1, 2.34, 1010)],
+                         columns=["preset", "bundle", "seed", "ttt.probe_split", "val_bpb", "bytes_total"])
+    by_split = ablation_table(split).set_index(["preset", "ablate"]).loc[("tiny1127", "xsa")]
+    assert by_split["n_pairs"] == 2 and by_split["deltas"] == "+0.03000 +0.02000"
+    assert by_split["val_bpb_ablated"] == pytest.approx(2.335)
 
 
 def test_official_gain_and_per_seed_slopes(tmp_path):
@@ -701,6 +710,27 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
         (study / "runs" / r["run_id"] / "result.json").write_text(json.dumps(r))
     write_report(study, parse_sections(["scale"], "test"))
     assert (study / "scale.md").exists() and (study / "figures" / "scale.png").exists()
+
+
+def test_scale_rows_also_test_with_one_value_per_base_model():
+    """Two probe splits per seed share the seed's base: the `last - first` row tests over the 6 units and
+    also over the 3 bases (each seed's splits averaged), and scale.md shows that column."""
+    from golf.report.paired import scale_md, scale_table
+
+    unit_ids = [(s, k) for s in (1, 2, 3) for k in (1, 2)]
+    small = [0.010, 0.030, 0.020, 0.010, 0.015, 0.035]
+    large = [0.000, 0.031, 0.001, 0.022, 0.004, 0.040]
+    item = {"where": {"strategy": "prequant_val"}, "config": "prequant_val", "measure": "official gain",
+            "levels": ["small", "medium"], "units": unit_ids, "values": {"small": small, "medium": large}}
+    row = scale_table([item]).iloc[0]
+    diffs = [a - b for a, b in zip(large, small)]
+    assert row["n_units"] == 6 and row["n_bases"] == 3
+    assert row["p_value"] == pytest.approx(stats.one_sample_t_test(diffs)["p_value"])
+    per_base = [(diffs[i] + diffs[i + 1]) / 2 for i in (0, 2, 4)]
+    assert row["p_bases"] == pytest.approx(stats.one_sample_t_test(per_base)["p_value"])
+    assert row["p_bases"] != pytest.approx(row["p_value"])
+    assert row["p_bases_holm"] == pytest.approx(row["p_bases"])  # one t-test row: Holm leaves it
+    assert "p by base (Holm)" in scale_md("test", scale_table([item]), "preset")
 
 
 def test_two_controls_of_one_legal_strategy_stay_apart_in_the_paired_table():

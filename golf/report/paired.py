@@ -353,7 +353,8 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
         blocks = sorted(set.intersection(*(set(v) for v in per.values())))
         if len(blocks) >= 2:
             out.append({"where": dict(zip(keys, key)), "config": _label(key, keys, shown), "measure": measure,
-                        "levels": levels, "values": {lv: [per[lv][u] for u in blocks] for lv in levels}})
+                        "levels": levels, "units": blocks,
+                        "values": {lv: [per[lv][u] for u in blocks] for lv in levels}})
     return out
 
 
@@ -364,7 +365,9 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the smaller
     one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each kind
     of test (`p_holm`), so the trend rows, which few units cannot make small, do not dilute the t-tests;
-    per-level means in `means`, the smallest attainable trend p in `p_min`."""
+    per-level means in `means`, the smallest attainable trend p in `p_min`. Each t-test row also tests its
+    differences with one value per base model (`n_bases`, `p_bases`, Holm over those rows in `p_bases_holm`),
+    as in `paired_table`."""
     rows = []
     for item in items:
         levels, values = item["levels"], item["values"]
@@ -377,9 +380,10 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
             rows.append({**where, "test": "trend", **_page_two_sided(table),
                          "mean_diff": means[levels[-1]] - means[levels[0]],
                          "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table))})
-        t = stats.paired_t_test(values[levels[-1]], values[levels[0]], 1 - ALPHA, POWER)
+        t = _paired(item["units"], values[levels[-1]], values[levels[0]])
         rows.append({**where, "test": f"{levels[-1]} - {levels[0]}", "mean_diff": t["mean_diff"],
-                     "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"]})
+                     "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"],
+                     "n_bases": t["n_bases"], "p_bases": t["p_bases"]})
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
@@ -388,22 +392,27 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     for part in (kind, ~kind):
         if part.any():
             table.loc[part, "p_holm"] = stats.holm(table.loc[part, "p_value"].tolist())
+    table["p_bases_holm"] = math.nan
+    if (~kind).any():
+        table.loc[~kind, "p_bases_holm"] = stats.holm(table.loc[~kind, "p_bases"].tolist())
     return table
 
 
 def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
     from golf.report.tables import _fmt, _md_table
 
+    shared = _shares_bases(table)
     headers = ["measure", "configuration", "means by level", "n units", "test", "difference (last - first)",
-               "95% CI", "p", "p (Holm)", "MDE (80%)"]
+               "95% CI", "p", "p (Holm)", "MDE (80%)", *(["n bases", "p by base (Holm)"] if shared else [])]
     rows = []
     for _, r in table.iterrows():
         if r["test"] == "trend":
             interval, mde = f"Page L {_fmt(r['L'], 'other')}, {r['direction']} (p >= {_fmt(r['p_min'], 'p')})", "n/a"
         else:
             interval, mde = f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["mde"], "bpb")
+        by_base = ["", ""] if r["test"] == "trend" else _by_base_cells(r)
         rows.append([r["measure"], r["config"], r["means"], str(r["n_units"]), r["test"], _fmt(r["mean_diff"], "gain"),
-                     interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde])
+                     interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde, *(by_base if shared else [])])
     text = f"# {study}: TTT effects across {x}\n\n"
     text += (f"Levels of `{x}` in order ({'parameters' if x == 'preset' else 'value'}); per level, the mean over "
              "units (seed, probe split; a split's swap averaged in) of the official gain (official val_bpb - the "
@@ -416,5 +425,8 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
              "shown where the probe was off (the real protocol), the contrast where it was on. "
              + ("A preset fixes its run scale as well as its size (training tokens, sequence length, TTT chunk "
                 "sizes: golf/config.py RUN_SCALES), so a level is the whole preset, not the parameter count "
-                "alone." if x == "preset" else "") + "\n\n")
+                "alone." if x == "preset" else "")
+             + (" The splits of one seed share its base model: 'p by base' tests the same `last - first` "
+                "differences with one value per base model (its units averaged; Holm over those rows in "
+                "brackets)." if shared else "") + "\n\n")
     return text + _md_table(headers, rows)

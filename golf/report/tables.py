@@ -392,7 +392,7 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
     """One switch off against the full stack (`axis == reference`), paired by seed within each other configuration.
 
     For every configuration with `axis` != reference, each seed that also ran the full stack (same other keys)
-    gives delta = val_bpb(switch off) - val_bpb(full stack); the row carries mean ± std and the 95% t-CI of
+    gives delta = val_bpb(switch off) - val_bpb(full stack), the mean over the units (probe splits) both sides ran; the row carries mean ± std and the 95% t-CI of
     those deltas and a paired t-test (one-sample t on the deltas, n pairs - 1 df). delta > 0: removing the
     switch hurt, so the switch helps. Seeds share data and initialisation streams, so pairing removes the
     seed-to-seed spread that the summary's intervals carry. Empty when there is no `axis` column or no
@@ -407,20 +407,28 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
         full = group[group[axis] == reference]
         if full.empty:
             continue
-        # One value per seed on each side (a seed's several runs, e.g. probe splits, averaged): the pairs are
-        # seeds, never runs that share a base.
-        full_seed = full.groupby("seed", sort=True)[["val_bpb", "bytes_total"]].mean()
+        # Pairs are made within a unit (seed, probe split: the same base and the same documents on both
+        # sides), and a seed's unit deltas are averaged: the pairs are seeds, never runs that share a base,
+        # and a unit that ran on one side only is left out rather than compared with other documents.
+        ucols = units(group)
+        full_units = {c: by_unit(full, ucols, c) for c in ("val_bpb", "bytes_total")}
         for ablate, runs in group[group[axis] != reference].groupby(axis, sort=True):
-            per_seed = runs.groupby("seed", sort=True)[["val_bpb", "bytes_total"]].mean()
-            paired = per_seed[per_seed.index.isin(full_seed.index)]  # deltas listed in seed order
-            deltas = [float(paired.at[s, "val_bpb"]) - float(full_seed.at[s, "val_bpb"]) for s in paired.index]
-            dbytes = [float(paired.at[s, "bytes_total"]) - float(full_seed.at[s, "bytes_total"]) for s in paired.index]
+            off_units = {c: by_unit(runs, ucols, c) for c in ("val_bpb", "bytes_total")}
+            per_seed: dict[Any, list[tuple[float, float, float]]] = {}
+            for unit in sorted(set(off_units["val_bpb"]) & set(full_units["val_bpb"])):
+                per_seed.setdefault(unit[0], []).append((
+                    off_units["val_bpb"][unit], full_units["val_bpb"][unit],
+                    off_units["bytes_total"].get(unit, math.nan) - full_units["bytes_total"].get(unit, math.nan)))
+            seeds = sorted(per_seed)
+            off = [float(np.mean([u[0] for u in per_seed[s]])) for s in seeds]
+            on = [float(np.mean([u[1] for u in per_seed[s]])) for s in seeds]
+            deltas = [a - b for a, b in zip(off, on)]
+            dbytes = [float(np.mean([u[2] for u in per_seed[s]])) for s in seeds]
             d = stats.mean_std_ci(deltas, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
-            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in paired.index),
-                       val_bpb_full=float(np.mean([full_seed.at[s, "val_bpb"] for s in paired.index]))
-                       if deltas else math.nan,
-                       val_bpb_ablated=float(paired["val_bpb"].mean()) if deltas else math.nan,
+            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in seeds),
+                       val_bpb_full=float(np.mean(on)) if deltas else math.nan,
+                       val_bpb_ablated=float(np.mean(off)) if deltas else math.nan,
                        delta_mean=d["mean"], delta_std=d["std"], delta_ci_low=d["ci_low"],
                        delta_ci_high=d["ci_high"], p_value=stats.one_sample_t_test(deltas)["p_value"],
                        mde=stats.paired_mde(d["std"], d["n"]),
