@@ -77,18 +77,19 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     monkeypatch.setenv("GOLF_CACHE", str(tmp_path / "cache"))
     monkeypatch.setenv("GOLF_DATA", str(tmp_path / "data"))
 
-    assert study.run_study("smoke", root=root) == {"done": 6, "cached": 0, "busy": 0, "failed": 0}
+    assert study.run_study("smoke", root=root) == {"done": 7, "cached": 0, "busy": 0, "failed": 0}
 
     cells = study.expand(study.load_study("smoke", root))
     assert {c.notebook for c in cells} | {"report"} == {p.stem for p in NOTEBOOKS}
     for cell in cells:
         result = json.loads((root / "work/smoke/runs" / cell.id / "result.json").read_text())
-        assert result["study_params"]["seed"] == 1337 and result["train"]["steps"] == 4
+        assert result["study_params"]["seed"] == 1337
+        assert result["train"]["steps"] == cell.params["overrides"]["train.max_steps"]
         executed = nbformat.read(root / "work/smoke/papermill" / f"{cell.id}.ipynb", as_version=4)
         assert executed.metadata["papermill"]["exception"] is None
         assert any(o for c in executed.cells for o in c.get("outputs", [])), "the cell shows its result inline"
     by_notebook = {c.notebook: json.loads((root / "work/smoke/runs" / c.id / "result.json").read_text())
-                   for c in cells}
+                   for c in cells if c.params["overrides"]["train.max_steps"] == 4}  # one cell each
     assert len(by_notebook["ttt_epochs"]["ttt"]["per_epoch"]) == 3  # epochs 0..2
     assert by_notebook["ttt_gap"]["ttt"]["legal"] is False  # prequant_val, measured by the ledger
     assert by_notebook["ut_iterations"]["config"]["model"]["ut_loops"] == 2
@@ -101,11 +102,12 @@ def test_smoke_study_runs_every_notebook(tmp_path, monkeypatch):
     assert (root / "work/smoke/summary.md").is_file() and (root / "work/smoke/summary.csv").is_file()
     # every section the smoke study lists wrote what its one-cell-per-notebook data supports
     figures = {p.stem for p in (root / "work/smoke/figures").glob("*.png")}
-    assert {"ttt_curves", "gap_units", "frontier", "learning_curves"} <= figures, figures
+    assert {"ttt_curves", "gap_units", "frontier", "learning_curves", "data_scale"} <= figures, figures
     assert (root / "work/smoke/gap.md").is_file()
+    assert "2,048 -> 4,096" in (root / "work/smoke/data_scale.md").read_text()  # 2 and 4 steps of 1,024 tokens
 
     calls = []
     monkeypatch.setattr(study_notebooks, "execute", lambda *a, **k: calls.append(a))
-    assert study.run_study("smoke", root=root) == {"done": 0, "cached": 6, "busy": 0, "failed": 0}
+    assert study.run_study("smoke", root=root) == {"done": 0, "cached": 7, "busy": 0, "failed": 0}
     assert calls == []  # nothing executed, not even the report
     assert study.report_study("smoke", root=root)

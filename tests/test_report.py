@@ -733,6 +733,38 @@ def test_scale_rows_also_test_with_one_value_per_base_model():
     assert "p by base (Holm)" in scale_md("test", scale_table([item]), "preset")
 
 
+def test_data_scale_table_measures_each_doubling_against_the_trigram_of_the_same_tokens():
+    """Three budgets of one preset (each its own run), two seeds, and one budget of another preset (no row):
+    per step between token counts, the change per doubling of the model, the trigram and the margin."""
+    from golf.report.tables import _data_scale_md, data_scale_table
+
+    rows = []  # preset, train.max_steps, seed, tokens, float base, trigram, bigram
+    for seed, shift in ((1, 0.00), (2, 0.02)):
+        rows += [("medium", 130, seed, 2_000_000, 2.30 + shift, 2.10, 2.40),
+                 ("medium", 259, seed, 4_000_000, 2.05 + shift / 2, 1.95, 2.32),
+                 ("medium", 518, seed, 8_000_000, 1.80 - shift, 1.80, 2.24),
+                 ("tiny", 200, seed, 800_000, 2.2, 2.0, 2.3)]
+    frame = pd.DataFrame(rows, columns=["preset", "train.max_steps", "seed", "train_tokens", "val_bpb_base",
+                                        "trigram_kn", "bigram_kn"])
+    table = data_scale_table(frame)
+    assert set(table["preset"]) == {"medium"} and len(table) == 3  # two doublings and first -> last
+    first = table.iloc[0]
+    assert (first["tokens_from"], first["tokens_to"], first["doublings"]) == (2_000_000, 4_000_000, 1.0)
+    # seed 1: model -0.25, trigram -0.15, margin -0.10; seed 2: model -0.26, margin -0.11
+    assert first["changes"] == "-0.10000 -0.11000"
+    assert first["model_per_doubling"] == pytest.approx(-0.255) and first["trigram_per_doubling"] == pytest.approx(-0.15)
+    assert first["bigram_per_doubling"] == pytest.approx(-0.08)
+    assert first["p_value"] == pytest.approx(stats.one_sample_t_test([-0.10, -0.11])["p_value"])
+    whole = table.iloc[2]
+    assert whole["doublings"] == pytest.approx(2.0)
+    # seed 1: margin 0.20 -> 0.00 over 2 doublings = -0.10; seed 2: 0.22 -> -0.02 = -0.12
+    assert whole["changes"] == "-0.10000 -0.12000"
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()))
+    assert "margin change per doubling" in _data_scale_md("test", frame, table)
+    # one token count per configuration: nothing to compare
+    assert data_scale_table(frame[frame["train.max_steps"].isin([200, 518])]).empty
+
+
 def test_two_controls_of_one_legal_strategy_stay_apart_in_the_paired_table():
     """prequant_val against train_slice at its default budget and against the budget-matched one
     (ttt.slice_tokens=0): two illegal_vs_legal rows, told apart by `versus_setting`."""

@@ -23,7 +23,7 @@ from golf.report.frame import (
     units,
     varying_keys,
 )
-from golf.report.tables import _fmt, _ttt_runs
+from golf.report.tables import _budget_groups, _fmt, _ttt_runs
 
 
 def _new_figure(ncols: int = 1, width_per_col: float = 5.0, height: float = 4.0):
@@ -148,7 +148,7 @@ def _fig_curve(frame: pd.DataFrame, study: str, x: str, log2: bool = True):
     keys = [k for k in key_columns(data) if k != x]
     shown = varying_keys(data, keys)
     groups = _groups(data, keys)
-    fig, (ax,) = _new_figure(1, 6.5)
+    fig, (ax,) = _new_figure(1, 6.5, 4.0 + 0.22 * len(groups))  # the legend goes below the axes
     counts = []
     for i, (color, (key, group)) in enumerate(zip(_color_cycle(len(groups)), groups)):
         nudge = 1.04 ** (i - (len(groups) - 1) / 2) if log2 else 1.0
@@ -170,7 +170,7 @@ def _fig_curve(frame: pd.DataFrame, study: str, x: str, log2: bool = True):
     ax.set_xlabel(f"{x}{' (log scale)' if log2 else ''}")
     ax.set_ylabel("val_bpb (bits per byte)")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    fig.legend(loc="outside lower center", fontsize="small")
     ax.set_title(f"{study}: val_bpb vs {x}\nmean ± 95% t-CI, dots = runs ({_seeds_text(counts)})")
     return fig
 
@@ -470,4 +470,41 @@ def _fig_learning_curves(curves: pd.DataFrame, study: str):
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     ax.set_title(f"{study}: learning curves ({_seeds_text(counts)})")
+    return fig
+
+
+def _fig_data_scale(frame: pd.DataFrame, study: str):
+    """val_bpb_base against training tokens (log2), one colour per base configuration apart from its budget:
+    each token count is its own run (dots = seeds, line = their mean ± 95% t-CI), with the Kneser-Ney
+    trigram (dotted) and bigram (dashed) of each run's own tokens on the same targets, which improve with
+    the tokens too."""
+    keys, groups = _budget_groups(frame)
+    shown = varying_keys(frame, keys)
+    fig, (ax,) = _new_figure(1, 7.0, 4.6)
+    counts, ticks = [], set()
+    for color, (key, group) in zip(_color_cycle(len(groups)), groups):
+        pts = []
+        for tokens, at in group.groupby(group["train_tokens"].round().astype(int), sort=True):
+            per_seed = at.groupby("seed")["val_bpb_base"].mean()
+            s = stats.mean_std_ci(_finite(per_seed), CONFIDENCE)
+            counts.append(s["n"])
+            ticks.add(int(tokens))
+            ax.scatter([tokens / 1e6] * len(per_seed), per_seed, color=color, s=12, alpha=0.4)
+            pts.append((tokens / 1e6, s["mean"], s["half_width"], at["trigram_kn"].mean(), at["bigram_kn"].mean()))
+        xs, means, hws, tri, bi = (np.array(v, dtype=float) for v in zip(*pts))
+        ax.errorbar(xs, means, yerr=np.nan_to_num(hws, nan=0.0), marker="o", capsize=3, color=color,
+                    label=_label(key, keys, shown) if shown else "val_bpb_base")
+        ax.plot(xs, tri, color=color, linestyle=":", marker="^", markersize=4, linewidth=1)
+        ax.plot(xs, bi, color=color, linestyle="--", linewidth=1)
+    ax.plot([], [], color="grey", linestyle=":", marker="^", label="trigram (KN) of the same tokens")
+    ax.plot([], [], color="grey", linestyle="--", label="bigram (KN) of the same tokens")
+    ax.set_xscale("log", base=2)
+    ax.minorticks_off()
+    ax.set_xticks([t / 1e6 for t in sorted(ticks)], [f"{t / 1e6:.2g}" for t in sorted(ticks)])
+    ax.set_xlabel("training tokens (millions, log scale): one run per budget")
+    ax.set_ylabel("validation bpb of the float base")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize="small")
+    ax.set_title(f"{study}: base models and count models against training tokens\n"
+                 f"mean ± 95% t-CI, dots = seeds ({_seeds_text(counts)})")
     return fig

@@ -161,6 +161,17 @@ def _learning_curves(inp: Inputs) -> Output:
     return Output(figures={"learning_curves": F._fig_learning_curves(inp.curves, inp.study)})
 
 
+def _data_scale(inp: Inputs) -> Output:
+    """The base models and the count models of their own tokens across training budgets, each budget its
+    own run: change per doubling of tokens, margin over the trigram tested over seeds (data_scale.csv/.md,
+    figure data_scale)."""
+    table = T.data_scale_table(inp.frame)
+    if table.empty:
+        return Output()
+    return Output(tables={"data_scale.csv": T._csv(table), "data_scale.md": T._data_scale_md(inp.study, inp.frame, table)},
+                  figures={"data_scale": F._fig_data_scale(inp.frame, inp.study)})
+
+
 def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     """val_bpb against one numeric study column, one line per other configuration (figure curve_<leaf>)."""
     if x not in inp.frame.columns:
@@ -204,6 +215,7 @@ SECTIONS: dict[str, Section] = {
     "scale": Section(_scale, ("scale.csv", "scale.md"), _scale.__doc__),
     "curve": Section(_curve, (), _curve.__doc__),
     "learning_curves": Section(_learning_curves, (), _learning_curves.__doc__),
+    "data_scale": Section(_data_scale, ("data_scale.csv", "data_scale.md"), _data_scale.__doc__),
     "ablation": Section(_ablation, ("ablation.csv", "ablation.md"), _ablation.__doc__),
     "frontier": Section(_frontier, (), _frontier.__doc__),
 }

@@ -200,6 +200,95 @@ def bases_table(frame: pd.DataFrame) -> pd.DataFrame:
     return family_table(rows)
 
 
+def _budget_groups(frame: pd.DataFrame) -> tuple[list[str], list[tuple[tuple, pd.DataFrame]]]:
+    """Base configurations apart from their training budget (the train.* study columns, which a data-scale
+    grid varies together with the token count), each with its runs: what `data_scale_table` compares across
+    token counts."""
+    data = frame[frame["val_bpb_base"].notna() & frame["train_tokens"].notna()]
+    keys = [k for k in _base_columns(data) if not k.startswith("train.")]
+    return keys, (_groups(data, keys) if keys else [((), data)])
+
+
+def data_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
+    """How a base model and the count models of its own tokens improve as the training budget grows.
+
+    Each budget is its own run with its own schedule (a train.max_steps grid), never a point read off one
+    run's curve: a run's weights before its warmdown are not what a run of that length gives. Per base
+    configuration apart from its budget and per step between consecutive token counts (and the smallest to
+    the largest, where there are three or more): per seed present at both, the change of the float base's
+    val_bpb_base, of the Kneser-Ney trigram's and bigram's bpb on the same targets, and of the model's margin
+    over the trigram (model - trigram), each divided by the doublings of tokens between them (log2 of the
+    ratio). The margin's change is tested over seeds (one-sample t, Holm over the table, MDE at 80% power):
+    negative = the model pulls away from the trigram as tokens double. Empty without two token counts."""
+    if not {"val_bpb_base", "train_tokens", "trigram_kn"} <= set(frame.columns):
+        return pd.DataFrame()
+    keys, groups = _budget_groups(frame)
+    rows = []
+    for key, group in groups:
+        group = group[group["trigram_kn"].notna()]
+        per_seed = {t: {s: g for s, g in at.groupby("seed", sort=True)}
+                    for t, at in group.groupby(group["train_tokens"].round().astype(int), sort=True)}
+        levels = sorted(per_seed)
+        steps = list(zip(levels, levels[1:])) + ([(levels[0], levels[-1])] if len(levels) >= 3 else [])
+        for lo, hi in steps:
+            seeds = sorted(set(per_seed[lo]) & set(per_seed[hi]))
+            if not seeds:
+                continue
+            doublings = math.log2(hi / lo)
+
+            def change(col: str) -> list[float]:
+                return [(float(per_seed[hi][s][col].mean()) - float(per_seed[lo][s][col].mean())) / doublings
+                        for s in seeds]
+
+            model, trigram, bigram = change("val_bpb_base"), change("trigram_kn"), change("bigram_kn")
+            margin = [m - t for m, t in zip(model, trigram)]
+            d = stats.mean_std_ci(margin, CONFIDENCE)
+            row: dict[str, Any] = dict(zip(keys, key))
+            row.update(tokens_from=lo, tokens_to=hi, doublings=doublings, n_seeds=d["n"],
+                       seeds=" ".join(str(s) for s in seeds),
+                       model_from=float(np.mean([per_seed[lo][s]["val_bpb_base"].mean() for s in seeds])),
+                       model_to=float(np.mean([per_seed[hi][s]["val_bpb_base"].mean() for s in seeds])),
+                       trigram_from=float(np.mean([per_seed[lo][s]["trigram_kn"].mean() for s in seeds])),
+                       trigram_to=float(np.mean([per_seed[hi][s]["trigram_kn"].mean() for s in seeds])),
+                       model_per_doubling=float(np.mean(model)), trigram_per_doubling=float(np.mean(trigram)),
+                       bigram_per_doubling=float(np.mean(bigram)), margin_per_doubling=d["mean"],
+                       margin_std=d["std"], margin_ci_low=d["ci_low"], margin_ci_high=d["ci_high"],
+                       p_value=stats.one_sample_t_test(margin)["p_value"], mde=stats.paired_mde(d["std"], d["n"]),
+                       changes=" ".join(f"{x:+.5f}" for x in margin))
+            rows.append(row)
+    return family_table(rows)
+
+
+def _data_scale_md(study: str, frame: pd.DataFrame, table: pd.DataFrame) -> str:
+    keys, _ = _budget_groups(frame)
+    shown = varying_keys(table, keys)
+    headers = [k for k in keys if k in shown] + [
+        "tokens", "doublings", "n seeds", "model bpb", "trigram bpb", "model per doubling", "trigram per doubling",
+        "bigram per doubling", "margin change per doubling", "95% CI", "p", "p (Holm)", "MDE (80%)",
+        "per seed (ascending seed)"]
+    rows = []
+    for _, r in table.iterrows():
+        key = tuple(_norm(r[k]) for k in keys)
+        rows.append(_key_cells(key, keys, shown) + [
+            f"{int(r['tokens_from']):,} -> {int(r['tokens_to']):,}", f"{r['doublings']:.2f}", str(r["n_seeds"]),
+            f"{_fmt(r['model_from'])} -> {_fmt(r['model_to'])}", f"{_fmt(r['trigram_from'])} -> {_fmt(r['trigram_to'])}",
+            _fmt(r["model_per_doubling"], "gain"), _fmt(r["trigram_per_doubling"], "gain"),
+            _fmt(r["bigram_per_doubling"], "gain"),
+            f"{_fmt(r['margin_per_doubling'], 'gain')} ± {_fmt(r['margin_std'], 'bpb')}",
+            f"[{_fmt(r['margin_ci_low'], 'gain')}, {_fmt(r['margin_ci_high'], 'gain')}]",
+            _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"), str(r["changes"])])
+    text = f"# {study}: the base models and the count models as training tokens double\n\n"
+    text += ("Each token count is its own run with its own schedule (not a point on one run's curve). Per step "
+             "between token counts, the change per doubling of tokens (log2 of their ratio) of the float base's "
+             "bpb, of the Kneser-Ney trigram's and bigram's of the same tokens on the same targets, and of the "
+             "model's margin over the trigram (model - trigram), per seed and then mean ± std over seeds with a "
+             "95% t-CI and a one-sample t-test (Holm over the table; MDE at 80% power). A negative margin change "
+             "means the model pulls away from the trigram as data doubles; a row that is not significant is not "
+             "resolved at this power. The levels themselves, with their tests against each count model, are in "
+             "bases.md.\n\n")
+    return text + _md_table(headers, rows)
+
+
 def _bases_verdict(r) -> str:
     if r["n_seeds"] < 2:
         return "one seed: not tested"

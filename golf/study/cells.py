@@ -170,19 +170,24 @@ def plot_train_loss(out: str | Path):
 
 def plot_learning_curve(result: dict):
     """Validation bpb against training tokens for one cell (train.val_every, result.json train.curve), with
-    the Kneser-Ney bigram and trigram of the same training tokens (on the run's full scored targets)."""
+    the Kneser-Ney bigram and trigram of the same training tokens (on the run's full scored targets); without
+    a curve, the float base's val_bpb_base at the tokens it trained on."""
     import matplotlib.pyplot as plt
 
     curve = result["train"].get("curve") or []
     fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([p["tokens"] / 1e6 for p in curve], [p["val_bpb"] for p in curve], marker="o", label="model (live weights)")
+    if curve:
+        ax.plot([p["tokens"] / 1e6 for p in curve], [p["val_bpb"] for p in curve], marker="o", label="model (live weights)")
+    elif result["eval"].get("val_bpb_base") is not None:  # no curve: the base at the end of its budget
+        ax.plot([result["train"]["tokens"] / 1e6], [result["eval"]["val_bpb_base"]], marker="o", linestyle="",
+                label="float base (end of training)")
     for name, style in (("bigram_kn", "--"), ("trigram_kn", ":")):
         value = (result["eval"].get("baselines") or {}).get(name)
         if value is not None:
             ax.axhline(value, color="grey", linestyle=style, label=name)
     ax.set_xlabel("training tokens (millions)")
     ax.set_ylabel("validation bpb")
-    ax.set_title(f"{result['model']['preset']}, seed {result['seed']}" + ("" if curve else ": no curve (train.val_every=0)"))
+    ax.set_title(f"{result['model']['preset']}, seed {result['seed']}" + ("" if curve else ": no in-run curve (train.val_every=0)"))
     ax.grid(alpha=0.3)
     ax.legend(fontsize="small")
     fig.tight_layout()
