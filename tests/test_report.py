@@ -369,6 +369,16 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     by_split = ablation_table(split).set_index(["preset", "ablate"]).loc[("tiny1127", "xsa")]
     assert by_split["n_pairs"] == 2 and by_split["deltas"] == "+0.03000 +0.02000"
     assert by_split["val_bpb_ablated"] == pytest.approx(2.335)
+    # Swaps: seed 1's full stack ran split 1 both ways, its switch-off run unswapped only: not like with like,
+    # left out (seed 2 ran both ways on both sides and stays).
+    swap = pd.DataFrame([("tiny1127", "none", 1, 1, False, 2.30, 1000), ("tiny1127", "none", 1, 1, True, 2.40, 1000),
+                         ("tiny1127", "xsa", 1, 1, False, 2.33, 990),
+                         ("tiny1127", "none", 2, 1, False, 2.32, 1000), ("tiny1127", "none", 2, 1, True, 2.36, 1000),
+                         ("tiny1127", "xsa", 2, 1, False, 2.34, 1010), ("tiny1127", "xsa", 2, 1, True, 2.38, 1010)],
+                        columns=["preset", "bundle", "seed", "ttt.probe_split", "ttt.probe_swap", "val_bpb",
+                                 "bytes_total"])
+    by_swap = ablation_table(swap).set_index(["preset", "ablate"]).loc[("tiny1127", "xsa")]
+    assert by_swap["seeds"] == "2" and by_swap["deltas"] == "+0.02000"
 
 
 def test_official_gain_and_per_seed_slopes(tmp_path):
@@ -731,6 +741,14 @@ def test_scale_rows_also_test_with_one_value_per_base_model():
     assert row["p_bases"] != pytest.approx(row["p_value"])
     assert row["p_bases_holm"] == pytest.approx(row["p_bases"])  # one t-test row: Holm leaves it
     assert "p by base (Holm)" in scale_md("test", scale_table([item]), "preset")
+    # three levels: Page's trend over the 6 unit blocks and over the 3 base blocks (splits averaged)
+    mid = [0.005, 0.030, 0.010, 0.015, 0.010, 0.038]
+    three = {**item, "levels": ["tiny", "small", "medium"], "values": {"tiny": small, "small": mid, "medium": large}}
+    trend = scale_table([three]).set_index("test").loc["trend"]
+    blocks = [[(col[i] + col[i + 1]) / 2 for col in (small, mid, large)] for i in (0, 2, 4)]
+    up = stats.page_trend_test(blocks)["p_value"]
+    down = stats.page_trend_test([[-v for v in b] for b in blocks])["p_value"]
+    assert trend["n_bases"] == 3 and trend["p_bases"] == pytest.approx(min(1.0, 2 * min(up, down)))
 
 
 def test_data_scale_table_measures_each_doubling_against_the_trigram_of_the_same_tokens():
@@ -763,6 +781,15 @@ def test_data_scale_table_measures_each_doubling_against_the_trigram_of_the_same
     assert "margin change per doubling" in _data_scale_md("test", frame, table)
     # one token count per configuration: nothing to compare
     assert data_scale_table(frame[frame["train.max_steps"].isin([200, 518])]).empty
+    # no bigram in the results: its column is NaN, the rest stands
+    no_bigram = data_scale_table(frame.drop(columns="bigram_kn"))
+    assert no_bigram["bigram_per_doubling"].isna().all() and no_bigram["changes"].tolist() == table["changes"].tolist()
+    # a train.* setting that is not the budget (a learning rate) stays a key: two configurations, not one
+    lr = pd.concat([frame.assign(**{"train.matrix_lr": 0.04}),
+                    frame[frame["preset"] == "medium"].assign(**{"train.matrix_lr": 0.02, "val_bpb_base": 3.0})])
+    by_lr = data_scale_table(lr)
+    assert sorted(set(by_lr["train.matrix_lr"])) == [0.02, 0.04] and len(by_lr) == 6
+    assert by_lr[by_lr["train.matrix_lr"] == 0.04]["changes"].tolist() == table["changes"].tolist()
 
 
 def test_two_controls_of_one_legal_strategy_stay_apart_in_the_paired_table():

@@ -490,7 +490,8 @@ def _fig_data_scale(frame: pd.DataFrame, study: str):
             counts.append(s["n"])
             ticks.add(int(tokens))
             ax.scatter([tokens / 1e6] * len(per_seed), per_seed, color=color, s=12, alpha=0.4)
-            pts.append((tokens / 1e6, s["mean"], s["half_width"], at["trigram_kn"].mean(), at["bigram_kn"].mean()))
+            pts.append((tokens / 1e6, s["mean"], s["half_width"], at["trigram_kn"].mean(),
+                        at["bigram_kn"].mean() if "bigram_kn" in at else math.nan))
         xs, means, hws, tri, bi = (np.array(v, dtype=float) for v in zip(*pts))
         ax.errorbar(xs, means, yerr=np.nan_to_num(hws, nan=0.0), marker="o", capsize=3, color=color,
                     label=_label(key, keys, shown) if shown else "val_bpb_base")

@@ -396,14 +396,22 @@ def by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, flo
     """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
     swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its
     value is averaged with the unswapped run's, which cancels any difference in difficulty between the
-    two sets of documents."""
+    two sets of documents. With a ttt.probe_swap column the key ends with the swaps averaged, e.g. (42, 1,
+    (False, True)): comparisons across configurations intersect keys, so they pair like with like."""
     keys = [c for c in cols if c != "ttt.probe_swap"]
+    swapped = "ttt.probe_swap" in cols
     sums: dict[tuple, list[float]] = {}
+    swaps: dict[tuple, set] = {}
     for _, r in group.iterrows():
         v = r[value]
         if v is not None and not (isinstance(v, float) and math.isnan(v)):
-            sums.setdefault(tuple(_norm(r[c]) for c in keys), []).append(float(v))
-    return {unit: sum(vs) / len(vs) for unit, vs in sums.items()}
+            unit = tuple(_norm(r[c]) for c in keys)
+            sums.setdefault(unit, []).append(float(v))
+            swaps.setdefault(unit, set()).add(_norm(r["ttt.probe_swap"]) if swapped else None)
+    # The unit names the swaps it averages (last element), so a unit run both ways is never paired with
+    # the same split run one way only (a partial grid): they are different mixtures of documents.
+    return {(*unit, tuple(sorted(swaps[unit], key=str))) if swapped else unit: sum(vs) / len(vs)
+            for unit, vs in sums.items()}
 
 
 def _label(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> str:

@@ -365,9 +365,9 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the smaller
     one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each kind
     of test (`p_holm`), so the trend rows, which few units cannot make small, do not dilute the t-tests;
-    per-level means in `means`, the smallest attainable trend p in `p_min`. Each t-test row also tests its
-    differences with one value per base model (`n_bases`, `p_bases`, Holm over those rows in `p_bases_holm`),
-    as in `paired_table`."""
+    per-level means in `means`, the smallest attainable trend p in `p_min`. Each row also repeats its test with
+    one value (or block) per base model, a seed's splits averaged (`n_bases`, `p_bases`, Holm within each kind
+    in `p_bases_holm`), as in `paired_table`."""
     rows = []
     for item in items:
         levels, values = item["levels"], item["values"]
@@ -377,9 +377,11 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
                  "means": " | ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
         if len(levels) >= 3:
             table = [list(row) for row in zip(*(values[lv] for lv in levels))]
+            bases = _base_means(item["units"], table)  # one block per base model: its splits averaged
             rows.append({**where, "test": "trend", **_page_two_sided(table),
                          "mean_diff": means[levels[-1]] - means[levels[0]],
-                         "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table))})
+                         "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table)),
+                         "n_bases": len(bases), "p_bases": _page_two_sided(bases)["p_value"]})
         t = _paired(item["units"], values[levels[-1]], values[levels[0]])
         rows.append({**where, "test": f"{levels[-1]} - {levels[0]}", "mean_diff": t["mean_diff"],
                      "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"],
@@ -393,8 +395,9 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
         if part.any():
             table.loc[part, "p_holm"] = stats.holm(table.loc[part, "p_value"].tolist())
     table["p_bases_holm"] = math.nan
-    if (~kind).any():
-        table.loc[~kind, "p_bases_holm"] = stats.holm(table.loc[~kind, "p_bases"].tolist())
+    for part in (kind, ~kind):
+        if part.any():
+            table.loc[part, "p_bases_holm"] = stats.holm(table.loc[part, "p_bases"].tolist())
     return table
 
 
@@ -410,7 +413,7 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
             interval, mde = f"Page L {_fmt(r['L'], 'other')}, {r['direction']} (p >= {_fmt(r['p_min'], 'p')})", "n/a"
         else:
             interval, mde = f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["mde"], "bpb")
-        by_base = ["", ""] if r["test"] == "trend" else _by_base_cells(r)
+        by_base = _by_base_cells(r)
         rows.append([r["measure"], r["config"], r["means"], str(r["n_units"]), r["test"], _fmt(r["mean_diff"], "gain"),
                      interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde, *(by_base if shared else [])])
     text = f"# {study}: TTT effects across {x}\n\n"
@@ -426,7 +429,7 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
              + ("A preset fixes its run scale as well as its size (training tokens, sequence length, TTT chunk "
                 "sizes: golf/config.py RUN_SCALES), so a level is the whole preset, not the parameter count "
                 "alone." if x == "preset" else "")
-             + (" The splits of one seed share its base model: 'p by base' tests the same `last - first` "
-                "differences with one value per base model (its units averaged; Holm over those rows in "
-                "brackets)." if shared else "") + "\n\n")
+             + (" The splits of one seed share its base model: 'p by base' repeats each test with one value "
+                "per base model (its units averaged; Holm within each kind of test in brackets)." if shared else "")
+             + "\n\n")
     return text + _md_table(headers, rows)

@@ -200,12 +200,18 @@ def bases_table(frame: pd.DataFrame) -> pd.DataFrame:
     return family_table(rows)
 
 
+# The train.* settings a data-scale grid varies with the token count (its schedule scaled to the steps, the
+# in-run curve): runs that differ only in these are one configuration at several budgets.
+BUDGET_KEYS = ("train.max_steps", "train.batch_tokens", "train.warmdown_steps", "train.muon_momentum_warmup_steps",
+               "train.val_every", "train.val_tokens", "train.log_every")
+
+
 def _budget_groups(frame: pd.DataFrame) -> tuple[list[str], list[tuple[tuple, pd.DataFrame]]]:
-    """Base configurations apart from their training budget (the train.* study columns, which a data-scale
-    grid varies together with the token count), each with its runs: what `data_scale_table` compares across
-    token counts."""
+    """Base configurations apart from their training budget (BUDGET_KEYS), each with its runs: what
+    `data_scale_table` compares across token counts. Any other study column (a learning rate, a width)
+    stays a key, so two settings at one token count are never averaged into one level."""
     data = frame[frame["val_bpb_base"].notna() & frame["train_tokens"].notna()]
-    keys = [k for k in _base_columns(data) if not k.startswith("train.")]
+    keys = [k for k in _base_columns(data) if k not in BUDGET_KEYS]
     return keys, (_groups(data, keys) if keys else [((), data)])
 
 
@@ -236,7 +242,9 @@ def data_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
                 continue
             doublings = math.log2(hi / lo)
 
-            def change(col: str) -> list[float]:
+            def change(col: str) -> list[float]:  # NaN where the results lack the column (no bigram)
+                if col not in group.columns:
+                    return [math.nan] * len(seeds)
                 return [(float(per_seed[hi][s][col].mean()) - float(per_seed[lo][s][col].mean())) / doublings
                         for s in seeds]
 
@@ -481,7 +489,8 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
     """One switch off against the full stack (`axis == reference`), paired by seed within each other configuration.
 
     For every configuration with `axis` != reference, each seed that also ran the full stack (same other keys)
-    gives delta = val_bpb(switch off) - val_bpb(full stack), the mean over the units (probe splits) both sides ran; the row carries mean ± std and the 95% t-CI of
+    gives delta = val_bpb(switch off) - val_bpb(full stack), the mean over the units (probe splits, run with
+    the same swaps) that both sides ran; the row carries mean ± std and the 95% t-CI of
     those deltas and a paired t-test (one-sample t on the deltas, n pairs - 1 df). delta > 0: removing the
     switch hurt, so the switch helps. Seeds share data and initialisation streams, so pairing removes the
     seed-to-seed spread that the summary's intervals carry. Empty when there is no `axis` column or no
@@ -496,9 +505,9 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
         full = group[group[axis] == reference]
         if full.empty:
             continue
-        # Pairs are made within a unit (seed, probe split: the same base and the same documents on both
-        # sides), and a seed's unit deltas are averaged: the pairs are seeds, never runs that share a base,
-        # and a unit that ran on one side only is left out rather than compared with other documents.
+        # Pairs are made within a unit (seed, probe split and its swaps: the same base and the same documents
+        # on both sides), and a seed's unit deltas are averaged: the pairs are seeds, never runs that share a
+        # base, and a unit that ran on one side only is left out rather than compared with other documents.
         ucols = units(group)
         full_units = {c: by_unit(full, ucols, c) for c in ("val_bpb", "bytes_total")}
         for ablate, runs in group[group[axis] != reference].groupby(axis, sort=True):

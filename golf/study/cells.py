@@ -178,7 +178,7 @@ def plot_learning_curve(result: dict):
     fig, ax = plt.subplots(figsize=(6, 3.5))
     if curve:
         ax.plot([p["tokens"] / 1e6 for p in curve], [p["val_bpb"] for p in curve], marker="o", label="model (live weights)")
-    elif result["eval"].get("val_bpb_base") is not None:  # no curve: the base at the end of its budget
+    elif result["eval"].get("val_bpb_base") is not None and result["train"].get("tokens"):  # no curve: the base at the end of its budget
         ax.plot([result["train"]["tokens"] / 1e6], [result["eval"]["val_bpb_base"]], marker="o", linestyle="",
                 label="float base (end of training)")
     for name, style in (("bigram_kn", "--"), ("trigram_kn", ":")):

@@ -91,6 +91,9 @@ def report_tables(study_dir: Path) -> dict:
     bases = T.bases_table(frame)
     if not bases.empty:
         tables["bases"] = bases
+    data_scale = T.data_scale_table(frame)
+    if not data_scale.empty:
+        tables["data_scale"] = data_scale
     per_epoch = F.per_epoch_frame(results)
     ttt = T._ttt_runs(per_epoch)
     if not ttt.empty and ttt["gain"].notna().any():
