@@ -435,6 +435,15 @@ def _finite(values: Iterable) -> list[float]:
     return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
+def base_means(units_: list[tuple], rows: list[list[float]]) -> list[list[float]]:
+    """One row per base model (a unit's first member, the seed; ascending): the element-wise mean of the rows
+    of its units (its probe splits)."""
+    per_base: dict[Any, list[list[float]]] = {}
+    for unit, row in zip(units_, rows):
+        per_base.setdefault(unit[0], []).append(row)
+    return [[sum(col) / len(col) for col in zip(*group)] for _, group in sorted(per_base.items())]
+
+
 def seed_means(group: pd.DataFrame, values: pd.Series) -> list[float]:
     """One value per seed of `group` (ascending seed): the mean of that seed's finite `values`.
 

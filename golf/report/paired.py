@@ -35,7 +35,16 @@ from typing import Any
 import pandas as pd
 
 from golf import stats
-from golf.report.frame import _groups, _norm, by_unit, family_table, key_columns, units, varying_keys
+from golf.report.frame import (
+    _groups,
+    _norm,
+    base_means,
+    by_unit,
+    family_table,
+    key_columns,
+    units,
+    varying_keys,
+)
 
 ALPHA = 0.05
 POWER = 0.8
@@ -74,20 +83,11 @@ def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def _base_means(units_: list[tuple], rows: list[list[float]]) -> list[list[float]]:
-    """One row per base model (a unit's first member, the seed; ascending): the element-wise mean of the rows
-    of its units (its probe splits)."""
-    per_base: dict[Any, list[list[float]]] = {}
-    for unit, row in zip(units_, rows):
-        per_base.setdefault(unit[0], []).append(row)
-    return [[sum(col) / len(col) for col in zip(*group)] for _, group in sorted(per_base.items())]
-
-
 def _paired(units_: list[tuple], a: list[float], b: list[float]) -> dict[str, Any]:
     """The paired t-test of a - b over units, and the same differences tested with one value per base model
     (its splits averaged)."""
     test = stats.paired_t_test(a, b, 1 - ALPHA, POWER)
-    means = [row[0] for row in _base_means(units_, [[x - y] for x, y in zip(a, b)])]
+    means = [row[0] for row in base_means(units_, [[x - y] for x, y in zip(a, b)])]
     return {**test, "n_bases": len(means), "p_bases": stats.one_sample_t_test(means)["p_value"]}
 
 
@@ -214,7 +214,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             # Negated: a trend means the gain (or the contrast) falls, i.e. more improvement with epochs.
             table = [[-per[e][u] for e in counts] for u in blocks]
             test = stats.page_trend_test(table)
-            by_base = _base_means(blocks, table)  # the same blocks with one row per base model
+            by_base = base_means(blocks, table)  # the same blocks with one row per base model
             p_bases = test["p_value"] if len(by_base) == len(blocks) else (
                 stats.page_trend_test(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
             rows.append({"measure": measure, "config": _label(key, keys, shown),
@@ -377,7 +377,7 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
                  "means": " | ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
         if len(levels) >= 3:
             table = [list(row) for row in zip(*(values[lv] for lv in levels))]
-            bases = _base_means(item["units"], table)  # one block per base model: its splits averaged
+            bases = base_means(item["units"], table)  # one block per base model: its splits averaged
             rows.append({**where, "test": "trend", **_page_two_sided(table),
                          "mean_diff": means[levels[-1]] - means[levels[0]],
                          "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table)),
@@ -390,13 +390,10 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
     kind = table["test"].eq("trend")
-    table["p_holm"] = math.nan
+    table["p_holm"] = table["p_bases_holm"] = math.nan
     for part in (kind, ~kind):
         if part.any():
             table.loc[part, "p_holm"] = stats.holm(table.loc[part, "p_value"].tolist())
-    table["p_bases_holm"] = math.nan
-    for part in (kind, ~kind):
-        if part.any():
             table.loc[part, "p_bases_holm"] = stats.holm(table.loc[part, "p_bases"].tolist())
     return table
 

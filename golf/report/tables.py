@@ -22,6 +22,7 @@ from golf.report.frame import (
     _groups,
     _norm,
     _seed_count,
+    base_means,
     by_unit,
     family_table,
     key_columns,
@@ -242,11 +243,11 @@ def data_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
                 continue
             doublings = math.log2(hi / lo)
 
-            def change(col: str) -> list[float]:  # NaN where the results lack the column (no bigram)
-                if col not in group.columns:
-                    return [math.nan] * len(seeds)
-                return [(float(per_seed[hi][s][col].mean()) - float(per_seed[lo][s][col].mean())) / doublings
-                        for s in seeds]
+            def at(tokens: int, col: str) -> list[float]:  # per seed; NaN where the results lack the column
+                return [float(per_seed[tokens][s][col].mean()) if col in group.columns else math.nan for s in seeds]
+
+            def change(col: str) -> list[float]:
+                return [(b - a) / doublings for a, b in zip(at(lo, col), at(hi, col))]
 
             model, trigram, bigram = change("val_bpb_base"), change("trigram_kn"), change("bigram_kn")
             margin = [m - t for m, t in zip(model, trigram)]
@@ -254,10 +255,8 @@ def data_scale_table(frame: pd.DataFrame) -> pd.DataFrame:
             row: dict[str, Any] = dict(zip(keys, key))
             row.update(tokens_from=lo, tokens_to=hi, doublings=doublings, n_seeds=d["n"],
                        seeds=" ".join(str(s) for s in seeds),
-                       model_from=float(np.mean([per_seed[lo][s]["val_bpb_base"].mean() for s in seeds])),
-                       model_to=float(np.mean([per_seed[hi][s]["val_bpb_base"].mean() for s in seeds])),
-                       trigram_from=float(np.mean([per_seed[lo][s]["trigram_kn"].mean() for s in seeds])),
-                       trigram_to=float(np.mean([per_seed[hi][s]["trigram_kn"].mean() for s in seeds])),
+                       model_from=float(np.mean(at(lo, "val_bpb_base"))), model_to=float(np.mean(at(hi, "val_bpb_base"))),
+                       trigram_from=float(np.mean(at(lo, "trigram_kn"))), trigram_to=float(np.mean(at(hi, "trigram_kn"))),
                        model_per_doubling=float(np.mean(model)), trigram_per_doubling=float(np.mean(trigram)),
                        bigram_per_doubling=float(np.mean(bigram)), margin_per_doubling=d["mean"],
                        margin_std=d["std"], margin_ci_low=d["ci_low"], margin_ci_high=d["ci_high"],
@@ -512,16 +511,14 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
         full_units = {c: by_unit(full, ucols, c) for c in ("val_bpb", "bytes_total")}
         for ablate, runs in group[group[axis] != reference].groupby(axis, sort=True):
             off_units = {c: by_unit(runs, ucols, c) for c in ("val_bpb", "bytes_total")}
-            per_seed: dict[Any, list[tuple[float, float, float]]] = {}
-            for unit in sorted(set(off_units["val_bpb"]) & set(full_units["val_bpb"])):
-                per_seed.setdefault(unit[0], []).append((
-                    off_units["val_bpb"][unit], full_units["val_bpb"][unit],
-                    off_units["bytes_total"].get(unit, math.nan) - full_units["bytes_total"].get(unit, math.nan)))
-            seeds = sorted(per_seed)
-            off = [float(np.mean([u[0] for u in per_seed[s]])) for s in seeds]
-            on = [float(np.mean([u[1] for u in per_seed[s]])) for s in seeds]
+            common = sorted(set(off_units["val_bpb"]) & set(full_units["val_bpb"]))
+            seeds = sorted({u[0] for u in common})
+            per_seed = base_means(common, [
+                [off_units["val_bpb"][u], full_units["val_bpb"][u],
+                 off_units["bytes_total"].get(u, math.nan) - full_units["bytes_total"].get(u, math.nan)]
+                for u in common])  # [switch off, full stack, bytes delta] per seed, seeds ascending
+            off, on, dbytes = ([row[i] for row in per_seed] for i in range(3))
             deltas = [a - b for a, b in zip(off, on)]
-            dbytes = [float(np.mean([u[2] for u in per_seed[s]])) for s in seeds]
             d = stats.mean_std_ci(deltas, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
             row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in seeds),
