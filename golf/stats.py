@@ -24,6 +24,7 @@ raise `GolfError`.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Callable, Sequence
 
@@ -447,8 +448,9 @@ def page_trend_test(blocks: Sequence[Sequence[float]], permutations: int = 20_00
     is large when the values rise with j. This is a test of trend that uses only the order within each
     block, so a saturating curve counts as a trend just as a straight line does, and blocks with different
     levels are compared only with themselves. Two p-values (one-sided, H1: increasing):
-    `p_value` by permutation (ranks shuffled within each block, `permutations` draws, seeded, so reports
-    are reproducible) and `p_normal` by the normal approximation
+    `p_value` by permutation (ranks shuffled within each block): exact, over every one of the (k!)^n
+    arrangements, where there are at most `permutations` of them (3 blocks of 3 or 4 conditions), else from
+    `permutations` seeded draws (reproducible reports), and `p_normal` by the normal approximation
     E[L] = n k (k+1)^2 / 4, Var[L] = n k^2 (k+1) (k^2 - 1) / 144 (tie-free). For a decreasing trend pass
     the negated values. Returns {n, k, L, p_value, p_normal, z}.
     """
@@ -464,10 +466,19 @@ def page_trend_test(blocks: Sequence[Sequence[float]], permutations: int = 20_00
     mean = n * k * (k + 1) ** 2 / 4.0
     var = n * k * k * (k + 1) * (k * k - 1) / 144.0
     z = (L - mean) / math.sqrt(var)
-    rng = np.random.default_rng(seed)
-    draws = rng.permuted(np.broadcast_to(ranks, (permutations, n, k)).copy(), axis=2)
-    null = (draws * weights).sum(axis=(1, 2))
-    p_perm = float((1 + np.count_nonzero(null >= L - 1e-9)) / (permutations + 1))
+    if math.factorial(k) ** n <= permutations:
+        # Every arrangement: block i contributes sum_j w_j * ranks[i, perm(j)] for each of the k! orders,
+        # and the null distribution of L is every sum of one contribution per block.
+        orders = np.array(list(itertools.permutations(range(k))))
+        null = np.zeros(1)
+        for row in ranks:
+            null = np.add.outer(null, (row[orders] * weights).sum(axis=1)).ravel()
+        p_perm = float(np.count_nonzero(null >= L - 1e-9) / null.size)
+    else:
+        rng = np.random.default_rng(seed)
+        draws = rng.permuted(np.broadcast_to(ranks, (permutations, n, k)).copy(), axis=2)
+        null = (draws * weights).sum(axis=(1, 2))
+        p_perm = float((1 + np.count_nonzero(null >= L - 1e-9)) / (permutations + 1))
     return {"n": n, "k": k, "L": L, "p_value": p_perm, "p_normal": 1.0 - _normal_cdf(z), "z": z}
 
 

@@ -8,6 +8,7 @@ The expected numbers are recomputed here from the JSON files with plain Python, 
 
 import json
 import math
+import re
 import shutil
 import statistics
 import warnings
@@ -671,6 +672,15 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     sizes = {"medium": 300, "tiny": 100, "small": 200}  # listed out of order: the table orders by params
     for preset, params in sizes.items():
         for r in fixture_results("ttt_gap"):
+            if r["ttt"]["strategy"] == "score_first":  # the legal side of the gap: the real protocol only
+                legal = json.loads(json.dumps(r))
+                legal["run_id"] += f"_{preset}_noprobe"
+                legal["model"] = {"preset": preset, "params": params}
+                legal["ttt"]["per_epoch"] = []
+                legal["eval"]["val_bpb_base"] = legal["eval"]["val_bpb"] + 0.001 * params / 100 * (legal["seed"] % 4 + 1)
+                legal["study_params"] = {"preset": preset, "seed": legal["seed"], "bundle": "none",
+                                         "overrides": {"ttt.probe": False}}
+                results.append(legal)
             if r["ttt"]["strategy"] != "prequant_val":
                 continue
             r = json.loads(json.dumps(r))
@@ -708,18 +718,37 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     assert memo.loc["trend", "p_value"] == pytest.approx(min(1.0, 2 * stats.page_trend_test(blocks)["p_value"]))
     assert memo.loc["trend", "p_min"] == pytest.approx(2 / 6**3)  # 3 units, 3 levels
     # the official gain only where the probe was off: 0.001 lower per 100 parameters, in every unit
-    official = table[table["measure"] == "official gain"].set_index("test")
+    official = table[(table["measure"] == "official gain") & (table["strategy"] == "prequant_val")].set_index("test")
     assert list(official["ttt.probe"]) == [False, False]
     assert official.loc["medium - tiny", "mean_diff"] == pytest.approx(-0.002, abs=1e-12)
-    for kind in (table["test"] == "trend", table["test"] != "trend"):  # Holm within each kind of test
-        assert table.loc[kind, "p_holm"].tolist() == pytest.approx(stats.holm(table.loc[kind, "p_value"].tolist()),
-                                                                   nan_ok=True)
+    # each half's gain where the probe ran: A falls with size (as built), B does not move
+    for measure, col in (("gain on adapted half A", "val_bpb_adapted"), ("gain on held-out half B", "val_bpb_heldout")):
+        half = table[table["measure"] == measure].set_index("test")
+        gain = {(r["model"]["preset"], r["seed"]): r["ttt"]["per_epoch"][-1][col] - r["ttt"]["per_epoch"][0][col]
+                for r in results if r["ttt"]["per_epoch"]}
+        ref = stats.paired_t_test([gain[("medium", s)] for s in seeds], [gain[("tiny", s)] for s in seeds])
+        assert half.loc["medium - tiny", "mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9, abs=1e-12)
+    # the legal-illegal gap of the real protocol: prequant_val's official gain - score_first's, unit by unit
+    gap = table[table["measure"] == "illegal - legal official gain"].set_index("test")
+    assert list(gap["strategy"]) == ["prequant_val"] * 2 and list(gap["versus"]) == ["score_first"] * 2
+    off = {(r["model"]["preset"], r["seed"], r["ttt"]["strategy"]): r["eval"]["val_bpb"] - r["eval"]["val_bpb_base"]
+           for r in results if not r["ttt"]["per_epoch"]}
+    diff = {(p, s): off[(p, s, "prequant_val")] - off[(p, s, "score_first")] for p in sizes for s in seeds}
+    ref = stats.paired_t_test([diff[("medium", s)] for s in seeds], [diff[("tiny", s)] for s in seeds])
+    assert gap.loc["medium - tiny", "mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9)
+    assert gap.loc["medium - tiny", "p_value"] == pytest.approx(ref["p_value"], rel=1e-9)
+    for _, part in table.groupby(["measure", table["test"] == "trend"]):  # Holm within each measure and kind
+        assert part["p_holm"].tolist() == pytest.approx(stats.holm(part["p_value"].tolist()), nan_ok=True)
+    assert table.groupby(["measure", table["test"] == "trend"]).ngroups == 10  # 5 measures x 2 kinds
     study = tmp_path / "scale_study"
     for r in results:
         (study / "runs" / r["run_id"]).mkdir(parents=True)
         (study / "runs" / r["run_id"] / "result.json").write_text(json.dumps(r))
     write_report(study, parse_sections(["scale"], "test"))
-    assert (study / "scale.md").exists() and (study / "figures" / "scale.png").exists()
+    assert (study / "figures" / "scale.png").exists()
+    rows = [line for line in (study / "scale.md").read_text().splitlines() if line.startswith("|")]
+    # every row has the header's columns: the per-level means ("tiny .. | small ..") are escaped, not columns
+    assert len({len(re.findall(r"(?<!\\)\|", line)) for line in rows}) == 1 and len(rows) == 2 + len(table)
 
 
 def test_scale_rows_also_test_with_one_value_per_base_model():

@@ -306,5 +306,11 @@ def test_page_trend_test_matches_scipy(scipy_stats):
     assert abs(ours["p_value"] - exact.pvalue) < 0.004
     flat = stats.page_trend_test(rng.normal(0, 1, (6, 5)))
     assert flat["p_value"] > 0.05
+    # (k!)^n arrangements within the draw budget: every one counted, so the p is scipy's exact one, to rounding
+    for shape in ((3, 3), (3, 4), (5, 3), (2, 5)):
+        small = rng.normal(0, 1, shape) + np.linspace(0, 1.5, shape[1])
+        assert stats.page_trend_test(small)["p_value"] == pytest.approx(
+            scipy_stats.page_trend_test(small, method="exact").pvalue, rel=1e-9)
+    assert stats.page_trend_test([[1, 2, 3]] * 3)["p_value"] == pytest.approx(1 / 216)  # the smallest attainable
     with pytest.raises(GolfError, match="finite value"):
         stats.page_trend_test([[1.0, float("nan")], [1.0, 2.0]])

@@ -26,14 +26,15 @@ from golf.report.frame import (
 from golf.report.tables import _budget_groups, _fmt, _ttt_runs
 
 
-def _new_figure(ncols: int = 1, width_per_col: float = 5.0, height: float = 4.0):
-    """A pyplot-free Figure on the Agg canvas: no global backend switch, safe inside notebooks."""
+def _new_figure(ncols: int = 1, width_per_col: float = 5.0, height: float = 4.0, nrows: int = 1):
+    """A pyplot-free Figure on the Agg canvas: no global backend switch, safe inside notebooks. `height` is a
+    row's; the axes come row by row."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(width_per_col * ncols, height), layout="constrained")
+    fig = Figure(figsize=(width_per_col * ncols, height * nrows), layout="constrained")
     FigureCanvasAgg(fig)
-    axes = [fig.add_subplot(1, ncols, i + 1) for i in range(ncols)]
+    axes = [fig.add_subplot(nrows, ncols, i + 1) for i in range(nrows * ncols)]
     return fig, axes
 
 
@@ -61,6 +62,9 @@ def _figure_bytes(fig) -> dict[str, bytes]:
 def _color_cycle(n: int) -> list:
     import matplotlib
 
+    if n > 10:  # tab20's pairs, dark ones first: 20 distinct colours before any repeats
+        cmap = matplotlib.colormaps["tab20"]
+        return [cmap((2 * i) % 20 + (i // 10) % 2) for i in range(n)]
     cmap = matplotlib.colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
 
@@ -403,35 +407,39 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
 
 
 def _fig_scale(items: list[dict], study: str, x: str):
-    """The official gain and the memorization contrast against the ordered levels of `x` (model scale), one
-    panel per measure, one line per configuration: the mean over units with its 95% t-interval, each unit's
-    value a faint dot (items from golf.report.paired.scale_values)."""
+    """Each measure of golf.report.paired.scale_values against the ordered levels of `x` (model scale), one
+    panel per measure (up to three a row), one line per configuration in one colour across the panels (its
+    `series`): the mean over units with its 95% t-interval, each unit's value a faint dot."""
     measures = list(dict.fromkeys(item["measure"] for item in items))
     levels = list(dict.fromkeys(lv for item in items for lv in item["levels"]))
-    fig, axes = _new_figure(len(measures), 5.2, 4.2)
-    configs = list(dict.fromkeys(item["config"] for item in items))
-    colors = dict(zip(configs, _color_cycle(len(configs))))
-    counts = []
+    ncols = min(3, len(measures))
+    nrows = -(-len(measures) // ncols)
+    fig, axes = _new_figure(ncols, 5.2, 3.9, nrows)
+    series = list(dict.fromkeys(item["series"] for item in items))
+    colors = dict(zip(series, _color_cycle(len(series))))
+    counts, handles = [], {}
     for ax, measure in zip(axes, measures):
         part = [item for item in items if item["measure"] == measure]
         for j, item in enumerate(part):
             xs = [levels.index(lv) + 0.06 * (j - (len(part) - 1) / 2) for lv in item["levels"]]
             stats_at = [stats.mean_std_ci(item["values"][lv], CONFIDENCE) for lv in item["levels"]]
             counts += [s["n"] for s in stats_at]
+            color = colors[item["series"]]
             for xi, lv in zip(xs, item["levels"]):
-                ax.scatter([xi] * len(item["values"][lv]), item["values"][lv], color=colors[item["config"]],
-                           alpha=0.3, s=12)
-            ax.errorbar(xs, [s["mean"] for s in stats_at],
-                        yerr=np.nan_to_num(np.array([s["half_width"] for s in stats_at], dtype=float), nan=0.0),
-                        marker="o", capsize=3, color=colors[item["config"]], label=item["config"])
+                ax.scatter([xi] * len(item["values"][lv]), item["values"][lv], color=color, alpha=0.3, s=12)
+            handles[item["series"]] = ax.errorbar(
+                xs, [s["mean"] for s in stats_at],
+                yerr=np.nan_to_num(np.array([s["half_width"] for s in stats_at], dtype=float), nan=0.0),
+                marker="o", capsize=3, color=color)
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
         ax.set_xlabel(f"{x} (in order of size)")
-        ax.set_ylabel(f"{measure} (bpb)\n< 0: lower bpb" if measure == "official gain" else
-                      f"{measure} (bpb)\n< 0: adapted documents gain more")
+        ax.set_ylabel(f"{measure} (bpb)\n< 0: {'adapted documents gain more' if 'A - gain B' in measure else 'lower bpb'}",
+                      fontsize="small")
         ax.grid(alpha=0.3)
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="outside lower center", ncols=min(3, len(configs)),
-               fontsize="small")
+    for ax in axes[len(measures):]:
+        ax.set_axis_off()
+    fig.legend([handles[k] for k in series], series, loc="outside lower center", ncols=2, fontsize="small")
     fig.suptitle(f"{study}: TTT effects across {x}; mean over units (seed, split), 95% CI; dots = units\n"
                  f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
     return fig

@@ -51,6 +51,13 @@ POWER = 0.8
 # A strategy's own settings that a study may vary: an illegal configuration is compared with every legal
 # one whatever these are, and an illegal_vs_legal row names the legal side's (`versus_setting`).
 SETTINGS = ("ttt.lr", "ttt.slice_tokens")
+# The key columns that belong to a strategy rather than to the setting it runs in: an illegal configuration is
+# paired with a legal one that agrees on every other key (the same base models, protocol and split).
+OWN_KEYS = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", *SETTINGS)
+# scale_values' measures: where the probe ran, the contrast and each half's gain; where it did not (the real
+# protocol), the official gain and, for an illegal configuration, its gap to each legal one.
+CONTRAST, GAIN_A, GAIN_B = "memorization (gain A - gain B)", "gain on adapted half A", "gain on held-out half B"
+OFFICIAL, GAP = "official gain", "illegal - legal official gain"
 
 
 def final_rows(per_epoch: pd.DataFrame) -> pd.DataFrame:
@@ -155,8 +162,7 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                              _paired(u, [off[x] for x in u], [0.0] * len(u))))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
     # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
-    own = ("strategy", "legal", "epochs", "ttt.strategy", "ttt.epochs", "ttt.allow_illegal", *SETTINGS)
-    match = [k for k in keys if k not in own]
+    match = [k for k in keys if k not in OWN_KEYS]
     for key_i, group_i in configs:
         if bool(group_i["legal"].iloc[0]):
             continue
@@ -327,10 +333,13 @@ def _level_order(frame: pd.DataFrame, x: str) -> list:
 
 
 def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset") -> list[dict]:
-    """Per configuration of the keys other than `x` and per measure (official gain, memorization contrast):
-    the ordered levels of `x` present and {level: {unit: value}} on the units present at every level.
-    The unit is (seed, probe split), a split's swap averaged in, as in `paired_table`: a seed fixes the
-    training data order and a split the documents of each half, at every level."""
+    """Per configuration of the keys other than `x` and per measure: the ordered levels of `x` present and
+    {level: {unit: value}} on the units present at every level. Where the probe ran: the memorization
+    contrast and the gain on each half (A adapted, B held out); where it did not (the real protocol): the
+    official gain, and for each illegal configuration its official gain minus that of every legal one that
+    matches it on every other key, within the unit. The unit is (seed, probe split), a split's swap averaged
+    in, as in `paired_table`: a seed fixes the training data order and a split the documents of each half, at
+    every level. `series` names the configuration without `ttt.probe` (the measure implies it), for the figure."""
     runs = final_rows(per_epoch)
     runs = runs[runs["epoch"] > 0]
     if runs.empty or x not in runs.columns:
@@ -339,42 +348,69 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
     ucols = units(runs)
     keys = [k for k in config_keys(runs) if k != x]
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
-    out = []
+    series_keys = [k for k in shown if k != "ttt.probe"]
+    out, real = [], []  # real: (key, legal, {level: {unit: official gain}}) of the real-protocol configurations
     for key, group in _groups(runs, keys):
         levels = [lv for lv in order if (group[x].map(_norm) == lv).any()]
         if len(levels) < 2:
             continue
         group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
-        # One measure per configuration: the memorization contrast where the probe ran (its official gain
-        # comes from adapting on half A only, not the protocol's), else the official gain (the real protocol).
-        probed = group["contrast"].notna().any()
-        measure, col = ("memorization (gain A - gain B)", "contrast") if probed else ("official gain", "gain_official")
-        per = {lv: by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
-        blocks = sorted(set.intersection(*(set(v) for v in per.values())))
-        if len(blocks) >= 2:
-            out.append({"where": dict(zip(keys, key)), "config": _label(key, keys, shown), "measure": measure,
-                        "levels": levels, "units": blocks,
-                        "values": {lv: [per[lv][u] for u in blocks] for lv in levels}})
+        # Where the probe ran, its official gain comes from adapting on half A only, not the protocol's (a
+        # probed strategy without probe passes, lora_score_first, has no measure here).
+        probed = (bool(_norm(group["ttt.probe"].iloc[0])) if "ttt.probe" in group
+                  else group["contrast"].notna().any())
+        measures = ((CONTRAST, "contrast"), (GAIN_A, "gain_adapted"), (GAIN_B, "gain_heldout")) if probed \
+            else ((OFFICIAL, "gain_official"),)
+        for measure, col in measures:
+            per = {lv: by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
+            out += _scale_item(dict(zip(keys, key)), _label(key, keys, shown), _label(key, keys, series_keys),
+                               measure, per)
+        if not probed:  # `per` is the official gain's
+            real.append((key, bool(group["legal"].iloc[0]), per))
+    match = [i for i, k in enumerate(keys) if k not in OWN_KEYS]
+    for key_i, legal_i, per_i in real:
+        for key_l, legal_l, per_l in real:
+            if legal_i or not legal_l or any(_norm(key_i[i]) != _norm(key_l[i]) for i in match):
+                continue
+            per = {lv: {u: per_i[lv][u] - per_l[lv][u] for u in set(per_i[lv]) & set(per_l[lv])}
+                   for lv in per_i if lv in per_l}
+            pair = f"{_label(key_i, keys, series_keys)} - {_label(key_l, keys, series_keys)}"
+            out += _scale_item(dict(zip(keys, key_i)), pair, pair, GAP, per,
+                               versus=_plain(_norm(key_l[keys.index("strategy")])) if "strategy" in keys else "")
     return out
 
 
+def _scale_item(where: dict, config: str, series: str, measure: str, per: dict, versus: str = "") -> list[dict]:
+    """[the item] when at least two levels share at least two units, else []."""
+    levels = [lv for lv in per if per[lv]]
+    if len(levels) < 2:
+        return []
+    blocks = sorted(set.intersection(*(set(per[lv]) for lv in levels)))
+    if len(blocks) < 2:
+        return []
+    return [{"where": {**where, "versus": versus}, "config": config, "series": series, "measure": measure,
+             "levels": levels, "units": blocks, "values": {lv: [per[lv][u] for u in blocks] for lv in levels}}]
+
+
 def scale_table(items: list[dict]) -> pd.DataFrame:
-    """How the official gain (probe off) or the memorization contrast (probe on) changes across the levels
-    of `x` (the base model's scale: presets ordered by parameters), within each configuration of the other
-    keys (`items` = `scale_values(per_epoch, frame, x)`). Two tests each: a paired t-test of the largest level against the smallest (CI,
-    MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the smaller
-    one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each kind
-    of test (`p_holm`), so the trend rows, which few units cannot make small, do not dilute the t-tests;
+    """How each measure of `scale_values` (official gain and illegal - legal gap where the probe was off;
+    memorization contrast and each half's gain where it was on) changes across the levels of `x` (the base
+    model's scale: presets ordered by parameters), within each configuration of the other keys (`items` =
+    `scale_values(per_epoch, frame, x)`). Two tests each: a paired t-test of the largest level against the
+    smallest (CI, MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the
+    smaller one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each
+    measure and kind of test (`p_holm`): each measure is its own question, and the trend rows, which few units
+    cannot make small, do not dilute the t-tests;
     per-level means in `means`, the smallest attainable trend p in `p_min`. Each row also repeats its test with
-    one value (or block) per base model, a seed's splits averaged (`n_bases`, `p_bases`, Holm within each kind
-    in `p_bases_holm`), as in `paired_table`."""
+    one value (or block) per base model, a seed's splits averaged (`n_bases`, `p_bases`, Holm as `p_holm` in
+    `p_bases_holm`), as in `paired_table`."""
     rows = []
     for item in items:
         levels, values = item["levels"], item["values"]
         means = {lv: sum(v) / len(v) for lv, v in values.items()}
         where = {**item["where"], "measure": item["measure"], "config": item["config"],
                  "levels": " < ".join(str(lv) for lv in levels), "n_units": len(values[levels[0]]),
-                 "means": " | ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
+                 "means": "; ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
         if len(levels) >= 3:
             table = [list(row) for row in zip(*(values[lv] for lv in levels))]
             bases = base_means(item["units"], table)  # one block per base model: its splits averaged
@@ -389,12 +425,10 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
-    kind = table["test"].eq("trend")
     table["p_holm"] = table["p_bases_holm"] = math.nan
-    for part in (kind, ~kind):
-        if part.any():
-            table.loc[part, "p_holm"] = stats.holm(table.loc[part, "p_value"].tolist())
-            table.loc[part, "p_bases_holm"] = stats.holm(table.loc[part, "p_bases"].tolist())
+    for _, part in table.groupby([table["measure"], table["test"].eq("trend")], sort=False):
+        table.loc[part.index, "p_holm"] = stats.holm(part["p_value"].tolist())
+        table.loc[part.index, "p_bases_holm"] = stats.holm(part["p_bases"].tolist())
     return table
 
 
@@ -415,18 +449,20 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
                      interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde, *(by_base if shared else [])])
     text = f"# {study}: TTT effects across {x}\n\n"
     text += (f"Levels of `{x}` in order ({'parameters' if x == 'preset' else 'value'}); per level, the mean over "
-             "units (seed, probe split; a split's swap averaged in) of the official gain (official val_bpb - the "
-             "float base's) and of the memorization contrast (gain on adapted half A - gain on held-out half B). "
-             "Units are compared with themselves across levels: `trend` = Page's L across all levels, two-sided "
-             "(twice the smaller one-sided permutation p, which n units and k levels cannot push below "
-             "2 / (k!)^n: shown as p >=); `last - first` = paired t-test of the largest level against the "
-             "smallest, with its 95% CI and the MDE at 80% power. Holm within each kind of test. A row that is "
-             "not significant is not resolved at this power, not evidence of no change. The official gain is "
-             "shown where the probe was off (the real protocol), the contrast where it was on. "
+             "units (seed, probe split; a split's swap averaged in) of each measure. Where the probe was off (the "
+             "real protocol): the official gain (official val_bpb - the float base's) and, for an illegal "
+             "configuration, its official gain minus a legal one's on the same unit (the legal-illegal gap). "
+             "Where it was on: the memorization contrast (gain on adapted half A - gain on held-out half B) and "
+             "the gain on each half. Units are compared with themselves across levels: `trend` = Page's L "
+             "across all levels, two-sided (twice the smaller one-sided permutation p, which n units and k "
+             "levels cannot push below 2 / (k!)^n: shown as p >=); `last - first` = paired t-test of the "
+             "largest level against the smallest, with its 95% CI and the MDE at 80% power. Holm within each "
+             "measure and kind of test (each measure is one question). A row that is not significant is not "
+             "resolved at this power, not evidence of no change. "
              + ("A preset fixes its run scale as well as its size (training tokens, sequence length, TTT chunk "
                 "sizes: golf/config.py RUN_SCALES), so a level is the whole preset, not the parameter count "
                 "alone." if x == "preset" else "")
              + (" The splits of one seed share its base model: 'p by base' repeats each test with one value "
-                "per base model (its units averaged; Holm within each kind of test in brackets)." if shared else "")
+                "per base model (its units averaged; Holm as above, in brackets)." if shared else "")
              + "\n\n")
     return text + _md_table(headers, rows)
