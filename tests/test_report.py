@@ -713,13 +713,17 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     ref = stats.paired_t_test([contrast[("medium", s)] for s in seeds], [contrast[("tiny", s)] for s in seeds])
     assert memo.loc["medium - tiny", "mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9)
     assert memo.loc["medium - tiny", "p_value"] == pytest.approx(ref["p_value"], rel=1e-9)
+    assert list(memo.index) == ["trend", "small - tiny", "medium - small", "medium - tiny"]  # each step, then all
+    step = stats.paired_t_test([contrast[("medium", s)] for s in seeds], [contrast[("small", s)] for s in seeds])
+    assert memo.loc["medium - small", "mean_diff"] == pytest.approx(step["mean_diff"], rel=1e-9)
+    assert memo.loc["medium - small", "p_value"] == pytest.approx(step["p_value"], rel=1e-9)
     blocks = [[-contrast[(p, s)] for p in ("tiny", "small", "medium")] for s in seeds]
     assert memo.loc["trend", "direction"] == "decreasing"
     assert memo.loc["trend", "p_value"] == pytest.approx(min(1.0, 2 * stats.page_trend_test(blocks)["p_value"]))
     assert memo.loc["trend", "p_min"] == pytest.approx(2 / 6**3)  # 3 units, 3 levels
     # the official gain only where the probe was off: 0.001 lower per 100 parameters, in every unit
     official = table[(table["measure"] == "official gain") & (table["strategy"] == "prequant_val")].set_index("test")
-    assert list(official["ttt.probe"]) == [False, False]
+    assert list(official["ttt.probe"]) == [False] * 4
     assert official.loc["medium - tiny", "mean_diff"] == pytest.approx(-0.002, abs=1e-12)
     # each half's gain where the probe ran: A falls with size (as built), B does not move
     for measure, col in (("gain on adapted half A", "val_bpb_adapted"), ("gain on held-out half B", "val_bpb_heldout")):
@@ -730,7 +734,7 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
         assert half.loc["medium - tiny", "mean_diff"] == pytest.approx(ref["mean_diff"], rel=1e-9, abs=1e-12)
     # the legal-illegal gap of the real protocol: prequant_val's official gain - score_first's, unit by unit
     gap = table[table["measure"] == "illegal - legal official gain"].set_index("test")
-    assert list(gap["strategy"]) == ["prequant_val"] * 2 and list(gap["versus"]) == ["score_first"] * 2
+    assert list(gap["strategy"]) == ["prequant_val"] * 4 and list(gap["versus"]) == ["score_first"] * 4
     off = {(r["model"]["preset"], r["seed"], r["ttt"]["strategy"]): r["eval"]["val_bpb"] - r["eval"]["val_bpb_base"]
            for r in results if not r["ttt"]["per_epoch"]}
     diff = {(p, s): off[(p, s, "prequant_val")] - off[(p, s, "score_first")] for p in sizes for s in seeds}

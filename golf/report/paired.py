@@ -396,11 +396,12 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     """How each measure of `scale_values` (official gain and illegal - legal gap where the probe was off;
     memorization contrast and each half's gain where it was on) changes across the levels of `x` (the base
     model's scale: presets ordered by parameters), within each configuration of the other keys (`items` =
-    `scale_values(per_epoch, frame, x)`). Two tests each: a paired t-test of the largest level against the
-    smallest (CI, MDE), and Page's L trend across the ordered levels (from 3 levels), two-sided (twice the
-    smaller one-sided permutation p; with n units and k levels it is at least 2 / (k!)^n). Holm within each
-    measure and kind of test (`p_holm`): each measure is its own question, and the trend rows, which few units
-    cannot make small, do not dilute the t-tests;
+    `scale_values(per_epoch, frame, x)`). Paired t-tests (CI, MDE) of each level against the one below it
+    (`test` "small - tiny": where presets differ in run scale too, the step between two of one run scale is
+    the one that isolates size) and, from 3 levels, of the largest against the smallest, plus Page's L trend
+    across the ordered levels, two-sided (twice the smaller one-sided permutation p; with n units and k
+    levels it is at least 2 / (k!)^n). Holm within each measure and kind of test (`p_holm`): each measure is
+    its own question, and the trend rows, which few units cannot make small, do not dilute the t-tests;
     per-level means in `means`, the smallest attainable trend p in `p_min`. Each row also repeats its test with
     one value (or block) per base model, a seed's splits averaged (`n_bases`, `p_bases`, Holm as `p_holm` in
     `p_bases_holm`), as in `paired_table`."""
@@ -418,10 +419,12 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
                          "mean_diff": means[levels[-1]] - means[levels[0]],
                          "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table)),
                          "n_bases": len(bases), "p_bases": _page_two_sided(bases)["p_value"]})
-        t = _paired(item["units"], values[levels[-1]], values[levels[0]])
-        rows.append({**where, "test": f"{levels[-1]} - {levels[0]}", "mean_diff": t["mean_diff"],
-                     "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"],
-                     "n_bases": t["n_bases"], "p_bases": t["p_bases"]})
+        steps = list(zip(levels[1:], levels[:-1])) + ([(levels[-1], levels[0])] if len(levels) > 2 else [])
+        for high, low in steps:
+            t = _paired(item["units"], values[high], values[low])
+            rows.append({**where, "test": f"{high} - {low}", "mean_diff": t["mean_diff"],
+                         "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"],
+                         "n_bases": t["n_bases"], "p_bases": t["p_bases"]})
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
@@ -436,7 +439,7 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
     from golf.report.tables import _fmt, _md_table
 
     shared = _shares_bases(table)
-    headers = ["measure", "configuration", "means by level", "n units", "test", "difference (last - first)",
+    headers = ["measure", "configuration", "means by level", "n units", "test", "difference",
                "95% CI", "p", "p (Holm)", "MDE (80%)", *(["n bases", "p by base (Holm)"] if shared else [])]
     rows = []
     for _, r in table.iterrows():
@@ -455,13 +458,14 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
              "Where it was on: the memorization contrast (gain on adapted half A - gain on held-out half B) and "
              "the gain on each half. Units are compared with themselves across levels: `trend` = Page's L "
              "across all levels, two-sided (twice the smaller one-sided permutation p, which n units and k "
-             "levels cannot push below 2 / (k!)^n: shown as p >=); `last - first` = paired t-test of the "
-             "largest level against the smallest, with its 95% CI and the MDE at 80% power. Holm within each "
+             "levels cannot push below 2 / (k!)^n: shown as p >=); `high - low` = paired t-test of a level against "
+             "the one below it and, from 3 levels, of the largest against the smallest, with its 95% CI and the "
+             "MDE at 80% power. Holm within each "
              "measure and kind of test (each measure is one question). A row that is not significant is not "
              "resolved at this power, not evidence of no change. "
              + ("A preset fixes its run scale as well as its size (training tokens, sequence length, TTT chunk "
                 "sizes: golf/config.py RUN_SCALES), so a level is the whole preset, not the parameter count "
-                "alone." if x == "preset" else "")
+                "alone; the step between two presets of one run scale is the one that isolates size." if x == "preset" else "")
              + (" The splits of one seed share its base model: 'p by base' repeats each test with one value "
                 "per base model (its units averaged; Holm as above, in brackets)." if shared else "")
              + "\n\n")
