@@ -449,8 +449,9 @@ def page_trend_test(blocks: Sequence[Sequence[float]], permutations: int = 20_00
     block, so a saturating curve counts as a trend just as a straight line does, and blocks with different
     levels are compared only with themselves. Two p-values (one-sided, H1: increasing):
     `p_value` by permutation (ranks shuffled within each block): exact, over every one of the (k!)^n
-    arrangements, where there are at most `permutations` of them (3 blocks of 3 or 4 conditions), else from
-    `permutations` seeded draws (reproducible reports), and `p_normal` by the normal approximation
+    arrangements (ties keep their averaged ranks), where there are at most `permutations` of them (up to 5
+    blocks of 3 conditions, 3 of 4, 2 of 5), else from `permutations` seeded draws (reproducible reports),
+    and `p_normal` by the normal approximation
     E[L] = n k (k+1)^2 / 4, Var[L] = n k^2 (k+1) (k^2 - 1) / 144 (tie-free). For a decreasing trend pass
     the negated values. Returns {n, k, L, p_value, p_normal, z}.
     """

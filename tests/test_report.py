@@ -680,7 +680,18 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
                 legal["eval"]["val_bpb_base"] = legal["eval"]["val_bpb"] + 0.001 * params / 100 * (legal["seed"] % 4 + 1)
                 legal["study_params"] = {"preset": preset, "seed": legal["seed"], "bundle": "none",
                                          "overrides": {"ttt.probe": False}}
-                results.append(legal)
+                legal["config"]["ttt"]["probe"] = False
+                # the same legal runs under another bundle: a different setting, never paired with prequant_val's
+                other = json.loads(json.dumps(legal))
+                other["run_id"] += "_other"
+                other["eval"]["val_bpb"] -= 0.05
+                other["study_params"]["bundle"] = "other"
+                # and with the probe on but no probe passes (as lora_score_first): no measure at all
+                probed = json.loads(json.dumps(legal))
+                probed["run_id"] += "_probed"
+                probed["study_params"]["overrides"] = {"ttt.probe": True}
+                probed["config"]["ttt"]["probe"] = True
+                results += [legal, other, probed]
             if r["ttt"]["strategy"] != "prequant_val":
                 continue
             r = json.loads(json.dumps(r))
@@ -696,6 +707,7 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
             off["ttt"]["per_epoch"] = []
             off["eval"]["val_bpb"] -= 0.001 * k
             off["study_params"]["overrides"] = {"ttt.probe": False}
+            off["config"]["ttt"]["probe"] = False
             results += [r, off]
     per_epoch = per_epoch_frame(results)
     frame = _results_frame(results)
@@ -735,6 +747,8 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     # the legal-illegal gap of the real protocol: prequant_val's official gain - score_first's, unit by unit
     gap = table[table["measure"] == "illegal - legal official gain"].set_index("test")
     assert list(gap["strategy"]) == ["prequant_val"] * 4 and list(gap["versus"]) == ["score_first"] * 4
+    assert set(gap["bundle"]) == {"none"} and set(gap["versus_setting"]) == {"epochs=3"}
+    assert not ((table["strategy"] == "score_first") & (table["ttt.probe"] == True)).any()  # noqa: E712
     off = {(r["model"]["preset"], r["seed"], r["ttt"]["strategy"]): r["eval"]["val_bpb"] - r["eval"]["val_bpb_base"]
            for r in results if not r["ttt"]["per_epoch"]}
     diff = {(p, s): off[(p, s, "prequant_val")] - off[(p, s, "score_first")] for p in sizes for s in seeds}
@@ -751,8 +765,16 @@ def test_scale_section_pairs_units_across_presets_in_order_of_size(tmp_path):
     write_report(study, parse_sections(["scale"], "test"))
     assert (study / "figures" / "scale.png").exists()
     rows = [line for line in (study / "scale.md").read_text().splitlines() if line.startswith("|")]
-    # every row has the header's columns: the per-level means ("tiny .. | small ..") are escaped, not columns
     assert len({len(re.findall(r"(?<!\\)\|", line)) for line in rows}) == 1 and len(rows) == 2 + len(table)
+
+
+def test_markdown_cells_escape_the_column_bar():
+    from golf.report.tables import _md_table
+
+    text = _md_table(["a", "b|c"], [["x | y", "z"]])
+    for line in text.splitlines():  # every line has the 3 column bars of 2 columns, the cell's own escaped
+        assert len(re.findall(r"(?<!\\)\|", line)) == 3, line
+    assert "x \\| y" in text and "b\\|c" in text
 
 
 def test_scale_rows_also_test_with_one_value_per_base_model():
@@ -763,8 +785,11 @@ def test_scale_rows_also_test_with_one_value_per_base_model():
     unit_ids = [(s, k) for s in (1, 2, 3) for k in (1, 2)]
     small = [0.010, 0.030, 0.020, 0.010, 0.015, 0.035]
     large = [0.000, 0.031, 0.001, 0.022, 0.004, 0.040]
+    def per(**cols):
+        return {lv: dict(zip(unit_ids, v)) for lv, v in cols.items()}
+
     item = {"where": {"strategy": "prequant_val"}, "config": "prequant_val", "measure": "official gain",
-            "levels": ["small", "medium"], "units": unit_ids, "values": {"small": small, "medium": large}}
+            "levels": ["small", "medium"], "per": per(small=small, medium=large)}
     row = scale_table([item]).iloc[0]
     diffs = [a - b for a, b in zip(large, small)]
     assert row["n_units"] == 6 and row["n_bases"] == 3
@@ -776,12 +801,18 @@ def test_scale_rows_also_test_with_one_value_per_base_model():
     assert "p by base (Holm)" in scale_md("test", scale_table([item]), "preset")
     # three levels: Page's trend over the 6 unit blocks and over the 3 base blocks (splits averaged)
     mid = [0.005, 0.030, 0.010, 0.015, 0.010, 0.038]
-    three = {**item, "levels": ["tiny", "small", "medium"], "values": {"tiny": small, "small": mid, "medium": large}}
+    three = {**item, "levels": ["tiny", "small", "medium"], "per": per(tiny=small, small=mid, medium=large)}
     trend = scale_table([three]).set_index("test").loc["trend"]
     blocks = [[(col[i] + col[i + 1]) / 2 for col in (small, mid, large)] for i in (0, 2, 4)]
     up = stats.page_trend_test(blocks)["p_value"]
     down = stats.page_trend_test([[-v for v in b] for b in blocks])["p_value"]
     assert trend["n_bases"] == 3 and trend["p_bases"] == pytest.approx(min(1.0, 2 * min(up, down)))
+    # a partial grid: medium lacks seed 3's two units; each test takes the units its own levels share
+    part = {**three, "per": {**three["per"], "medium": dict(list(three["per"]["medium"].items())[:4])}}
+    rows = scale_table([part]).set_index("test")
+    assert rows.loc["small - tiny", "n_units"] == 6 and rows.loc["medium - small", "n_units"] == 4
+    assert rows.loc["trend", "n_units"] == 4 and rows.loc["medium - tiny", "n_units"] == 4
+    assert rows.loc["small - tiny", "p_value"] == pytest.approx(stats.paired_t_test(mid, small)["p_value"])
 
 
 def test_data_scale_table_measures_each_doubling_against_the_trigram_of_the_same_tokens():

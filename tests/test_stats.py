@@ -1,5 +1,6 @@
 """golf.stats against textbook t-table values, closed forms of the t CDF, and hand-computed examples."""
 
+import itertools
 import math
 
 import numpy as np
@@ -312,5 +313,12 @@ def test_page_trend_test_matches_scipy(scipy_stats):
         assert stats.page_trend_test(small)["p_value"] == pytest.approx(
             scipy_stats.page_trend_test(small, method="exact").pvalue, rel=1e-9)
     assert stats.page_trend_test([[1, 2, 3]] * 3)["p_value"] == pytest.approx(1 / 216)  # the smallest attainable
+    # with ties (scipy's exact method assumes none): every within-block order of the averaged ranks, counted
+    tied = [[1.0, 1.0, 2.0], [0.5, 0.7, 0.7], [3.0, 1.0, 3.0]]
+    ranks = [[1.5, 1.5, 3.0], [1.0, 2.5, 2.5], [2.5, 1.0, 2.5]]
+    observed = sum(j * r for row in ranks for j, r in zip((1, 2, 3), row))
+    null = [sum(j * row[o[j - 1]] for row, o in zip(ranks, orders) for j in (1, 2, 3))
+            for orders in itertools.product(itertools.permutations(range(3)), repeat=3)]
+    assert stats.page_trend_test(tied)["p_value"] == pytest.approx(sum(v >= observed - 1e-9 for v in null) / 216)
     with pytest.raises(GolfError, match="finite value"):
         stats.page_trend_test([[1.0, float("nan")], [1.0, 2.0]])

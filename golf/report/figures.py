@@ -62,9 +62,6 @@ def _figure_bytes(fig) -> dict[str, bytes]:
 def _color_cycle(n: int) -> list:
     import matplotlib
 
-    if n > 10:  # tab20's pairs, dark ones first: 20 distinct colours before any repeats
-        cmap = matplotlib.colormaps["tab20"]
-        return [cmap((2 * i) % 20 + (i // 10) % 2) for i in range(n)]
     cmap = matplotlib.colormaps["tab10"]
     return [cmap(i % 10) for i in range(n)]
 
@@ -408,34 +405,40 @@ def _fig_gap_units(runs: pd.DataFrame, study: str):
 
 def _fig_scale(items: list[dict], study: str, x: str):
     """Each measure of golf.report.paired.scale_values against the ordered levels of `x` (model scale), one
-    panel per measure (up to three a row), one line per configuration in one colour across the panels (its
-    `series`): the mean over units with its 95% t-interval, each unit's value a faint dot."""
+    panel per measure (up to three a row), one line per configuration in one style across the panels (its
+    `series`; past ten, the colours repeat dashed with square markers): the mean over the level's units with
+    its 95% t-interval, each unit's value a faint dot."""
     measures = list(dict.fromkeys(item["measure"] for item in items))
-    levels = list(dict.fromkeys(lv for item in items for lv in item["levels"]))
+    present = {lv for item in items for lv in item["levels"]}
+    levels = [lv for lv in items[0]["order"] if lv in present]
     ncols = min(3, len(measures))
     nrows = -(-len(measures) // ncols)
     fig, axes = _new_figure(ncols, 5.2, 3.9, nrows)
     series = list(dict.fromkeys(item["series"] for item in items))
-    colors = dict(zip(series, _color_cycle(len(series))))
+    colors = _color_cycle(len(series))
+    style = {name: {"color": colors[i], "linestyle": "-" if i < 10 else "--", "marker": "o" if i < 10 else "s"}
+             for i, name in enumerate(series)}
     counts, handles = [], {}
     for ax, measure in zip(axes, measures):
         part = [item for item in items if item["measure"] == measure]
         for j, item in enumerate(part):
             xs = [levels.index(lv) + 0.06 * (j - (len(part) - 1) / 2) for lv in item["levels"]]
-            stats_at = [stats.mean_std_ci(item["values"][lv], CONFIDENCE) for lv in item["levels"]]
+            values = [list(item["per"][lv].values()) for lv in item["levels"]]
+            stats_at = [stats.mean_std_ci(v, CONFIDENCE) for v in values]
             counts += [s["n"] for s in stats_at]
-            color = colors[item["series"]]
-            for xi, lv in zip(xs, item["levels"]):
-                ax.scatter([xi] * len(item["values"][lv]), item["values"][lv], color=color, alpha=0.3, s=12)
+            look = style[item["series"]]
+            for xi, v in zip(xs, values):
+                ax.scatter([xi] * len(v), v, color=look["color"], alpha=0.3, s=12)
             handles[item["series"]] = ax.errorbar(
                 xs, [s["mean"] for s in stats_at],
                 yerr=np.nan_to_num(np.array([s["half_width"] for s in stats_at], dtype=float), nan=0.0),
-                marker="o", capsize=3, color=color)
+                capsize=3, **look)
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xticks(range(len(levels)), [str(lv) for lv in levels])
         ax.set_xlabel(f"{x} (in order of size)")
-        ax.set_ylabel(f"{measure} (bpb)\n< 0: {'adapted documents gain more' if 'A - gain B' in measure else 'lower bpb'}",
-                      fontsize="small")
+        meaning = ("adapted documents gain more" if "A - gain B" in measure else
+                   "the illegal one gains more" if "illegal - legal" in measure else "lower bpb")
+        ax.set_ylabel(f"{measure} (bpb)\n< 0: {meaning}", fontsize="small")
         ax.grid(alpha=0.3)
     for ax in axes[len(measures):]:
         ax.set_axis_off()

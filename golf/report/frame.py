@@ -276,6 +276,8 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
     Negative gain = TTT lowered bits per byte. A run without an epoch-0 row has NaN gains. A run whose
     TTT recorded no per-epoch points (the memorization probe off: `ttt.probe=false`, the real protocol) gets
     one row at its configured epoch count with NaN probe values, so its official gain is in every table.
+    `probed`: the run's own config had the probe on (true also for a strategy without probe passes, such as
+    lora_score_first, whose official number then comes from the probe's reordered stream, not the protocol's).
     """
     if isinstance(results, (str, os.PathLike)):
         results, _ = read_results(results)
@@ -287,7 +289,8 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         official = base["val_bpb"] - base["val_bpb_base"]  # NaN when val_bpb_base is missing
         no_probe = {"epoch": int(base["epochs"] or 0), **{v: math.nan for v, _, _ in HALVES.values()}}
         entries = _per_epoch(result) or [no_probe]
-        run_rows = [{**keep, **entry, "gain_official": official} for entry in entries]
+        probed = bool(((result.get("config") or {}).get("ttt") or {}).get("probe", True))  # TTTConfig default
+        run_rows = [{**keep, **entry, "gain_official": official, "probed": probed} for entry in entries]
         zero = next((r for r in run_rows if r["epoch"] == 0), None)
         for row in run_rows:
             for value_col, gain_col, _ in HALVES.values():
@@ -295,7 +298,7 @@ def per_epoch_frame(results: Iterable[dict] | str | os.PathLike) -> pd.DataFrame
         rows.extend(sorted(run_rows, key=lambda r: r["epoch"]))
     columns = ["run_id", "seed"] + BASE_KEYS + ["epoch"]
     columns += [c for value_col, gain_col, _ in HALVES.values() for c in (value_col, gain_col)]
-    return _frame(rows, columns + ["gain_official"])
+    return _frame(rows, columns + ["gain_official", "probed"])
 
 
 def curve_frame(results: Iterable[dict]) -> pd.DataFrame:

@@ -273,7 +273,8 @@ def trend_md(study: str, table: pd.DataFrame) -> str:
     text += ("Each epoch count is a separate run with its own schedule. Page's L test asks whether the gain "
              "(or the memorization contrast) keeps falling as the count grows, using only the order within "
              "each unit: a curve that saturates still counts as a trend, and unit levels never mix. "
-             "One-sided; p by 20,000 within-unit permutations (seeded); Holm over the table."
+             "One-sided; p over every within-unit arrangement where there are at most 20,000, else from "
+             "20,000 seeded within-unit permutations; Holm over the table."
              + (" 'p by base': the same test with one block per base model (its splits averaged)." if shared else "")
              + "\n\n")
     return text + _md_table(headers, rows)
@@ -317,9 +318,9 @@ def level_trend_md(study: str, table: pd.DataFrame, value: str = "val_bpb") -> s
     text = f"# {study}: trend of {value} across {table['x'].iloc[0]}\n\n"
     text += ("Page's L test of a monotone trend across the levels, blocked by seed (each seed's runs are "
              "ranked among themselves, so seed levels never mix and a curve that bends still counts), "
-             "two-sided: twice the smaller one-sided p of 20,000 within-seed permutations (seeded). Holm "
-             "over the table. With 3 seeds the smallest possible p is limited by the permutations of "
-             "3 blocks.\n\n")
+             "two-sided: twice the smaller one-sided p over every within-seed arrangement where there are at "
+             "most 20,000, else from 20,000 seeded within-seed permutations. Holm over the table. With 3 seeds "
+             "the smallest possible p is limited by the permutations of 3 blocks.\n\n")
     return text + _md_table(headers, rows)
 
 
@@ -333,13 +334,15 @@ def _level_order(frame: pd.DataFrame, x: str) -> list:
 
 
 def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset") -> list[dict]:
-    """Per configuration of the keys other than `x` and per measure: the ordered levels of `x` present and
-    {level: {unit: value}} on the units present at every level. Where the probe ran: the memorization
-    contrast and the gain on each half (A adapted, B held out); where it did not (the real protocol): the
-    official gain, and for each illegal configuration its official gain minus that of every legal one that
-    matches it on every other key, within the unit. The unit is (seed, probe split), a split's swap averaged
-    in, as in `paired_table`: a seed fixes the training data order and a split the documents of each half, at
-    every level. `series` names the configuration without `ttt.probe` (the measure implies it), for the figure."""
+    """Per configuration of the keys other than `x` and per measure: the levels of `x` present, in order
+    (`order`: every level of the study, for the figure's axis), and {level: {unit: value}} (`per`). Where
+    the probe ran (the run's own config): the memorization contrast and the gain on each half (A adapted, B
+    held out); where it did not (the real protocol): the official gain, and for each illegal configuration
+    its official gain minus that of every legal one that matches it on every other key, within the unit
+    (`versus` and `versus_setting` name the legal side, as in `paired_table`). The unit is (seed, probe
+    split), a split's swap averaged in, as in `paired_table`: a seed fixes the training data order and a
+    split the documents of each half, at every level. `series` names the configuration without `ttt.probe`
+    (the measure implies it), for the figure."""
     runs = final_rows(per_epoch)
     runs = runs[runs["epoch"] > 0]
     if runs.empty or x not in runs.columns:
@@ -349,47 +352,55 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
     keys = [k for k in config_keys(runs) if k != x]
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
     series_keys = [k for k in shown if k != "ttt.probe"]
-    out, real = [], []  # real: (key, legal, {level: {unit: official gain}}) of the real-protocol configurations
-    for key, group in _groups(runs, keys):
+    configs = _groups(runs, keys)
+    out, real = [], []  # real: (key, group, {level: {unit: official gain}}) of the real-protocol configurations
+    for key, group in configs:
         levels = [lv for lv in order if (group[x].map(_norm) == lv).any()]
         if len(levels) < 2:
             continue
         group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
         # Where the probe ran, its official gain comes from adapting on half A only, not the protocol's (a
         # probed strategy without probe passes, lora_score_first, has no measure here).
-        probed = (bool(_norm(group["ttt.probe"].iloc[0])) if "ttt.probe" in group
-                  else group["contrast"].notna().any())
+        probed = bool(group["probed"].any()) if "probed" in group else group["contrast"].notna().any()
         measures = ((CONTRAST, "contrast"), (GAIN_A, "gain_adapted"), (GAIN_B, "gain_heldout")) if probed \
             else ((OFFICIAL, "gain_official"),)
+        where = dict(zip(keys, key))
         for measure, col in measures:
             per = {lv: by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
-            out += _scale_item(dict(zip(keys, key)), _label(key, keys, shown), _label(key, keys, series_keys),
-                               measure, per)
+            out += _scale_item(where, _label(key, keys, shown), _label(key, keys, series_keys), measure, per, order)
         if not probed:  # `per` is the official gain's
-            real.append((key, bool(group["legal"].iloc[0]), per))
+            real.append((key, group, per))
     match = [i for i, k in enumerate(keys) if k not in OWN_KEYS]
-    for key_i, legal_i, per_i in real:
-        for key_l, legal_l, per_l in real:
-            if legal_i or not legal_l or any(_norm(key_i[i]) != _norm(key_l[i]) for i in match):
+    groups = [g for _, g in configs]
+    for key_i, group_i, per_i in real:
+        for key_l, group_l, per_l in real:
+            if not bool(group_l["legal"].iloc[0]) or bool(group_i["legal"].iloc[0]) \
+                    or any(_norm(key_i[i]) != _norm(key_l[i]) for i in match):
                 continue
             per = {lv: {u: per_i[lv][u] - per_l[lv][u] for u in set(per_i[lv]) & set(per_l[lv])}
                    for lv in per_i if lv in per_l}
             pair = f"{_label(key_i, keys, series_keys)} - {_label(key_l, keys, series_keys)}"
-            out += _scale_item(dict(zip(keys, key_i)), pair, pair, GAP, per,
-                               versus=_plain(_norm(key_l[keys.index("strategy")])) if "strategy" in keys else "")
+            where = {**dict(zip(keys, key_i)), "versus": _plain(_norm(group_l["strategy"].iloc[0])),
+                     "versus_setting": _versus_setting(group_l, groups)}
+            out += _scale_item(where, pair, pair, GAP, per, order)
     return out
 
 
-def _scale_item(where: dict, config: str, series: str, measure: str, per: dict, versus: str = "") -> list[dict]:
-    """[the item] when at least two levels share at least two units, else []."""
-    levels = [lv for lv in per if per[lv]]
-    if len(levels) < 2:
+def _scale_item(where: dict, config: str, series: str, measure: str, per: dict, order: list) -> list[dict]:
+    """[the item] when some two levels share at least two units (a test can be made), else []. Each test
+    in `scale_table` takes the units its own levels share, so a level with a missing seed costs only the
+    tests it is part of."""
+    per = {lv: v for lv, v in per.items() if v}
+    levels = list(per)
+    if not any(len(set(per[a]) & set(per[b])) >= 2 for i, a in enumerate(levels) for b in levels[i + 1:]):
         return []
-    blocks = sorted(set.intersection(*(set(per[lv]) for lv in levels)))
-    if len(blocks) < 2:
-        return []
-    return [{"where": {**where, "versus": versus}, "config": config, "series": series, "measure": measure,
-             "levels": levels, "units": blocks, "values": {lv: [per[lv][u] for u in blocks] for lv in levels}}]
+    return [{"where": {"versus": "", "versus_setting": "", **where}, "config": config, "series": series,
+             "measure": measure, "levels": levels, "order": order, "per": per}]
+
+
+def _shared(per: dict, levels: list) -> list:
+    """The units present at every one of `levels`, sorted."""
+    return sorted(set.intersection(*(set(per[lv]) for lv in levels)))
 
 
 def scale_table(items: list[dict]) -> pd.DataFrame:
@@ -400,29 +411,35 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     (`test` "small - tiny": where presets differ in run scale too, the step between two of one run scale is
     the one that isolates size) and, from 3 levels, of the largest against the smallest, plus Page's L trend
     across the ordered levels, two-sided (twice the smaller one-sided permutation p; with n units and k
-    levels it is at least 2 / (k!)^n). Holm within each measure and kind of test (`p_holm`): each measure is
-    its own question, and the trend rows, which few units cannot make small, do not dilute the t-tests;
-    per-level means in `means`, the smallest attainable trend p in `p_min`. Each row also repeats its test with
-    one value (or block) per base model, a seed's splits averaged (`n_bases`, `p_bases`, Holm as `p_holm` in
+    levels it is at least 2 / (k!)^n). Each test takes the units its levels share (`n_units`). Holm within
+    each measure and kind of test (`p_holm`): each measure is its own question, and the trend rows, which
+    few units cannot make small, do not dilute the t-tests; per-level means over each level's units in
+    `means`, the smallest attainable trend p in `p_min`. Each row also repeats its test with one value (or
+    block) per base model, a seed's splits averaged (`n_bases`, `p_bases`, Holm as `p_holm` in
     `p_bases_holm`), as in `paired_table`."""
     rows = []
     for item in items:
-        levels, values = item["levels"], item["values"]
-        means = {lv: sum(v) / len(v) for lv, v in values.items()}
+        levels, per = item["levels"], item["per"]
+        means = {lv: sum(per[lv].values()) / len(per[lv]) for lv in levels}
         where = {**item["where"], "measure": item["measure"], "config": item["config"],
-                 "levels": " < ".join(str(lv) for lv in levels), "n_units": len(values[levels[0]]),
+                 "levels": " < ".join(str(lv) for lv in levels),
                  "means": "; ".join(f"{lv} {means[lv]:+.5f}" for lv in levels)}
-        if len(levels) >= 3:
-            table = [list(row) for row in zip(*(values[lv] for lv in levels))]
-            bases = base_means(item["units"], table)  # one block per base model: its splits averaged
-            rows.append({**where, "test": "trend", **_page_two_sided(table),
-                         "mean_diff": means[levels[-1]] - means[levels[0]],
+        blocks = _shared(per, levels)
+        if len(levels) >= 3 and len(blocks) >= 2:
+            table = [[per[lv][u] for lv in levels] for u in blocks]
+            bases = base_means(blocks, table)  # one block per base model: its splits averaged
+            rows.append({**where, "test": "trend", "n_units": len(blocks), **_page_two_sided(table),
+                         "mean_diff": (sum(per[levels[-1]][u] - per[levels[0]][u] for u in blocks) / len(blocks)),
                          "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table)),
-                         "n_bases": len(bases), "p_bases": _page_two_sided(bases)["p_value"]})
+                         "n_bases": len(bases),
+                         "p_bases": _page_two_sided(bases)["p_value"] if len(bases) >= 2 else math.nan})
         steps = list(zip(levels[1:], levels[:-1])) + ([(levels[-1], levels[0])] if len(levels) > 2 else [])
         for high, low in steps:
-            t = _paired(item["units"], values[high], values[low])
-            rows.append({**where, "test": f"{high} - {low}", "mean_diff": t["mean_diff"],
+            shared = _shared(per, [high, low])
+            if len(shared) < 2:
+                continue
+            t = _paired(shared, [per[high][u] for u in shared], [per[low][u] for u in shared])
+            rows.append({**where, "test": f"{high} - {low}", "n_units": len(shared), "mean_diff": t["mean_diff"],
                          "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"],
                          "n_bases": t["n_bases"], "p_bases": t["p_bases"]})
     if not rows:

@@ -143,8 +143,9 @@ def _memorization_epochs(inp: Inputs) -> Output:
 
 
 def _scale(inp: Inputs, x: str = "preset") -> Output:
-    """Official gain and memorization contrast across the ordered levels of `x` (model scale), paired by
-    unit: Page's trend and largest - smallest, Holm (scale.csv/.md, figure scale)."""
+    """Official gain and illegal - legal gap (probe off), memorization contrast and each half's gain (probe
+    on) across the ordered levels of `x` (model scale), paired by unit: Page's trend, each step and largest -
+    smallest, Holm within each measure (scale.csv/.md, figure scale)."""
     items = P.scale_values(inp.per_epoch, inp.frame, x)
     if not items:
         return Output()
