@@ -30,6 +30,7 @@ test itself. A row resolved over units but not over bases says so in its verdict
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import pandas as pd
@@ -137,6 +138,23 @@ def _versus_setting(legal: pd.DataFrame, configs: list[pd.DataFrame]) -> str:
     return "; ".join(parts)
 
 
+def _illegal_legal(configs: list[tuple[tuple, pd.DataFrame]], keys: list[str]) -> Iterator[tuple[int, int]]:
+    """Index pairs (illegal, legal) of `configs` ((key, group) as `_groups` gives them) that agree on every
+    key but a strategy's own (OWN_KEYS): the same base models, protocol (probe on or off) and split."""
+    match = [m for m, k in enumerate(keys) if k not in OWN_KEYS]
+    legal = [bool(group["legal"].iloc[0]) for _, group in configs]
+    for i, (key_i, _) in enumerate(configs):
+        for j, (key_l, _) in enumerate(configs):
+            if not legal[i] and legal[j] and all(_norm(key_i[m]) == _norm(key_l[m]) for m in match):
+                yield i, j
+
+
+def _versus(legal: pd.DataFrame, configs: list[tuple[tuple, pd.DataFrame]]) -> dict[str, str]:
+    """The legal side of an illegal - legal row: its strategy and its own settings (`_versus_setting`)."""
+    return {"versus": str(_norm(legal["strategy"].iloc[0])),
+            "versus_setting": _versus_setting(legal, [group for _, group in configs])}
+
+
 def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     """The paired comparisons of a TTT study (see the module docstring), with Holm-adjusted p-values."""
     runs = final_rows(per_epoch)
@@ -161,25 +179,16 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
                              _paired(u, [off[x] for x in u], [0.0] * len(u))))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
-    # Same protocol (probe on or off, same split) and everything else but the strategy's own settings.
-    match = [k for k in keys if k not in OWN_KEYS]
-    for key_i, group_i in configs:
-        if bool(group_i["legal"].iloc[0]):
-            continue
-        for key_l, group_l in configs:
-            if not bool(group_l["legal"].iloc[0]):
-                continue
-            if any(_norm(group_i[k].iloc[0]) != _norm(group_l[k].iloc[0]) for k in match):
-                continue
-            x, y = by_unit(group_i, ucols, "gain_official"), by_unit(group_l, ucols, "gain_official")
-            common = sorted(set(x) & set(y))
-            if common:
-                rows.append(_row("illegal_vs_legal",
-                                 f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
-                                 "illegal - legal", dict(zip(keys, key_i)),
-                                 _paired(common, [x[u] for u in common], [y[u] for u in common]),
-                                 versus=str(_norm(group_l["strategy"].iloc[0])),
-                                 versus_setting=_versus_setting(group_l, [g for _, g in configs])))
+    for i, j in _illegal_legal(configs, keys):
+        (key_i, group_i), (key_l, group_l) = configs[i], configs[j]
+        x, y = by_unit(group_i, ucols, "gain_official"), by_unit(group_l, ucols, "gain_official")
+        common = sorted(set(x) & set(y))
+        if common:
+            rows.append(_row("illegal_vs_legal",
+                             f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
+                             "illegal - legal", dict(zip(keys, key_i)),
+                             _paired(common, [x[u] for u in common], [y[u] for u in common]),
+                             **_versus(group_l, configs)))
     table = family_table(rows)
     if not table.empty:
         table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
@@ -353,7 +362,7 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
     series_keys = [k for k in shown if k != "ttt.probe"]
     configs = _groups(runs, keys)
-    out, real = [], []  # real: (key, group, {level: {unit: official gain}}) of the real-protocol configurations
+    out, real = [], []  # real: ((key, group), {level: {unit: official gain}}) of the real-protocol configurations
     for key, group in configs:
         levels = [lv for lv in order if (group[x].map(_norm) == lv).any()]
         if len(levels) < 2:
@@ -361,7 +370,7 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
         group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
         # Where the probe ran, its official gain comes from adapting on half A only, not the protocol's (a
         # probed strategy without probe passes, lora_score_first, has no measure here).
-        probed = bool(group["probed"].any()) if "probed" in group else group["contrast"].notna().any()
+        probed = bool(group["probed"].any())
         measures = ((CONTRAST, "contrast"), (GAIN_A, "gain_adapted"), (GAIN_B, "gain_heldout")) if probed \
             else ((OFFICIAL, "gain_official"),)
         where = dict(zip(keys, key))
@@ -369,20 +378,14 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
             per = {lv: by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
             out += _scale_item(where, _label(key, keys, shown), _label(key, keys, series_keys), measure, per, order)
         if not probed:  # `per` is the official gain's
-            real.append((key, group, per))
-    match = [i for i, k in enumerate(keys) if k not in OWN_KEYS]
-    groups = [g for _, g in configs]
-    for key_i, group_i, per_i in real:
-        for key_l, group_l, per_l in real:
-            if not bool(group_l["legal"].iloc[0]) or bool(group_i["legal"].iloc[0]) \
-                    or any(_norm(key_i[i]) != _norm(key_l[i]) for i in match):
-                continue
-            per = {lv: {u: per_i[lv][u] - per_l[lv][u] for u in set(per_i[lv]) & set(per_l[lv])}
-                   for lv in per_i if lv in per_l}
-            pair = f"{_label(key_i, keys, series_keys)} - {_label(key_l, keys, series_keys)}"
-            where = {**dict(zip(keys, key_i)), "versus": _plain(_norm(group_l["strategy"].iloc[0])),
-                     "versus_setting": _versus_setting(group_l, groups)}
-            out += _scale_item(where, pair, pair, GAP, per, order)
+            real.append(((key, group), per))
+    pairs = [config for config, _ in real]
+    for i, j in _illegal_legal(pairs, keys):
+        ((key_i, _), per_i), ((key_l, group_l), per_l) = real[i], real[j]
+        per = {lv: {u: per_i[lv][u] - per_l[lv][u] for u in set(per_i[lv]) & set(per_l[lv])}
+               for lv in per_i if lv in per_l}
+        pair = f"{_label(key_i, keys, series_keys)} - {_label(key_l, keys, series_keys)}"
+        out += _scale_item({**dict(zip(keys, key_i)), **_versus(group_l, configs)}, pair, pair, GAP, per, order)
     return out
 
 
