@@ -382,6 +382,33 @@ def test_ablation_table_pairs_each_switch_with_the_full_stack_by_seed():
     assert by_swap["seeds"] == "2" and by_swap["deltas"] == "+0.02000"
 
 
+def test_ablation_table_each_value_against_its_own_reference_within_a_filter():
+    from golf.report import ablation_table
+
+    # quant_budget's question: each quantizer against round-to-nearest at its own width. The compressor does
+    # not change val_bpb, so without `where` each comparison would appear once per compressor.
+    rows = []
+    for comp in ("zlib", "brotli"):
+        for seed, base in ((1, 2.0), (2, 2.1), (3, 2.2)):
+            rows += [("int4", comp, seed, base + 0.30), ("gptq:4", comp, seed, base + 0.30 - 0.01 * seed),
+                     ("int6", comp, seed, base + 0.02), ("gptq:6", comp, seed, base + 0.02 - 0.001 * seed)]
+    frame = pd.DataFrame(rows, columns=["quant", "compressor", "seed", "val_bpb"]).assign(bytes_total=1000)
+    pairs = {"gptq:4": "int4", "gptq:6": "int6"}
+    table = ablation_table(frame, "quant", pairs, where={"compressor": "brotli"})
+    assert table["ablate"].tolist() == ["gptq:4", "gptq:6"] and table["against"].tolist() == ["int4", "int6"]
+    assert set(table["compressor"]) == {"brotli"}
+    four = table.set_index("ablate").loc["gptq:4"]
+    assert four["deltas"] == "-0.01000 -0.02000 -0.03000" and four["delta_mean"] == pytest.approx(-0.02)
+    assert four["val_bpb_full"] == pytest.approx(2.4)  # int4 over the three seeds
+    assert table["p_holm"].tolist() == pytest.approx(stats.holm(table["p_value"].tolist()))
+    # Without the filter every comparison comes once per compressor: a family twice the size.
+    assert len(ablation_table(frame, "quant", pairs)) == 4
+    # A value not in the mapping is not compared; an unknown filter column is an error, not an empty table.
+    assert "int6" not in set(table["ablate"])
+    with pytest.raises(GolfError, match="no column 'compresor'"):
+        ablation_table(frame, "quant", pairs, where={"compresor": "brotli"})
+
+
 def test_official_gain_and_per_seed_slopes(tmp_path):
     """With val_bpb_base in the results, the gap table reports the official gain and tests legal vs
     illegal on it; slopes come one per seed and are tested across seeds."""

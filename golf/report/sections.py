@@ -183,14 +183,16 @@ def _curve(inp: Inputs, x: str, log2: bool = True) -> Output:
     return Output(figures={f"curve_{x.rsplit('.', 1)[-1]}": F._fig_curve(inp.frame, inp.study, x, log2)})
 
 
-def _ablation(inp: Inputs, axis: str = "bundle", reference: Any = "none", name: str = "ablation") -> Output:
-    """Each value of `axis` against `reference`, paired by seed, Holm and MDE (<name>.csv/.md, figure <name>);
-    `name` lets one study list several (e.g. loops against 1 loop, curriculum against none)."""
-    table = T.ablation_table(inp.frame, axis, reference)
+def _ablation(inp: Inputs, axis: str = "bundle", reference: Any = "none", name: str = "ablation",
+              where: dict | None = None) -> Output:
+    """Each value of `axis` against `reference` (or each value against its own: a mapping), paired by seed,
+    Holm and MDE (<name>.csv/.md, figure <name>); `name` lets one study list several (e.g. loops against 1
+    loop, curriculum against none); `where` keeps only the runs with the given column values."""
+    table = T.ablation_table(inp.frame, axis, reference, where)
     if table.empty:
         return Output()
     return Output(tables={f"{name}.csv": T._csv(table),
-                          f"{name}.md": T._ablation_md(inp.study, inp.frame, table, axis, reference)},
+                          f"{name}.md": T._ablation_md(inp.study, inp.frame, table, axis, reference, where)},
                   figures={name: F._fig_ablation(table, inp.frame, inp.study, axis)})
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from golf import stats
+from golf.errors import GolfError
 from golf.report.frame import (
     BASELINE_COLUMNS,
     BYTES_LIMIT,
@@ -487,8 +488,15 @@ def _slopes_md(study: str, trained: pd.DataFrame, table: pd.DataFrame) -> str:
     return text + _md_table(headers, rows)
 
 
-def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "none") -> pd.DataFrame:
+def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: Any = "none",
+                   where: dict | None = None) -> pd.DataFrame:
     """One switch off against the full stack (`axis == reference`), paired by seed within each other configuration.
+
+    `reference` may instead map values of `axis` to their own references ({"gptq:4": "int4", ...}): each
+    listed value is compared with its reference and unlisted values are left out (quantizers against
+    round-to-nearest at the same width). `where` ({column: value}) keeps only the runs with those values
+    before pairing: a column that does not change val_bpb (the compressor, for one quantization) would
+    otherwise repeat every comparison and inflate the Holm family. The row's `against` names its reference.
 
     For every configuration with `axis` != reference, each seed that also ran the full stack (same other keys)
     gives delta = val_bpb(switch off) - val_bpb(full stack), the mean over the units (probe splits, run with
@@ -501,18 +509,25 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
     if axis not in frame.columns:
         return pd.DataFrame()
     data = frame[frame["val_bpb"].notna()]
+    for column, value in (where or {}).items():
+        if column not in data.columns:
+            raise GolfError(f"ablation where: no column {column!r} in the study's results")
+        data = data[[_norm(v) == _norm(value) for v in data[column]]]
     keys = [k for k in key_columns(data) if k != axis]
+    pairs = (dict(reference) if isinstance(reference, dict) else None)
     rows = []
     for key, group in _groups(data, keys):
-        full = group[group[axis] == reference]
-        if full.empty:
-            continue
+        values = sorted(v for v in group[axis].unique() if v != reference) if pairs is None else list(pairs)
         # Pairs are made within a unit (seed, probe split and its swaps: the same base and the same documents
         # on both sides), and a seed's unit deltas are averaged: the pairs are seeds, never runs that share a
         # base, and a unit that ran on one side only is left out rather than compared with other documents.
         ucols = units(group)
-        full_units = {c: by_unit(full, ucols, c) for c in ("val_bpb", "bytes_total")}
-        for ablate, runs in group[group[axis] != reference].groupby(axis, sort=True):
+        for ablate in values:
+            ref = reference if pairs is None else pairs[ablate]
+            full, runs = group[group[axis] == ref], group[group[axis] == ablate]
+            if full.empty or runs.empty:
+                continue
+            full_units = {c: by_unit(full, ucols, c) for c in ("val_bpb", "bytes_total")}
             off_units = {c: by_unit(runs, ucols, c) for c in ("val_bpb", "bytes_total")}
             common = sorted(set(off_units["val_bpb"]) & set(full_units["val_bpb"]))
             seeds = sorted({u[0] for u in common})
@@ -524,7 +539,8 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
             deltas = [a - b for a, b in zip(off, on)]
             d = stats.mean_std_ci(deltas, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
-            row.update(ablate=ablate, n_pairs=d["n"], seeds=" ".join(str(s) for s in seeds),
+            row.update(ablate=ablate, **({"against": ref} if pairs is not None else {}),
+                       n_pairs=d["n"], seeds=" ".join(str(s) for s in seeds),
                        val_bpb_full=float(np.mean(on)) if deltas else math.nan,
                        val_bpb_ablated=float(np.mean(off)) if deltas else math.nan,
                        delta_mean=d["mean"], delta_std=d["std"], delta_ci_low=d["ci_low"],
@@ -536,34 +552,49 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: str = "
     return family_table(rows)
 
 
-def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, axis: str, reference: str) -> str:
+def _ablation_md(study: str, frame: pd.DataFrame, table: pd.DataFrame, axis: str, reference: Any,
+                 where: dict | None = None) -> str:
     keys = [k for k in key_columns(frame) if k != axis]
     shown = varying_keys(frame, keys)
-    headers = [k for k in keys if k in shown] + [
-        "switch off", "n pairs", "full stack", "switch off bpb", "delta (off - full)", "95% CI",
-        "p (paired t)", "p (Holm)", "MDE (80%)", "per seed (ascending seed)", "delta bytes"]
+    mapped = "against" in table.columns
+    headers = [k for k in keys if k in shown] + (
+        [axis, "against", "n pairs", "against bpb", f"{axis} bpb", "delta (value - against)"] if mapped else
+        ["switch off", "n pairs", "full stack", "switch off bpb", "delta (off - full)"]) + [
+        "95% CI", "p (paired t)", "p (Holm)", "MDE (80%)", "per seed (ascending seed)", "delta bytes"]
     rows = []
     order = table.sort_values([*[k for k in keys if k in shown], "delta_mean"], ascending=False, kind="stable")
     for _, r in order.iterrows():
         key = tuple(_norm(r[k]) for k in keys)
-        rows.append(_key_cells(key, keys, shown) + [
-            str(r["ablate"]), str(r["n_pairs"]), _fmt(r["val_bpb_full"]), _fmt(r["val_bpb_ablated"]),
+        rows.append(_key_cells(key, keys, shown) + [str(r["ablate"])] + ([str(r["against"])] if mapped else []) + [
+            str(r["n_pairs"]), _fmt(r["val_bpb_full"]), _fmt(r["val_bpb_ablated"]),
             f"{_fmt(r['delta_mean'], 'gain')} ± {_fmt(r['delta_std'], 'bpb')}",
             f"[{_fmt(r['delta_ci_low'], 'gain')}, {_fmt(r['delta_ci_high'], 'gain')}]",
             _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"), str(r["deltas"]),
             f"{float(r['delta_bytes']):+,.0f}"])
-    text = (f"# {study}: one switch off against the full stack\n\n" if axis == "bundle" else
-            f"# {study}: each {axis} against {axis}={reference}\n\n")
-    if axis != "bundle":
+    if mapped:
+        pairs = ", ".join(f"{a} against {b}" for a, b in zip(table["ablate"], table["against"]))
+        text = f"# {study}: each {axis} against its own reference\n\nPairs: {pairs}.\n\n"
+    else:
+        text = (f"# {study}: one switch off against the full stack\n\n" if axis == "bundle" else
+                f"# {study}: each {axis} against {axis}={reference}\n\n")
+    if where:
+        text += ("Only the runs with " + ", ".join(f"{c}={v}" for c, v in where.items()) +
+                 " (a column that does not change val_bpb would repeat every comparison).\n\n")
+    if axis != "bundle" and not mapped:
         text += (f"Read 'switch off' below as 'this value of {axis}' and 'full stack' as `{axis}={reference}`.\n\n")
-    text += (f"delta = val_bpb with the switch off - val_bpb of the full stack (`{axis}={reference}`), paired by seed "
-             "(each seed's two runs share data order and initialisation stream). delta > 0: turning the "
-             "switch off hurt, so it helps at this scale; delta < 0: the model is better without it. Mean ± "
-             "sample std over pairs, 95% Student-t CI, two-sided paired t-test (n pairs - 1 df; with 2 pairs "
-             "the test has 1 df and only a large, consistent delta reaches p < 0.05). The rows are one family: Holm's "
-             "adjusted p beside the raw one. MDE: the smallest true delta this many pairs detect with 80% power "
-             "at alpha 0.05, from the observed spread; a row not resolved after Holm says nothing about effects "
-             "smaller than that. Rows sorted by delta.\n\n")
+    if mapped:
+        text += (f"delta = val_bpb of the row's {axis} - val_bpb of the one it is read against, paired by seed "
+                 "(each seed's two runs share data order and initialisation stream). delta < 0: the row's value "
+                 "is better. ")
+    else:
+        text += (f"delta = val_bpb with the switch off - val_bpb of the full stack (`{axis}={reference}`), paired "
+                 "by seed (each seed's two runs share data order and initialisation stream). delta > 0: turning "
+                 "the switch off hurt, so it helps at this scale; delta < 0: the model is better without it. ")
+    text += ("Mean ± sample std over pairs, 95% Student-t CI, two-sided paired t-test (n pairs - 1 df; with 2 "
+             "pairs the test has 1 df and only a large, consistent delta reaches p < 0.05). The rows are one "
+             "family: Holm's adjusted p beside the raw one. MDE: the smallest true delta this many pairs detect "
+             "with 80% power at alpha 0.05, from the observed spread; a row not resolved after Holm says nothing "
+             "about effects smaller than that. Rows sorted by delta.\n\n")
     return text + _md_table(headers, rows)
 
 
