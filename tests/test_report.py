@@ -407,6 +407,8 @@ def test_ablation_table_each_value_against_its_own_reference_within_a_filter():
     assert "int6" not in set(table["ablate"])
     with pytest.raises(GolfError, match="no column 'compresor'"):
         ablation_table(frame, "quant", pairs, where={"compresor": "brotli"})
+    with pytest.raises(GolfError, match="no scored run has compressor='brotly'"):
+        ablation_table(frame, "quant", pairs, where={"compressor": "brotly"})
 
 
 def test_official_gain_and_per_seed_slopes(tmp_path):

@@ -182,6 +182,7 @@ def _fig_ablation(table: pd.DataFrame, frame: pd.DataFrame, study: str, axis: st
 
     keys = [k for k in key_columns(frame) if k != axis]
     shown = varying_keys(frame, keys)
+    mapped = "against" in table.columns  # each value against its own reference (ablation_table)
     panels = _groups(table, keys)
     fig, axes = _new_figure(len(panels), 4.6, 0.9 + 0.42 * max(len(g) for _, g in panels))
     counts = []
@@ -197,20 +198,17 @@ def _fig_ablation(table: pd.DataFrame, frame: pd.DataFrame, study: str, axis: st
             xs = [float(v) for v in str(text).split()]
             ax.scatter(xs, [y] * len(xs), color="black", s=10, zorder=3)
         counts += [int(n) for n in group["n_pairs"]]
-        names = ([f"{a} - {b}" for a, b in zip(group["ablate"], group["against"])] if "against" in group.columns
-                 else [str(a) for a in group["ablate"]])
-        ax.set_yticks(ys, names)
+        ax.set_yticks(ys, [f"{a} - {b}" for a, b in zip(group["ablate"], group["against"])] if mapped
+                      else [str(a) for a in group["ablate"]])
         ax.axvline(0.0, color="black", linewidth=0.8)
         ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.set_xlabel("delta val_bpb (switch off - full stack)")
+        ax.set_xlabel(f"delta val_bpb ({axis} - its reference)" if mapped else "delta val_bpb (switch off - full stack)")
         ax.grid(axis="x", alpha=0.3)
         ax.set_title(_label(key, keys, shown) if shown else "full stack")
-    if "against" in table.columns:
+    if mapped:
         fig.suptitle(f"{study}: each {axis} against its own reference, paired by seed\nbar = mean, whiskers = "
                      f"95% t-CI, dots = seeds\nblue: better than its reference, red: worse\n({_seeds_text(counts)})",
                      fontsize=9)
-        for ax in axes:
-            ax.set_xlabel(f"delta val_bpb ({axis} - its reference)")
         return fig
     fig.suptitle(f"{study}: one switch off, paired by seed; bar = mean, whiskers = 95% t-CI, dots = seeds\n"
                  f"red: the switch helps here, blue: the model is better without it ({_seeds_text(counts)})")

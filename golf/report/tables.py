@@ -513,17 +513,19 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: Any = "
         if column not in data.columns:
             raise GolfError(f"ablation where: no column {column!r} in the study's results")
         data = data[[_norm(v) == _norm(value) for v in data[column]]]
+        if data.empty:
+            raise GolfError(f"ablation where: no scored run has {column}={value!r}")
     keys = [k for k in key_columns(data) if k != axis]
-    pairs = (dict(reference) if isinstance(reference, dict) else None)
+    mapped = isinstance(reference, dict)
     rows = []
     for key, group in _groups(data, keys):
-        values = sorted(v for v in group[axis].unique() if v != reference) if pairs is None else list(pairs)
+        against = (dict(reference) if mapped else
+                   {v: reference for v in sorted(group[axis].unique()) if v != reference})
         # Pairs are made within a unit (seed, probe split and its swaps: the same base and the same documents
         # on both sides), and a seed's unit deltas are averaged: the pairs are seeds, never runs that share a
         # base, and a unit that ran on one side only is left out rather than compared with other documents.
         ucols = units(group)
-        for ablate in values:
-            ref = reference if pairs is None else pairs[ablate]
+        for ablate, ref in against.items():
             full, runs = group[group[axis] == ref], group[group[axis] == ablate]
             if full.empty or runs.empty:
                 continue
@@ -539,7 +541,7 @@ def ablation_table(frame: pd.DataFrame, axis: str = "bundle", reference: Any = "
             deltas = [a - b for a, b in zip(off, on)]
             d = stats.mean_std_ci(deltas, CONFIDENCE)
             row: dict[str, Any] = dict(zip(keys, key))
-            row.update(ablate=ablate, **({"against": ref} if pairs is not None else {}),
+            row.update(ablate=ablate, **({"against": ref} if mapped else {}),
                        n_pairs=d["n"], seeds=" ".join(str(s) for s in seeds),
                        val_bpb_full=float(np.mean(on)) if deltas else math.nan,
                        val_bpb_ablated=float(np.mean(off)) if deltas else math.nan,
