@@ -203,7 +203,8 @@ def cmd_export(args) -> int:
 def cmd_study_run(args) -> int:
     from golf.study import cell_status, place, resolve_root, run_study
 
-    summary = run_study(args.name, shard=args.shard, root=args.project, reference=args.reference, jobs=args.jobs)
+    summary = run_study(args.name, shard=args.shard, root=args.project, reference=args.reference, jobs=args.jobs,
+                        select=args.where)
     if args.json:
         print(json.dumps(summary))
     else:
@@ -373,6 +374,9 @@ def build_parser() -> argparse.ArgumentParser:
     sr = s.add_parser("run", help="run a study grid (cached, resumable)")
     sr.add_argument("name", help="study name: studies/NAME.yaml")
     sr.add_argument("--shard", default=None, help="i/N: run only this shard of the grid (e.g. a Slurm array task)")
+    sr.add_argument("--where", action="append", default=None, metavar="KEY=VALUE",
+                    help="run only the cells whose axis KEY (or seed) has VALUE, e.g. ttt.epochs=1 (repeat: a "
+                         "key twice takes either value, two keys must both match); no report runs")
     sr.add_argument("--jobs", type=int, default=1, metavar="N",
                     help="run N cells at once (one GPU each where there are GPUs, else the cores split)")
     _study_place(sr, "run into the committed results/NAME/ and papermill_runs/NAME/ (how the reference is "

@@ -254,6 +254,16 @@ def test_shards_run_disjoint_parts(interrupted_then_resumed, env, monkeypatch):
     assert spy.calls == []
 
 
+def test_where_runs_only_the_selected_cells(interrupted_then_resumed, env, monkeypatch):
+    root = interrupted_then_resumed["root"]
+    spy = Spy(monkeypatch)
+    assert study.run_study("mini", root=root, select=["quant.compressor=zlib"]) == {
+        "done": 0, "cached": 1, "busy": 0, "failed": 0}
+    with pytest.raises(GolfError, match=r"quant.compressor='lzma': no cell has it \(values: 'brotli', 'zlib'\)"):
+        study.run_study("mini", root=root, select=["quant.compressor=lzma"])
+    assert spy.calls == []
+
+
 def as_committed(src: Path, dest: Path) -> Path:
     """A copy of a project whose work/mini run has become the committed reference results/mini (what a
     fresh clone holds: committed runs, no work folder)."""
@@ -433,6 +443,30 @@ def test_shards_partition_the_grid_exactly_once():
     for bad in ("1", "2/2", "-1/3", "a/b", "0/0"):
         with pytest.raises(GolfError, match="shard"):
             study.parse_shard(bad)
+
+
+def test_where_selects_a_slice_of_the_real_grid():
+    spec = study.load_study("ttt_epochs_small", REPO)
+    cells = study.expand(spec)
+    assert len(cells) == 288
+
+    def pick(*clauses):
+        return study.select_cells(cells, study.parse_where(list(clauses), spec))
+
+    one = pick("ttt.epochs=1")
+    assert len(one) == 72 and {c.axes["ttt.epochs"] for c in one} == {1}
+    assert {c.id for c in pick("ttt.epochs=1", "ttt.epochs=2")} == {c.id for c in cells if c.axes["ttt.epochs"] in (1, 2)}
+    both = pick("seed=1337", "ttt.strategy=score_first")
+    assert len(both) == 24 and all(c.params["seed"] == 1337 and c.axes["ttt.strategy"] == "score_first" for c in both)
+    assert len(pick("ttt.probe_swap=true")) == 144
+    by_epochs = [c.id for e in (1, 2, 4, 8) for c in pick(f"ttt.epochs={e}")]
+    assert sorted(by_epochs) == [c.id for c in cells]  # the slices of one axis cover the grid once
+    assert pick() == cells
+    for bad, message in [("ttt.probe_swap=1", "no cell has it"), ("ttt.epochs=3", r"values: 1, 2, 4, 8"),
+                         ("ttt.lr=0.1", "not an axis of study ttt_epochs_small"), ("ttt.epochs", "KEY=VALUE"),
+                         ("=1", "KEY=VALUE"), ("ttt.epochs=[1", "not a YAML scalar")]:
+        with pytest.raises(GolfError, match=message):
+            pick(bad)
 
 
 def test_every_shipped_study_plans():

@@ -3,7 +3,9 @@
 Cell ids are `[<notebook>-]<readable axis values>-s<seed>-<8 hex>` (the notebook named only in studies
 that mix notebooks), the hex a hash of the notebook and the cell's four parameters (preset, seed, bundle,
 overrides) as the study declares them. `--shard i/N` takes cell k of the id-sorted grid when k mod N = i,
-so shards on several machines (or the tasks of a Slurm array) cover the grid exactly once.
+so shards on several machines (or the tasks of a Slurm array) cover the grid exactly once. `--where KEY=VALUE`
+runs the cells whose axis KEY (or `seed`) has that value: the cheap slice of a long grid first (e.g.
+`--where ttt.epochs=1`), one seed before the others; the cells and their ids are those of the whole grid.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import json
 import re
 from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 from golf.errors import GolfError
 from golf.study.spec import Study
@@ -99,3 +103,55 @@ def shard_cells(cells: list[Cell], shard: tuple[int, int] | None) -> list[Cell]:
         return cells
     i, n = shard
     return [c for k, c in enumerate(sorted(cells, key=lambda c: c.id)) if k % n == i]
+
+
+def parse_where(clauses: list[str] | None, study: Study) -> dict[str, list]:
+    """["KEY=VALUE", ...] -> {KEY: [values]}: KEY an axis of one of the study's grids, or `seed`; VALUE read
+    as a YAML scalar (1, 0.5, true, prequant_val). A key given twice takes either value."""
+    keys = {"seed"} | {k for g in study.grids for k in g.axes}
+    where: dict[str, list] = {}
+    for clause in clauses or []:
+        key, sep, text = str(clause).partition("=")
+        key = key.strip()
+        if not sep or not key or not text.strip():
+            raise GolfError(f"--where {clause!r} must look like KEY=VALUE (e.g. ttt.epochs=1, seed=1337)")
+        if key not in keys:
+            raise GolfError(f"--where {clause!r}: {key} is not an axis of study {study.name} "
+                            f"(its axes: {', '.join(sorted(keys))})")
+        try:
+            value = yaml.safe_load(text)
+        except yaml.YAMLError:
+            raise GolfError(f"--where {clause!r}: {text!r} is not a YAML scalar") from None
+        where.setdefault(key, []).append(value)
+    return where
+
+
+def _value(cell: Cell, key: str) -> Any:
+    if key == "seed":
+        return cell.params["seed"]
+    if key in cell.axes:
+        return cell.axes[key]
+    return cell.params.get(key, cell.params["overrides"].get(key, _MISSING))
+
+
+_MISSING = object()
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as YAML values: 1 matches 1 and 1.0, but a boolean only a boolean (true is not 1)."""
+    if isinstance(a, bool) or isinstance(b, bool):
+        return isinstance(a, bool) and isinstance(b, bool) and a == b
+    return a == b
+
+
+def select_cells(cells: list[Cell], where: dict[str, list]) -> list[Cell]:
+    """The cells that match every key of `where` (any of its values); a value no cell has is an error."""
+    for key, values in where.items():
+        present = [_value(c, key) for c in cells]
+        for v in values:
+            if not any(_same(v, p) for p in present):
+                have = {repr(p): p for p in present if p is not _MISSING}
+                shown = sorted(have, key=lambda r: (type(have[r]).__name__,
+                                                    have[r] if isinstance(have[r], (int, float, str)) else r))
+                raise GolfError(f"--where {key}={v!r}: no cell has it (values: {', '.join(shown)})")
+    return [c for c in cells if all(any(_same(v, _value(c, k)) for v in vs) for k, vs in where.items())]

@@ -43,7 +43,7 @@ from golf.progress import Progress, watch_status
 from golf.study import notebooks as nb
 from golf.study import reuse
 from golf.study.cells import cell_config
-from golf.study.grid import Cell, expand, parse_shard, shard_cells
+from golf.study.grid import Cell, expand, parse_shard, parse_where, select_cells, shard_cells
 from golf.study.spec import DataBuild, Study, load_study, resolve_root
 
 RESULTS_DIR = "results"
@@ -186,8 +186,10 @@ def _execute_in_worker(notebook: str, output: str, parameters: dict, cwd: str, e
 
 
 def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str | Path | None = None,
-              reference: bool = False, jobs: int = 1) -> dict:
-    """Run every missing cell of study NAME (or of one shard); returns {"done", "cached", "busy", "failed"}.
+              reference: bool = False, jobs: int = 1, select: list[str] | None = None) -> dict:
+    """Run every missing cell of study NAME (or of one shard, or those `select` picks: ["KEY=VALUE"], see
+    golf.study.grid); returns {"done", "cached", "busy", "failed"}. A shard or a selection is part of the
+    grid, so neither runs the report notebook.
 
     Cells run into the work folder `work/NAME/` (or, with `reference`, into the committed `results/NAME/`).
     done: cells executed now that wrote their result (a cell whose run another study of the same kind
@@ -201,9 +203,10 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     root = resolve_root(root)
     shard_ix = parse_shard(shard)
     study, grid = plan(name, root)  # everything checked before anything is built or run
+    selection = parse_where(select, study)
+    cells = shard_cells(select_cells(grid, selection), shard_ix)
     nb._check_kernel()
     data_path = str(build_study_data(study.data_build, root)) if study.data_build is not None else None
-    cells = shard_cells(grid, shard_ix)
     where = place(name, reference)
     expected = _Expected()
     summary = {"done": 0, "cached": 0, "busy": 0, "failed": 0}
@@ -246,7 +249,8 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
             if cell.id in marked:  # its notebook finished, so the install succeeded
                 reused.append(cell.id)
 
-    desc = f"study {name}" + (f" shard {shard_ix[0]}/{shard_ix[1]}" if shard_ix else "")
+    desc = (f"study {name}" + (f" shard {shard_ix[0]}/{shard_ix[1]}" if shard_ix else "")
+            + "".join(f" {k}={'|'.join(map(str, vs))}" for k, vs in selection.items()))
     with Progress(desc, total=len(cells), unit="cell") as bar, ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(jobs)) if jobs > 1 else None
         running: dict[Future, tuple[Cell, Path, ExitStack, int]] = {}  # cell, run folder, its lock, worker slot
@@ -306,7 +310,7 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
     # never ran), so a fully cached re-run executes nothing.
     executed_dir = root / where.executed_dir
     report_nb = executed_dir / f"{nb.REPORT_NOTEBOOK}.ipynb"
-    if (study.report and shard_ix is None and summary["failed"] == 0 and summary["busy"] == 0
+    if (study.report and shard_ix is None and not selection and summary["failed"] == 0 and summary["busy"] == 0
             and (summary["done"] or not report_nb.exists())):
         try:
             nb.execute(nb.notebook_path(root, nb.REPORT_NOTEBOOK), report_nb,
