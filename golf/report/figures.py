@@ -514,9 +514,9 @@ def _fig_data_scale(frame: pd.DataFrame, study: str):
         ax.errorbar(xs, means, yerr=np.nan_to_num(hws, nan=0.0), marker="o", capsize=3, color=color,
                     label=_label(key, keys, shown) if shown else "val_bpb_base")
         ax.plot(xs, tri, color=color, linestyle=":", marker="^", markersize=4, linewidth=1)
-        ax.plot(xs, bi, color=color, linestyle="--", linewidth=1)
+        ax.plot(xs, bi, color=color, linestyle="--", marker="x", markersize=4, linewidth=1)  # a lone budget: the marker
     ax.plot([], [], color="grey", linestyle=":", marker="^", label="trigram (KN) of the same tokens")
-    ax.plot([], [], color="grey", linestyle="--", label="bigram (KN) of the same tokens")
+    ax.plot([], [], color="grey", linestyle="--", marker="x", label="bigram (KN) of the same tokens")
     ax.set_xscale("log", base=2)
     ax.minorticks_off()
     ax.set_xticks([t / 1e6 for t in sorted(ticks)], [f"{t / 1e6:.2g}" for t in sorted(ticks)])
