@@ -561,7 +561,7 @@ def test_read_result_rejects_partial_files(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "results").glob("*/conclusions.yaml")), ids=lambda p: p.parent.name)
 def test_committed_conclusions_hold_on_the_committed_runs(path):
     """Each results README's conclusions, as stated for `golf study compare`, hold on the runs committed beside it."""
-    tables = study.report_tables(path.parent)
+    tables = study.report_tables(path.parent, study.load_study(path.parent.name, REPO).report)
     for c in study.load_conclusions(path):
         verdict = study.check_conclusion(c, tables)
         assert verdict["holds"] is True, (c.claim, verdict)

@@ -262,6 +262,35 @@ def parse_sections(spec: Any, where: str) -> list[tuple[str, dict]]:
     return out
 
 
+def _inputs(study_dir: Path) -> tuple[Inputs, list]:
+    results, skipped = read_results(study_dir)
+    if not results:
+        raise GolfError(f"{study_dir / 'runs'}: no complete result.json to report on "
+                        f"({len(skipped)} skipped)")
+    frame = _results_frame(results)
+    return Inputs(study_dir.name, frame, per_epoch_frame(results), T.summary_table(frame), curve_frame(results)), skipped
+
+
+def section_tables(study_dir: str | os.PathLike, sections: list[tuple[str, dict]]) -> dict[str, pd.DataFrame]:
+    """The tables the study's sections write, as frames by file stem ("loops" for loops.csv), read back from
+    the CSV text the report writes: what a conclusion about a study's own table (golf.study.compare) names.
+    Figures are built and dropped."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    inputs, _ = _inputs(Path(study_dir))
+    out: dict[str, pd.DataFrame] = {}
+    for name, options in sections:
+        built = SECTIONS[name].build(inputs, **options)
+        for fig in built.figures.values():
+            plt.close(fig)
+        for file, text in built.tables.items():
+            if file.endswith(".csv") and text.strip():
+                out[file[: -len(".csv")]] = pd.read_csv(io.StringIO(text))
+    return out
+
+
 def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] | None = None,
                  absent: dict[str, list[str]] | None = None) -> list[Path]:
     """Write the study's tables and figures, section by section; return the paths written.
@@ -276,12 +305,8 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
     readable (the reasons for each skipped file are in the message's count and in load_results).
     """
     study_dir = Path(study_dir)
-    results, skipped = read_results(study_dir)
-    if not results:
-        raise GolfError(f"{study_dir / 'runs'}: no complete result.json to report on "
-                        f"({len(skipped)} skipped)")
-    frame = _results_frame(results)
-    inputs = Inputs(study_dir.name, frame, per_epoch_frame(results), T.summary_table(frame), curve_frame(results))
+    inputs, skipped = _inputs(study_dir)
+    frame = inputs.frame
     tables: dict[str, str] = {"summary.csv": T._csv(inputs.summary)}
     figures: dict[str, Any] = {}
     for name, options in sections or [("summary", {})]:

@@ -20,7 +20,8 @@ from golf.study.spec import check_keys, resolve_root
 CONCLUSIONS_FILE = "conclusions.yaml"
 
 # A conclusion names one number of a report table: TABLE[key=value,...].COLUMN, e.g.
-# gap[strategy=lora_single_pass].gain_heldout_mean. The tables are golf.report's, computed from the runs.
+# gap[strategy=lora_single_pass].gain_heldout_mean. The tables are golf.report's, computed from the runs,
+# plus every CSV table the study's own `report:` sections write, by file stem (loops[...], trend_levels[...]).
 _REF = re.compile(r"(?P<table>[a-z_]+)(?:\[(?P<where>[^\]]*)\])?\.(?P<column>[A-Za-z0-9_]+)")
 _OPS = ("<", ">", "~", "==")
 _CONCLUSION_KEYS = ("claim", "value", "op", "than", "times", "tol")
@@ -74,8 +75,11 @@ def load_conclusions(path: Path) -> list[Conclusion]:
     return out
 
 
-def report_tables(study_dir: Path) -> dict:
-    """The report's tables of a study folder, computed from its runs (as `write_report` computes them)."""
+def report_tables(study_dir: Path, sections: list[tuple[str, dict]] | None = None) -> dict:
+    """The report's tables of a study folder, computed from its runs (as `write_report` computes them).
+
+    With `sections` (the study's parsed `report:` list), also every table those sections write, by file
+    stem (e.g. `loops` and `trend_levels` for ut_iterations), where no table of that name is here already."""
 
     from golf.report import frame as F
     from golf.report import tables as T
@@ -104,6 +108,11 @@ def report_tables(study_dir: Path) -> dict:
         scale = P.scale_table(P.scale_values(per_epoch, frame))
         if not scale.empty:
             tables["scale"] = scale
+    if sections:
+        from golf.report.sections import section_tables
+
+        for stem, table in section_tables(study_dir, sections).items():
+            tables.setdefault(stem, table)
     return tables
 
 
@@ -162,7 +171,7 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
         raise GolfError(f"study {name}: no fresh run in {fresh.runs}; run `golf study run {name}` first")
     if not (root / ref.runs).is_dir():
         raise GolfError(f"study {name}: no committed reference in {ref.runs} to compare with")
-    _, cells = plan(name, root)
+    spec, cells = plan(name, root)
     rows = []
     for cell in cells:
         a, b = read_result(root / fresh.runs / cell.id), read_result(root / ref.runs / cell.id)
@@ -177,7 +186,8 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
     conclusions = []
     path = root / ref.study_dir / CONCLUSIONS_FILE
     if path.is_file():
-        tables = {"fresh": report_tables(root / fresh.study_dir), "reference": report_tables(root / ref.study_dir)}
+        tables = {"fresh": report_tables(root / fresh.study_dir, spec.report),
+                  "reference": report_tables(root / ref.study_dir, spec.report)}
         for c in load_conclusions(path):
             entry = {"claim": c.claim, "check": f"{c.value} {c.op} "
                      f"{'' if c.times == 1 else f'{c.times:g} x '}{c.than}{f' ± {c.tol:g}' if c.op == '~' else ''}"}
