@@ -271,7 +271,7 @@ def _inputs(study_dir: Path) -> tuple[Inputs, list]:
     return Inputs(study_dir.name, frame, per_epoch_frame(results), T.summary_table(frame), curve_frame(results)), skipped
 
 
-def section_tables(study_dir: str | os.PathLike, sections: list[tuple[str, dict]]) -> dict[str, pd.DataFrame]:
+def section_tables(inputs: Inputs, sections: list[tuple[str, dict]]) -> dict[str, pd.DataFrame]:
     """The tables the study's sections write, as frames by file stem ("loops" for loops.csv), read back from
     the CSV text the report writes: what a conclusion about a study's own table (golf.study.compare) names.
     Figures are built and dropped."""
@@ -279,7 +279,6 @@ def section_tables(study_dir: str | os.PathLike, sections: list[tuple[str, dict]
 
     import matplotlib.pyplot as plt
 
-    inputs, _ = _inputs(Path(study_dir))
     out: dict[str, pd.DataFrame] = {}
     for name, options in sections:
         built = SECTIONS[name].build(inputs, **options)

@@ -108,10 +108,11 @@ def report_tables(study_dir: Path, sections: list[tuple[str, dict]] | None = Non
         scale = P.scale_table(P.scale_values(per_epoch, frame))
         if not scale.empty:
             tables["scale"] = scale
-    if sections:
-        from golf.report.sections import section_tables
+    if sections:  # the runs read once: the sections get the frames computed above
+        from golf.report.sections import Inputs, section_tables
 
-        for stem, table in section_tables(study_dir, sections).items():
+        inputs = Inputs(study_dir.name, frame, per_epoch, tables["summary"], F.curve_frame(results))
+        for stem, table in section_tables(inputs, sections).items():
             tables.setdefault(stem, table)
     return tables
 

@@ -126,15 +126,13 @@ def parse_where(clauses: list[str] | None, study: Study) -> dict[str, list]:
     return where
 
 
-def _value(cell: Cell, key: str) -> Any:
-    if key == "seed":
-        return cell.params["seed"]
-    if key in cell.axes:
-        return cell.axes[key]
-    return cell.params.get(key, cell.params["overrides"].get(key, _MISSING))
-
-
 _MISSING = object()
+
+
+def _value(cell: Cell, key: str) -> Any:
+    """The cell's value of `key`: seed, preset and bundle are cell parameters, a dotted key an override
+    (where expand put each axis value)."""
+    return cell.params.get(key, cell.params["overrides"].get(key, _MISSING))
 
 
 def _same(a: Any, b: Any) -> bool:
