@@ -622,11 +622,11 @@ def test_level_trend_is_blocked_by_seed_and_two_sided():
 def test_bases_table_sets_each_base_against_its_own_count_models():
     from golf.report.tables import bases_table
 
-    # The committed ttt_epochs runs (real runs of golf, not fixtures): 12 runs on 3 tiny bases. Recomputed
+    # The committed quant_budget runs (real runs of golf, not fixtures): 126 runs on 3 tiny bases. Recomputed
     # from each result.json by hand: a seed's margin is the mean over its runs of val_bpb_base - baseline.
-    study = Path(__file__).resolve().parent.parent / "results" / "ttt_epochs"
+    study = Path(__file__).resolve().parent.parent / "results" / "quant_budget"
     results = [json.loads(p.read_text()) for p in sorted((study / "runs").glob("*/result.json"))]
-    assert len(results) == 12
+    assert len(results) == 126
     table = bases_table(load_results(study)).set_index("baseline")
     assert list(table.index) == ["unigram", "bigram_kn", "trigram_kn"]
     for name in table.index:
