@@ -186,7 +186,10 @@ def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
         apply_param_dtypes(model, device, cfg.train)  # as the trainer left it (a bf16 embedding on CUDA)
         if (entry / "metrics.jsonl").exists() and d.main:
             shutil.copy(entry / "metrics.jsonl", out / "metrics.jsonl")
-        return model.to(device), {**info, "cached": True, "cache_key": key}
+        # The key holds no code version: which commit trained the cached weights is recorded instead
+        # (entries written before this record existed say "unknown").
+        trained_at = info.get("trained_at") or {"git_sha": "unknown", "dirty": None}
+        return model.to(device), {**info, "trained_at": trained_at, "cached": True, "cache_key": key}
 
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
@@ -198,9 +201,10 @@ def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
             write_json(out / "failure.json", {"error": "diverged", "step": e.step, "loss": str(e.loss),
                                               "last_finite_loss": e.last_finite, "message": str(e)})
         raise
+    git_sha, dirty = git_state()
     info = {"steps": res.steps, "tokens": res.tokens, "wall_s": res.wall_s, "tokens_per_s": res.tokens_per_s,
             "final_train_loss": res.final_train_loss, "compile_warmup_s": res.compile_warmup_s,
-            **({"curve": res.curve} if res.curve else {})}
+            "trained_at": {"git_sha": git_sha, "dirty": dirty}, **({"curve": res.curve} if res.curve else {})}
     if d.main:
         with atomic_dir(entry) as tmp:
             torch.save(model.state_dict(), tmp / "checkpoint.pt")

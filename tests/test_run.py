@@ -1,8 +1,10 @@
 """`golf run` end to end on the tiny preset: the run folder, the contract's result keys, the round trip."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -60,7 +62,7 @@ def test_result_has_every_contract_key(run_dir):
     assert result["eval"]["mode"] == "windows"
     assert result["eval"]["protocol"] == "all"  # eval.protocol=auto on a corpus that is not FineWeb
     # every validation token after the first was scored, and val_bytes is the manifest's byte count
-    manifest = json.loads((__import__("pathlib").Path(result["data"]["path"]) / "manifest.json").read_text())
+    manifest = json.loads((Path(result["data"]["path"]) / "manifest.json").read_text())
     assert result["data"]["val_tokens_scored"] == manifest["val"]["tokens"] - 1
     assert result["data"]["val_bytes"] == manifest["val"]["bytes"]
 
@@ -169,6 +171,21 @@ def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_
     assert result["train"]["cached"] is True and result["train"]["cache_key"] == first["train"]["cache_key"]
     assert result["eval"]["val_bpb_prequant"] == first["eval"]["val_bpb_prequant"]  # the same trained weights
     assert result["train"]["curve"] == first["train"]["curve"]  # the cached base brings its curve
+    # Which commit trained the weights travels with them (the cache key holds no code version).
+    assert first["train"]["trained_at"] == {"git_sha": first["env"]["git_sha"], "dirty": first["env"]["dirty"]}
+    assert result["train"]["trained_at"] == first["train"]["trained_at"]
+    # An entry written before the record existed is reused and says it does not know.
+    entry = Path(os.environ["GOLF_CACHE"]) / "models" / first["train"]["cache_key"]
+    info = json.loads((entry / "train.json").read_text())
+    (entry / "train.json").write_text(json.dumps({k: v for k, v in info.items() if k != "trained_at"}))
+    try:
+        proc = golf_run(tiny_dataset, tmp_path / "old_entry", *TINY_TRAIN, "-s", "quant.method=int4",
+                        "-s", "train.val_every=6", "--json")
+    finally:
+        (entry / "train.json").write_text(json.dumps(info))
+    assert proc.returncode == 0, proc.stderr
+    old = json.loads(proc.stdout)["train"]
+    assert old["cached"] is True and old["trained_at"] == {"git_sha": "unknown", "dirty": None}
     # int4 + brotli is smaller. (Not int6: on these briefly trained small weights int8's 1/127 scale floor
     # is a coarser grid than int6's rowmax/31, so the int8 artifact is the smaller of those two.)
     assert result["artifact"]["bytes_model"] < first["artifact"]["bytes_model"]
