@@ -1046,3 +1046,36 @@ def test_gap_units_figure_draws_every_unit_of_every_configuration(tmp_path):
     bare = final_rows(per_epoch_frame(results))
     _, right = _fig_gap_units(bare[bare["epoch"] > 0], "test").axes
     assert not [c for c in right.collections if isinstance(c, PathCollection)]
+
+
+def test_within_run_curves_plot_each_runs_gain_over_units_one_style_per_epoch_count():
+    """ttt_curves is the within-run diagnostic: gains against each run's own epoch 0, a split and its swap
+    averaged into one unit before the mean over units, and runs of different epoch counts kept apart."""
+    from golf.report.figures import _fig_ttt_curves
+
+    rows = []
+    for strategy, epochs in (("prequant_val", 1), ("prequant_val", 2), ("train_slice", 2)):
+        for seed in (1, 2):
+            for swap in (False, True):
+                run = f"{strategy}-e{epochs}-s{seed}-{swap}"
+                for epoch in range(epochs + 1):
+                    drop = 0.01 * epoch * seed * (2 if swap else 1) * (1 if strategy == "prequant_val" else 0.5)
+                    rows.append({"run_id": run, "seed": seed, "strategy": strategy, "epochs": epochs,
+                                 "legal": strategy != "prequant_val", "epoch": epoch,
+                                 "ttt.probe_split": 1, "ttt.probe_swap": swap,
+                                 "val_bpb": 2.0 - drop, "gain": -drop, "val_bpb_adapted": 2.1 - 2 * drop,
+                                 "gain_adapted": -2 * drop, "val_bpb_heldout": 1.9, "gain_heldout": 0.0})
+    fig = _fig_ttt_curves(pd.DataFrame(rows), "t")
+    panel = fig.axes[0]  # all probed tokens
+    lines = {line.get_label(): line for line in panel.get_lines() if not line.get_label().startswith("_")}
+    assert set(lines) == {"prequant_val, epochs=1, illegal", "prequant_val, epochs=2, illegal",
+                          "train_slice, epochs=2, legal"}
+    two = lines["prequant_val, epochs=2, illegal"]
+    # unit (seed s): its two runs' gains at epoch e are -0.01*e*s and -0.02*e*s, averaged -0.015*e*s;
+    # the mean over seeds 1 and 2 is -0.0225*e
+    assert list(two.get_xdata()) == [0, 1, 2]
+    assert list(two.get_ydata()) == pytest.approx([0.0, -0.0225, -0.045])
+    assert two.get_linestyle() == "-" and lines["prequant_val, epochs=1, illegal"].get_linestyle() == "--"
+    assert two.get_color() == lines["prequant_val, epochs=1, illegal"].get_color()  # one colour per strategy
+    assert two.get_color() != lines["train_slice, epochs=2, legal"].get_color()
+    assert "n = 2 units per point" in fig._suptitle.get_text() and "within-run" in fig._suptitle.get_text()

@@ -67,39 +67,57 @@ def _color_cycle(n: int) -> list:
 
 
 def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
-    """val_bpb vs TTT epoch: one panel per measured half, mean line and 95% t-band over seeds per group."""
+    """The within-run diagnostic: each run's gain after each of its own epochs against its own epoch 0, one
+    panel per measured half. A unit's runs (a split and its swap) are averaged first; lines are the mean over
+    units with its 95% t-band, one colour per configuration and, where runs of several epoch counts are
+    shown, one line style per count (solid = the longest). An E-epoch run's point at epoch e < E is not what
+    an e-epoch run gives (its schedule spans E epochs): that comparison is the separate runs' (paired, trend,
+    memorization_epochs)."""
     trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"])]
     halves = [h for h, (col, _, _) in HALVES.items() if trained[col].notna().any()]
     keys = key_columns(trained)
     shown = varying_keys(trained, keys) or ["strategy"]
+    ucols = units(trained)
+    counts = sorted({int(e) for e in trained["epochs"].dropna()}) if "epochs" in trained else []
+    styles = dict(zip(reversed(counts), ["-", "--", "-.", ":"] * len(counts)))
+    colour_keys = [k for k in keys if k != "epochs"]
+    colour_groups = [key for key, _ in _groups(trained, colour_keys)]
+    colour_of = dict(zip(colour_groups, _color_cycle(len(colour_groups))))
     groups = _groups(trained, keys)
     fig, axes = _new_figure(len(halves), height=4.6)
-    counts = []
+    n_units = []
     for ax, half in zip(axes, halves):
-        col, _, title = HALVES[half]
-        for color, (key, group) in zip(_color_cycle(len(groups)), groups):
+        _, gain_col, title = HALVES[half]
+        for key, group in groups:
+            row = dict(zip(keys, key))
+            colour = colour_of[tuple(row[k] for k in colour_keys)]
             xs, means, lows, highs = [], [], [], []
             for epoch, at in sorted(group.groupby("epoch"), key=lambda kv: kv[0]):
-                s = stats.mean_std_ci(_finite(at[col]), CONFIDENCE)
+                s = stats.mean_std_ci(list(by_unit(at, ucols, gain_col).values()), CONFIDENCE)
                 if s["n"] == 0:
                     continue
-                counts.append(s["n"])
+                n_units.append(s["n"])
                 xs.append(epoch)
                 means.append(s["mean"])
-                lows.append(s["ci_low"])
-                highs.append(s["ci_high"])
+                lows.append(s["ci_low"] if s["n"] > 1 else s["mean"])
+                highs.append(s["ci_high"] if s["n"] > 1 else s["mean"])
             if not xs:
                 continue
-            ax.plot(xs, means, marker="o", color=color, label=_label(key, keys, shown))
-            ax.fill_between(xs, lows, highs, color=color, alpha=0.2, linewidth=0)
+            style = styles.get(int(row["epochs"]), "-") if "epochs" in row else "-"
+            ax.plot(xs, means, marker="o", markersize=3, color=colour, linestyle=style,
+                    label=_label(key, keys, shown))
+            ax.fill_between(xs, lows, highs, color=colour, alpha=0.12, linewidth=0)
+        ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_title(title)
-        ax.set_xlabel("TTT epoch")
+        ax.set_xlabel("epoch within the run")
         _integer_ticks(ax)
-        ax.set_ylabel("val_bpb (bits per byte)")
         ax.grid(alpha=0.3)
+    axes[0].set_ylabel("gain vs the run's own epoch 0 (bpb)\n< 0: TTT lowered bpb")
     handles, labels = axes[0].get_legend_handles_labels()  # one legend for all panels, below them
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize="small")
-    fig.suptitle(f"{study}: val_bpb vs TTT epoch, mean with 95% t-CI band ({_seeds_text(counts)})")
+    fig.suptitle(f"{study}: within-run diagnostic, gain after each epoch of a run (mean over units with 95% "
+                 f"t-band, {_seeds_text(n_units).replace('seed', 'unit')})\nthe point at epoch e of an "
+                 "E-epoch run is not an e-epoch run: its schedule spans E epochs", fontsize="medium")
     return fig
 
 
