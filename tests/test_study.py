@@ -472,14 +472,16 @@ def test_where_selects_a_slice_of_the_real_grid():
 def test_every_shipped_study_plans():
     """Each studies/*.yaml loads, matches its notebooks' parameters, and builds every cell's config."""
     names = study.list_studies(REPO)
-    assert {"ttt_epochs", "smoke", "ttt_gap", "ut_iterations", "quant_budget", "architecture"} <= set(names)
+    assert {"ttt_headline", "ttt_gap_small", "ttt_epochs_small", "ttt_scale", "ladder", "smoke", "ut_iterations",
+            "quant_budget", "architecture"} <= set(names)
     for name in names:
         _, cells = study.plan(name, REPO)
         assert cells, name
-    _, cells = study.plan("ttt_epochs", REPO)
-    assert len(cells) == 12 and {c.params["seed"] for c in cells} == {1337, 42, 7}
+    _, cells = study.plan("ttt_epochs_small", REPO)  # 4 strategies x E 1, 2, 4, 8 x 3 splits x swap x 3 seeds
+    assert len(cells) == 288 and {c.params["seed"] for c in cells} == {1337, 42, 7}
     assert {c.params["overrides"]["ttt.strategy"] for c in cells} == {"prequant_val", "lora_single_pass",
                                                                       "train_slice", "score_first"}
+    assert {c.params["overrides"]["ttt.epochs"] for c in cells} == {1, 2, 4, 8}
     smoke_notebooks = {c.notebook for c in study.plan("smoke", REPO)[1]} | {"report"}
     assert smoke_notebooks == {p.stem for p in NOTEBOOKS.glob("*.ipynb")}  # smoke runs every notebook
 
