@@ -1079,3 +1079,34 @@ def test_within_run_curves_plot_each_runs_gain_over_units_one_style_per_epoch_co
     assert two.get_color() == lines["prequant_val, epochs=1, illegal"].get_color()  # one colour per strategy
     assert two.get_color() != lines["train_slice, epochs=2, legal"].get_color()
     assert "n = 2 units per point" in fig._suptitle.get_text() and "within-run" in fig._suptitle.get_text()
+
+
+def test_paired_match_compares_illegal_and_legal_only_at_the_same_epoch_count():
+    """By default an illegal configuration is set against every legal one (the seeds' own settings differ);
+    `match: [ttt.epochs]` keeps only pairs at one epoch count, for a study whose axis is E."""
+    from golf.report.paired import paired_table
+
+    rows = []
+    for strategy, legal in (("prequant_val", False), ("score_first", True)):
+        for epochs in (1, 2):
+            for seed in (1, 2, 3):
+                gain = -0.001 * seed * epochs * (3 if not legal else 1)
+                for epoch in (0, epochs):
+                    g = gain if epoch else 0.0
+                    rows.append({"run_id": f"{strategy}-{epochs}-{seed}", "seed": seed, "strategy": strategy,
+                                 "epochs": epochs, "legal": legal, "epoch": epoch, "gain": g,
+                                 "gain_adapted": 2 * g, "gain_heldout": g, "gain_official": gain})
+    frame = pd.DataFrame(rows)
+    crossed = paired_table(frame)
+    pairs = crossed[crossed["test"] == "illegal_vs_legal"]
+    assert sorted(zip(pairs["epochs"], pairs["versus_setting"])) == [
+        (1, "epochs=1"), (1, "epochs=2"), (2, "epochs=1"), (2, "epochs=2")]
+    matched = paired_table(frame, ["ttt.epochs"])
+    pairs = matched[matched["test"] == "illegal_vs_legal"].set_index("epochs")
+    assert list(pairs.index) == [1, 2] and list(pairs["versus_setting"]) == ["epochs=1", "epochs=2"]
+    # at E: (-0.003 s E) - (-0.001 s E) = -0.002 s E, mean over seeds 1-3 = -0.004 E
+    assert pairs["mean_diff"].tolist() == pytest.approx([-0.004, -0.008])
+    assert len(matched) == len(crossed) - 2  # the same memorization and official rows, two fewer pairs
+    assert matched["p_holm"].tolist() == pytest.approx(stats.holm(matched["p_value"].tolist()))
+    with pytest.raises(GolfError, match="match 'ttt.lr' is not a configuration column"):
+        paired_table(frame, ["ttt.lr"])

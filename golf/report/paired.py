@@ -12,6 +12,8 @@ paired.csv / paired.md, one row per comparison, all of one family (Holm over the
     official           official val_bpb - the float base model's val_bpb, per configuration (what TTT and
                        quantization did to the score)
     vs <other>         official gain of an illegal configuration - that of a legal one, on the same units
+                       (every legal configuration, whatever its own settings; the section's `match: [ttt.epochs]`
+                       pairs only configurations at the same epoch count, for a study whose axis is E)
 trend.csv / trend.md: where a configuration was run at several epoch counts (separate runs, each with its
 own schedule), Page's L test of a monotone trend across the counts, blocked by unit, for the official gain
 and for the memorization contrast (one-sided: more epochs, more gain / more memorization), Holm within.
@@ -30,13 +32,15 @@ test itself. A row resolved over units but not over bases says so in its verdict
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pandas as pd
 
 from golf import stats
+from golf.errors import GolfError
 from golf.report.frame import (
+    RESOLVED_AS,
     _groups,
     _norm,
     base_means,
@@ -138,10 +142,12 @@ def _versus_setting(legal: pd.DataFrame, configs: list[pd.DataFrame]) -> str:
     return "; ".join(parts)
 
 
-def _illegal_legal(configs: list[tuple[tuple, pd.DataFrame]], keys: list[str]) -> Iterator[tuple[int, int]]:
+def _illegal_legal(configs: list[tuple[tuple, pd.DataFrame]], keys: list[str],
+                   also: Sequence[str] = ()) -> Iterator[tuple[int, int]]:
     """Index pairs (illegal, legal) of `configs` ((key, group) as `_groups` gives them) that agree on every
-    key but a strategy's own (OWN_KEYS): the same base models, protocol (probe on or off) and split."""
-    match = [m for m, k in enumerate(keys) if k not in OWN_KEYS]
+    key but a strategy's own (OWN_KEYS): the same base models, protocol (probe on or off) and split; and on
+    the keys in `also`, own or not (a study whose axis is the epoch count compares strategies at equal E)."""
+    match = [m for m, k in enumerate(keys) if k not in OWN_KEYS or k in also]
     legal = [bool(group["legal"].iloc[0]) for _, group in configs]
     for i, (key_i, _) in enumerate(configs):
         for j, (key_l, _) in enumerate(configs):
@@ -155,14 +161,31 @@ def _versus(legal: pd.DataFrame, configs: list[tuple[tuple, pd.DataFrame]]) -> d
             "versus_setting": _versus_setting(legal, [group for _, group in configs])}
 
 
-def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
-    """The paired comparisons of a TTT study (see the module docstring), with Holm-adjusted p-values."""
+def match_columns(match: Sequence[str] | None, keys: Sequence[str]) -> list[str]:
+    """The configuration columns named by a paired section's `match` option (a config key such as
+    ttt.epochs stands for the column that holds what runs resolved, `epochs`); a name that is not a
+    configuration column of the study is an error."""
+    out = []
+    for name in match or ():
+        column = RESOLVED_AS.get(name, name) if isinstance(name, str) else name
+        if column not in keys:
+            raise GolfError(f"report section paired: match {name!r} is not a configuration column of this "
+                            f"study; columns: {', '.join(keys)}")
+        out.append(column)
+    return out
+
+
+def paired_table(per_epoch: pd.DataFrame, match: Sequence[str] | None = None) -> pd.DataFrame:
+    """The paired comparisons of a TTT study (see the module docstring), with Holm-adjusted p-values.
+    `match`: columns an illegal and a legal configuration must also share to be compared (by default a
+    strategy's own settings, epochs included, may differ: the seeds' protocols side by side)."""
     runs = final_rows(per_epoch)
     runs = runs[runs["epoch"] > 0]
     if runs.empty:
         return pd.DataFrame()
     ucols = units(runs)
     keys = config_keys(runs)
+    also = match_columns(match, keys)
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
     rows: list[dict] = []
     configs = _groups(runs, keys)
@@ -179,7 +202,7 @@ def paired_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
                              _paired(u, [off[x] for x in u], [0.0] * len(u))))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
-    for i, j in _illegal_legal(configs, keys):
+    for i, j in _illegal_legal(configs, keys, also):
         (key_i, group_i), (key_l, group_l) = configs[i], configs[j]
         x, y = by_unit(group_i, ucols, "gain_official"), by_unit(group_l, ucols, "gain_official")
         common = sorted(set(x) & set(y))

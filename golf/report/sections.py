@@ -108,9 +108,12 @@ def _slopes(inp: Inputs) -> Output:
                   figures={"ttt_slopes": F._fig_ttt_slopes(pe, slopes, inp.study)})
 
 
-def _paired(inp: Inputs) -> Output:
-    """Within-unit contrasts (memorization, official gain, illegal - legal), Holm, MDE (paired.csv/.md)."""
-    table = P.paired_table(inp.per_epoch)
+def _paired(inp: Inputs, match: list | None = None) -> Output:
+    """Within-unit contrasts (memorization, official gain, illegal - legal), Holm, MDE (paired.csv/.md);
+    `match` (e.g. [ttt.epochs]): keys an illegal and a legal configuration must share to be compared."""
+    if match is not None and not isinstance(match, list):
+        raise GolfError(f"report section paired: match must be a list of configuration keys, not {match!r}")
+    table = P.paired_table(inp.per_epoch, match)
     if table.empty:
         return Output()
     return Output(tables={"paired.csv": T._csv(table), "paired.md": P.paired_md(inp.study, table)})

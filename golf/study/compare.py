@@ -104,7 +104,8 @@ def report_tables(study_dir: Path, sections: list[tuple[str, dict]] | None = Non
         tables.update(gap=T.gap_table(per_epoch), slopes=T.slope_table(per_epoch))
         from golf.report import paired as P
 
-        tables["paired"] = P.paired_table(per_epoch)
+        paired_options = next((o for n, o in sections or [] if n == "paired"), {})  # as the report builds it
+        tables["paired"] = P.paired_table(per_epoch, paired_options.get("match"))
         scale = P.scale_table(P.scale_values(per_epoch, frame))
         if not scale.empty:
             tables["scale"] = scale
