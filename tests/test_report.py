@@ -525,9 +525,12 @@ def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
     assert study_dir / "figures" / "memorization_epochs.png" in written
     table = pd.read_csv(study_dir / "trend.csv")
     memo = table[table["measure"].str.startswith("memorization")].iloc[0]
-    ref = stats.page_trend_test([[-by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)])
+    blocks = [[by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)]
+    up, down = stats.page_trend_test(blocks), stats.page_trend_test([[-v for v in row] for row in blocks])
     assert memo["epochs"] == "1 2 3" and memo["n_units"] == 3
-    assert memo["L"] == pytest.approx(ref["L"]) and memo["p_value"] == pytest.approx(ref["p_value"])
+    assert memo["L"] == pytest.approx(up["L"])  # two-sided: twice the smaller one-sided p, its direction named
+    assert memo["p_value"] == pytest.approx(min(1.0, 2 * min(up["p_value"], down["p_value"])))
+    assert memo["direction"] == ("falls" if down["p_value"] < up["p_value"] else "rises")
     assert memo["n_bases"] == 3 and memo["p_bases"] == memo["p_value"]  # one unit per base: the same test
 
 
@@ -553,9 +556,10 @@ def test_trend_by_base_averages_a_seeds_splits_into_one_block():
                             - (pe[-1]["val_bpb_heldout"] - pe[0]["val_bpb_heldout"]))
                 per_base.setdefault(r["seed"], {}).setdefault(e, []).append(contrast)
     memo = trend_table(per_epoch_frame(results)).set_index("measure").loc["memorization (gain A - gain B)"]
-    blocks = [[-sum(per_base[s][e]) / 2 for e in (1, 2, 3)] for s in sorted(per_base)]
+    blocks = [[sum(per_base[s][e]) / 2 for e in (1, 2, 3)] for s in sorted(per_base)]
+    up, down = stats.page_trend_test(blocks), stats.page_trend_test([[-v for v in row] for row in blocks])
     assert memo["n_units"] == 6 and memo["n_bases"] == 3
-    assert memo["p_bases"] == pytest.approx(stats.page_trend_test(blocks)["p_value"])
+    assert memo["p_bases"] == pytest.approx(min(1.0, 2 * min(up["p_value"], down["p_value"])))
 
 
 def test_a_swapped_split_is_averaged_into_its_unit_not_counted_twice(tmp_path):
@@ -1110,3 +1114,27 @@ def test_paired_match_compares_illegal_and_legal_only_at_the_same_epoch_count():
     assert matched["p_holm"].tolist() == pytest.approx(stats.holm(matched["p_value"].tolist()))
     with pytest.raises(GolfError, match="match 'ttt.lr' is not a configuration column"):
         paired_table(frame, ["ttt.lr"])
+
+
+def test_trend_is_two_sided_and_names_its_direction():
+    """A contrast that grows more negative with E (more memorization) 'falls'; an official gain that gets worse
+    with E (TTT hurting) 'rises' and is resolved just the same, not hidden by a one-sided test."""
+    from golf.report.paired import trend_table
+
+    rows = []
+    for seed in (1, 2, 3, 4):
+        for epochs in (1, 2, 4):
+            official = 0.001 * epochs + 0.0001 * seed  # gets worse with E in every unit
+            adapted = -0.002 * epochs - 0.0003 * seed  # A gains more with E than B
+            for epoch in (0, epochs):
+                on = epoch > 0
+                rows.append({"run_id": f"lora-{epochs}-{seed}", "seed": seed, "strategy": "lora_single_pass",
+                             "epochs": epochs, "legal": False, "epoch": epoch, "gain": 0.0,
+                             "gain_adapted": adapted if on else 0.0, "gain_heldout": 0.0,
+                             "gain_official": official})
+    table = trend_table(pd.DataFrame(rows)).set_index("measure")
+    exact = 2 / 6**4  # the one arrangement in (3!)^4 with every unit in order, doubled
+    memo, official = table.loc["memorization (gain A - gain B)"], table.loc["official gain"]
+    assert memo["direction"] == "falls" and official["direction"] == "rises"
+    assert memo["p_value"] == pytest.approx(exact) and official["p_value"] == pytest.approx(exact)
+    assert official["mean_first"] == pytest.approx(0.00125) and official["mean_last"] == pytest.approx(0.00425)

@@ -16,7 +16,7 @@ paired.csv / paired.md, one row per comparison, all of one family (Holm over the
                        pairs only configurations at the same epoch count, for a study whose axis is E)
 trend.csv / trend.md: where a configuration was run at several epoch counts (separate runs, each with its
 own schedule), Page's L test of a monotone trend across the counts, blocked by unit, for the official gain
-and for the memorization contrast (one-sided: more epochs, more gain / more memorization), Holm within.
+and for the memorization contrast (two-sided, the direction reported: more epochs can also hurt), Holm within.
 
 Each row carries the mean difference, its 95% CI, the raw and the Holm-adjusted p, and the smallest
 effect the design detects at 80% power (`mde`): a row that is not significant says "not resolved at this
@@ -249,16 +249,17 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             blocks = sorted(set.intersection(*(set(v) for v in per.values())))
             if len(blocks) < 2:
                 continue
-            # Negated: a trend means the gain (or the contrast) falls, i.e. more improvement with epochs.
-            table = [[-per[e][u] for e in counts] for u in blocks]
-            test = stats.page_trend_test(table)
+            # Two-sided: more epochs may help (the gain falls) or hurt (LoRA's held-out half); the direction
+            # is reported, not assumed. "falls" = more gain, or a more negative contrast (more memorization).
+            table = [[per[e][u] for e in counts] for u in blocks]
+            test = _page_two_sided(table)
             by_base = base_means(blocks, table)  # the same blocks with one row per base model
             p_bases = test["p_value"] if len(by_base) == len(blocks) else (
-                stats.page_trend_test(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
+                _page_two_sided(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
             rows.append({"measure": measure, "config": _label(key, keys, shown),
                          "epochs": " ".join(str(e) for e in counts), "n_units": len(blocks), "L": test["L"],
-                         "z": test["z"], "p_value": test["p_value"], "p_normal": test["p_normal"],
-                         "n_bases": len(by_base), "p_bases": p_bases,
+                         "direction": "rises" if test["direction"] == "increasing" else "falls",
+                         "p_value": test["p_value"], "n_bases": len(by_base), "p_bases": p_bases,
                          "mean_first": sum(per[counts[0]][u] for u in blocks) / len(blocks),
                          "mean_last": sum(per[counts[-1]][u] for u in blocks) / len(blocks)})
     table = family_table(rows)
@@ -295,18 +296,20 @@ def trend_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
     shared = _shares_bases(table)
-    headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last", "Page L",
-               "p (permutation)", "p (Holm)", *(["n bases", "p by base (Holm)"] if shared else [])]
+    headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last", "direction",
+               "Page L", "p (two-sided, permutation)", "p (Holm)", *(["n bases", "p by base (Holm)"] if shared else [])]
     rows = [[r["measure"], r["config"], r["epochs"], str(r["n_units"]), _fmt(r["mean_first"], "gain"),
-             _fmt(r["mean_last"], "gain"), _fmt(r["L"], "other"), _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"),
-             *(_by_base_cells(r) if shared else [])]
+             _fmt(r["mean_last"], "gain"), r["direction"], _fmt(r["L"], "other"), _fmt(r["p_value"], "p"),
+             _fmt(r["p_holm"], "p"), *(_by_base_cells(r) if shared else [])]
             for _, r in table.iterrows()]
     text = f"# {study}: trend across epoch counts\n\n"
     text += ("Each epoch count is a separate run with its own schedule. Page's L test asks whether the gain "
-             "(or the memorization contrast) keeps falling as the count grows, using only the order within "
-             "each unit: a curve that saturates still counts as a trend, and unit levels never mix. "
-             "One-sided; p over every within-unit arrangement where there are at most 20,000, else from "
-             "20,000 seeded within-unit permutations; Holm over the table."
+             "(or the memorization contrast, gain A - gain B) moves one way as the count grows, using only the "
+             "order within each unit: a curve that saturates still counts as a trend, and unit levels never "
+             "mix. 'falls' = more gain with more epochs (or a more negative contrast: more memorization), "
+             "'rises' = less. Two-sided: twice the smaller one-sided p, over every within-unit arrangement where "
+             "there are at most 20,000, else from 20,000 seeded within-unit permutations (so no p below about "
+             "1e-4); Holm over the table. A row that is not resolved is not evidence of no trend."
              + (" 'p by base': the same test with one block per base model (its splits averaged)." if shared else "")
              + "\n\n")
     return text + _md_table(headers, rows)
