@@ -193,6 +193,7 @@ def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
 
     metrics = out / "metrics.jsonl"
     metrics.unlink(missing_ok=True)
+    git_sha, dirty = git_state()  # the code in memory is this checkout's as it is now, not after training
     try:
         res = train(model, ds, cfg, metrics_path=metrics, device=device, dist_info=d,
                     curve=learning_curve(cfg, ds, device) if cfg.train.val_every > 0 and d.main else None)
@@ -201,7 +202,6 @@ def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
             write_json(out / "failure.json", {"error": "diverged", "step": e.step, "loss": str(e.loss),
                                               "last_finite_loss": e.last_finite, "message": str(e)})
         raise
-    git_sha, dirty = git_state()
     info = {"steps": res.steps, "tokens": res.tokens, "wall_s": res.wall_s, "tokens_per_s": res.tokens_per_s,
             "final_train_loss": res.final_train_loss, "compile_warmup_s": res.compile_warmup_s,
             "trained_at": {"git_sha": git_sha, "dirty": dirty}, **({"curve": res.curve} if res.curve else {})}
@@ -369,7 +369,8 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
             raise GolfError("golf run --from runs in one process; start it without torchrun")
         (out / "metrics.jsonl").unlink(missing_ok=True)  # TTT lines only; no training happens
         model, origin, dtypes = load_source(Path(source), cfg, ds, device)
-        train_info = {"steps": 0, "tokens": 0, "wall_s": 0.0, "tokens_per_s": 0.0, "cached": False}
+        train_info = {"steps": 0, "tokens": 0, "wall_s": 0.0, "tokens_per_s": 0.0, "cached": False,
+                      "trained_at": {"git_sha": "unknown", "dirty": None}}  # trained elsewhere: see `source`
     else:
         model, train_info = train_or_load_base(cfg, ds, out, device, d)
     if d.main and cfg.train.checkpoint:
