@@ -528,9 +528,10 @@ def test_trend_section_blocks_by_unit_across_separate_epoch_runs(tmp_path):
     blocks = [[by_unit[s][e] for e in (1, 2, 3)] for s in sorted(by_unit)]
     up, down = stats.page_trend_test(blocks), stats.page_trend_test([[-v for v in row] for row in blocks])
     assert memo["epochs"] == "1 2 3" and memo["n_units"] == 3
-    assert memo["L"] == pytest.approx(up["L"])  # two-sided: twice the smaller one-sided p, its direction named
+    assert memo["L"] == pytest.approx(up["L"])  # two-sided: twice the smaller one-sided p, direction named
     assert memo["p_value"] == pytest.approx(min(1.0, 2 * min(up["p_value"], down["p_value"])))
-    assert memo["direction"] == ("falls" if down["p_value"] < up["p_value"] else "rises")
+    assert memo["direction"] == ("none" if down["p_value"] == up["p_value"] else
+                                 "falls" if down["p_value"] < up["p_value"] else "rises")
     assert memo["n_bases"] == 3 and memo["p_bases"] == memo["p_value"]  # one unit per base: the same test
 
 
@@ -1063,7 +1064,8 @@ def test_within_run_curves_plot_each_runs_gain_over_units_one_style_per_epoch_co
             for swap in (False, True):
                 run = f"{strategy}-e{epochs}-s{seed}-{swap}"
                 for epoch in range(epochs + 1):
-                    drop = 0.01 * epoch * seed * (2 if swap else 1) * (1 if strategy == "prequant_val" else 0.5)
+                    scale = (2 if swap else 1) * (1 if strategy == "prequant_val" else 0.5)
+                    drop = 0.01 * epoch * seed * scale
                     rows.append({"run_id": run, "seed": seed, "strategy": strategy, "epochs": epochs,
                                  "legal": strategy != "prequant_val", "epoch": epoch,
                                  "ttt.probe_split": 1, "ttt.probe_swap": swap,
@@ -1079,6 +1081,11 @@ def test_within_run_curves_plot_each_runs_gain_over_units_one_style_per_epoch_co
     # the mean over seeds 1 and 2 is -0.0225*e
     assert list(two.get_xdata()) == [0, 1, 2]
     assert list(two.get_ydata()) == pytest.approx([0.0, -0.0225, -0.045])
+    # the band is the t-interval over the 2 unit values (-0.015, -0.030 at epoch 1), not over the 4 runs
+    band = panel.collections[[line.get_label() for line in panel.get_lines()].index(two.get_label())]
+    at_one = [y for x, y in band.get_paths()[0].vertices if x == 1]
+    half = stats.mean_std_ci([-0.015, -0.030], 0.95)["half_width"]
+    assert max(at_one) - min(at_one) == pytest.approx(2 * half)
     assert two.get_linestyle() == "-" and lines["prequant_val, epochs=1, illegal"].get_linestyle() == "--"
     assert two.get_color() == lines["prequant_val, epochs=1, illegal"].get_color()  # one colour per strategy
     assert two.get_color() != lines["train_slice, epochs=2, legal"].get_color()
@@ -1117,8 +1124,8 @@ def test_paired_match_compares_illegal_and_legal_only_at_the_same_epoch_count():
 
 
 def test_trend_is_two_sided_and_names_its_direction():
-    """A contrast that grows more negative with E (more memorization) 'falls'; an official gain that gets worse
-    with E (TTT hurting) 'rises' and is resolved just the same, not hidden by a one-sided test."""
+    """A contrast that grows more negative with E (more memorization) 'falls'; an official gain that gets
+    worse with E (TTT hurting) 'rises' and is resolved just the same, not hidden by a one-sided test."""
     from golf.report.paired import trend_table
 
     rows = []
@@ -1137,4 +1144,41 @@ def test_trend_is_two_sided_and_names_its_direction():
     memo, official = table.loc["memorization (gain A - gain B)"], table.loc["official gain"]
     assert memo["direction"] == "falls" and official["direction"] == "rises"
     assert memo["p_value"] == pytest.approx(exact) and official["p_value"] == pytest.approx(exact)
-    assert official["mean_first"] == pytest.approx(0.00125) and official["mean_last"] == pytest.approx(0.00425)
+    assert official["mean_first"] == pytest.approx(0.00125)
+    assert official["mean_last"] == pytest.approx(0.00425)
+    # Every value tied: no direction, p = 1.
+    flat = trend_table(pd.DataFrame(rows).assign(gain_official=0.001)).set_index("measure")
+    flat = flat.loc["official gain"]
+    assert flat["direction"] == "none" and flat["p_value"] == 1.0
+
+
+def test_compare_builds_the_paired_table_with_the_studys_own_match(tmp_path):
+    """golf study compare checks conclusions against paired as the report writes it: with the section's
+    `match`, not the default crossing of every illegal and legal epoch count."""
+    from golf.study import report_tables
+
+    study_dir = tmp_path / "epochs"
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] not in ("prequant_val", "score_first"):
+            continue
+        r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.003
+        for e in (1, 2, 3):
+            cut = json.loads(json.dumps(r))
+            cut["ttt"]["epochs"], cut["ttt"]["per_epoch"] = e, r["ttt"]["per_epoch"][: e + 1]
+            cut["eval"]["val_bpb"] -= 0.001 * e * (2 if r["ttt"]["strategy"] == "prequant_val" else 1)
+            cut["run_id"] = f"{r['run_id']}_E{e}"
+            cut["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none",
+                                   "overrides": {"ttt.epochs": e}}
+            (study_dir / "runs" / cut["run_id"]).mkdir(parents=True)
+            (study_dir / "runs" / cut["run_id"] / "result.json").write_text(json.dumps(cut))
+
+    def pairs(sections):
+        paired = report_tables(study_dir, sections)["paired"]
+        return paired[paired["test"] == "illegal_vs_legal"]
+
+    assert len(pairs(None)) == 9  # 3 illegal epoch counts x 3 legal ones
+    matched = pairs(parse_sections([{"paired": {"match": ["ttt.epochs"]}}], "test"))
+    assert sorted(matched["versus_setting"]) == ["epochs=1", "epochs=2", "epochs=3"]
+    assert matched["mean_diff"].tolist() == pytest.approx([-0.001, -0.002, -0.003])
+    with pytest.raises(GolfError, match="match must be a list"):
+        write_report(study_dir, parse_sections([{"paired": {"match": "ttt.epochs"}}], "test"))

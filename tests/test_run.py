@@ -172,7 +172,8 @@ def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_
     assert result["eval"]["val_bpb_prequant"] == first["eval"]["val_bpb_prequant"]  # the same trained weights
     assert result["train"]["curve"] == first["train"]["curve"]  # the cached base brings its curve
     # Which commit trained the weights travels with them (the cache key holds no code version).
-    assert first["train"]["trained_at"] == {"git_sha": first["env"]["git_sha"], "dirty": first["env"]["dirty"]}
+    env = first["env"]
+    assert first["train"]["trained_at"] == {"git_sha": env["git_sha"], "dirty": env["dirty"]}
     assert result["train"]["trained_at"] == first["train"]["trained_at"]
     # An entry written before the record existed is reused and says it does not know.
     entry = Path(os.environ["GOLF_CACHE"]) / "models" / first["train"]["cache_key"]

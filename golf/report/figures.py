@@ -66,6 +66,14 @@ def _color_cycle(n: int) -> list:
     return [cmap(i % 10) for i in range(n)]
 
 
+def _shared_base_note(runs: pd.DataFrame) -> str:
+    """A caption's warning where several probe splits share one seed's base model: a band over units then
+    treats them as independent and is narrower than one over base models (paired.md tests both)."""
+    if "ttt.probe_split" not in runs or runs.groupby("seed")["ttt.probe_split"].nunique().max() < 2:
+        return ""
+    return "; the splits of a seed share its base model, so the band is narrower than one over bases"
+
+
 def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     """The within-run diagnostic: each run's gain after each of its own epochs against its own epoch 0, one
     panel per measured half. A unit's runs (a split and its swap) are averaged first; lines are the mean over
@@ -116,8 +124,9 @@ def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     handles, labels = axes[0].get_legend_handles_labels()  # one legend for all panels, below them
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize="small")
     fig.suptitle(f"{study}: within-run diagnostic, gain after each epoch of a run (mean over units with 95% "
-                 f"t-band, {_seeds_text(n_units).replace('seed', 'unit')})\nthe point at epoch e of an "
-                 "E-epoch run is not an e-epoch run: its schedule spans E epochs", fontsize="medium")
+                 f"t-band, {_seeds_text(n_units).replace('seed', 'unit')}{_shared_base_note(trained)})\n"
+                 "the point at epoch e of an E-epoch run is not an e-epoch run: its schedule spans E epochs",
+                 fontsize="medium")
     return fig
 
 
@@ -366,7 +375,7 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
     axes[0].set_ylabel("gain on A - gain on B (bpb)\n< 0: adapted documents gain more")
     axes[0].legend(fontsize="small")
     fig.suptitle(f"{study}: memorization contrast vs epochs\ngrey = units (seed, split), "
-                 f"{_seeds_text(counts).replace('seed', 'unit')}", fontsize="medium")
+                 f"{_seeds_text(counts).replace('seed', 'unit')}{_shared_base_note(data)}", fontsize="medium")
     return fig
 
 

@@ -12,8 +12,9 @@ paired.csv / paired.md, one row per comparison, all of one family (Holm over the
     official           official val_bpb - the float base model's val_bpb, per configuration (what TTT and
                        quantization did to the score)
     vs <other>         official gain of an illegal configuration - that of a legal one, on the same units
-                       (every legal configuration, whatever its own settings; the section's `match: [ttt.epochs]`
-                       pairs only configurations at the same epoch count, for a study whose axis is E)
+                       (every legal configuration, whatever its own settings; the section's option
+                       `match: [ttt.epochs]` pairs only configurations at the same epoch count, for a study
+                       whose axis is E)
 trend.csv / trend.md: where a configuration was run at several epoch counts (separate runs, each with its
 own schedule), Page's L test of a monotone trend across the counts, blocked by unit, for the official gain
 and for the memorization contrast (two-sided, the direction reported: more epochs can also hurt), Holm within.
@@ -76,13 +77,20 @@ def config_keys(frame: pd.DataFrame) -> list[str]:
     return key_columns(frame)  # replicate units are never configuration keys
 
 
+_TREND_WORDS = {"increasing": "rises", "decreasing": "falls"}  # trend.md's words for a value against E
+
+
 def _page_two_sided(table: list[list[float]]) -> dict[str, Any]:
     """Page's L across the columns of `table` (blocks x ordered levels), neither direction assumed: L of
     the increasing test, the direction whose one-sided permutation p is smaller, and twice that p (at most 1)."""
     up = stats.page_trend_test(table)
     down = stats.page_trend_test([[-v for v in row] for row in table])
-    return {"L": up["L"], "direction": "increasing" if up["p_value"] < down["p_value"] else "decreasing",
-            "p_value": min(1.0, 2 * min(up["p_value"], down["p_value"]))}
+    if up["p_value"] == down["p_value"]:  # L at its null mean (or every value tied): no direction to name
+        direction = "none"
+    else:
+        direction = "increasing" if up["p_value"] < down["p_value"] else "decreasing"
+    p_value = min(1.0, 2 * min(up["p_value"], down["p_value"]))
+    return {"L": up["L"], "direction": direction, "p_value": p_value}
 
 
 def _plain(value: Any) -> Any:
@@ -258,7 +266,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
                 _page_two_sided(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
             rows.append({"measure": measure, "config": _label(key, keys, shown),
                          "epochs": " ".join(str(e) for e in counts), "n_units": len(blocks), "L": test["L"],
-                         "direction": "rises" if test["direction"] == "increasing" else "falls",
+                         "direction": _TREND_WORDS.get(test["direction"], "none"),
                          "p_value": test["p_value"], "n_bases": len(by_base), "p_bases": p_bases,
                          "mean_first": sum(per[counts[0]][u] for u in blocks) / len(blocks),
                          "mean_last": sum(per[counts[-1]][u] for u in blocks) / len(blocks)})
@@ -296,21 +304,24 @@ def trend_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
     shared = _shares_bases(table)
-    headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last", "direction",
-               "Page L", "p (two-sided, permutation)", "p (Holm)", *(["n bases", "p by base (Holm)"] if shared else [])]
+    headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last",
+               "direction", "Page L", "p (two-sided, permutation)", "p (Holm)",
+               *(["n bases", "p by base (Holm)"] if shared else [])]
     rows = [[r["measure"], r["config"], r["epochs"], str(r["n_units"]), _fmt(r["mean_first"], "gain"),
              _fmt(r["mean_last"], "gain"), r["direction"], _fmt(r["L"], "other"), _fmt(r["p_value"], "p"),
              _fmt(r["p_holm"], "p"), *(_by_base_cells(r) if shared else [])]
             for _, r in table.iterrows()]
     text = f"# {study}: trend across epoch counts\n\n"
     text += ("Each epoch count is a separate run with its own schedule. Page's L test asks whether the gain "
-             "(or the memorization contrast, gain A - gain B) moves one way as the count grows, using only the "
-             "order within each unit: a curve that saturates still counts as a trend, and unit levels never "
-             "mix. 'falls' = more gain with more epochs (or a more negative contrast: more memorization), "
-             "'rises' = less. Two-sided: twice the smaller one-sided p, over every within-unit arrangement where "
-             "there are at most 20,000, else from 20,000 seeded within-unit permutations (so no p below about "
-             "1e-4); Holm over the table. A row that is not resolved is not evidence of no trend."
-             + (" 'p by base': the same test with one block per base model (its splits averaged)." if shared else "")
+             "(or the memorization contrast, gain A - gain B) moves one way as the count grows, using only "
+             "the order within each unit: a curve that saturates still counts as a trend, and unit levels "
+             "never mix. 'falls' = more gain with more epochs (or a more negative contrast: more "
+             "memorization), 'rises' = less, 'none' = no order either way. Two-sided: twice the smaller "
+             "one-sided p, over every within-unit arrangement where there are at most 20,000, else from "
+             "20,000 seeded within-unit permutations (so no p below about 1e-4); Holm over the table. A row "
+             "that is not resolved is not evidence of no trend."
+             + (" 'p by base': the same test with one block per base model (its splits averaged)."
+                if shared else "")
              + "\n\n")
     return text + _md_table(headers, rows)
 
