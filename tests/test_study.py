@@ -587,11 +587,29 @@ def test_jobs_run_cells_in_parallel_workers(tmp_path, tiny_dataset, env, monkeyp
     cached = sorted(json.loads((root / "work/mini/runs" / i / "result.json").read_text())["train"]["cached"]
                     for i in ids)
     assert cached == [False, False, True, True]
+    # The runner's prediction of each cell's base model (what it schedules by) is the key run() used.
+    expected, cells = study.runner._Expected(), study.expand(study.load_study("mini", root))
+    for cell in cells:
+        result = json.loads((root / "work/mini/runs" / cell.id / "result.json").read_text())
+        assert expected.base(cell, cell.params) == result["train"]["cache_key"]
+    assert len({expected.base(c, c.params) for c in cells}) == 2
     assert study.run_study("mini", root=root, jobs=2)["cached"] == 4
     with pytest.raises(GolfError, match="--jobs 0 must be a positive integer"):
         study.run_study("mini", root=root, jobs=0)
     env_cpu = study.runner.worker_env(0, 2)
     assert "CUDA_VISIBLE_DEVICES" in env_cpu or env_cpu["OMP_NUM_THREADS"] == str(max(1, (os.cpu_count() or 1) // 2))
+
+
+def test_next_cell_skips_cells_whose_base_model_a_running_cell_is_training():
+    from golf.study.grid import Cell
+
+    cells = [Cell(id=f"c{i}", notebook="nb", params={}, axes={}) for i in range(4)]
+    bases = {"c0": "A", "c1": "A", "c2": "B", "c3": "A"}
+    pick = study.runner.next_cell
+    assert pick(cells, lambda c: bases[c.id], set()) == 0
+    assert pick(cells, lambda c: bases[c.id], {"A"}) == 2  # c0 and c1 would wait on A's lock
+    assert pick(cells[:2], lambda c: bases[c.id], {"A"}) == 0  # all wait: the first, as before
+    assert pick(cells, lambda c: bases[c.id], {"A", "B"}) == 0
 
 
 def test_two_processes_on_one_study_never_run_a_cell_twice(tmp_path, tiny_dataset, env):

@@ -22,7 +22,9 @@ quantization or evaluation train once, and a cell whose very run (config hash) a
 kind of folder already holds installs it instead of running (golf.study.reuse).
 
 `--jobs N` runs N cells at once, each in its own worker process and kernel: with GPUs, worker k sees only
-GPU k mod (number of GPUs); on CPUs the cores are split between the workers (OMP_NUM_THREADS).
+GPU k mod (number of GPUs); on CPUs the cores are split between the workers (OMP_NUM_THREADS). A free worker
+takes the next cell whose base model no running cell is training (`next_cell`), so workers do not sit on a
+cache lock while other cells could run.
 """
 
 from __future__ import annotations
@@ -130,18 +132,38 @@ def _with_data(params: dict, data_path: str | None) -> dict:
 
 
 class _Expected:
-    """The config hash a cell's result.json must carry: cell_config + the dataset's vocabulary (as run())."""
+    """What run() will make of a cell's parameters: the config hash its result.json must carry (cell_config
+    + the dataset's vocabulary, as run()) and the key of the base model it trains or loads."""
 
     def __init__(self):
-        self.vocab: dict[str | None, int] = {}
+        self.datasets: dict = {}
+        self.bases: dict[str, str] = {}
 
-    def hash(self, params: dict) -> str:
+    def _config(self, params: dict):
         from golf.run import resolve_dataset, with_dataset_vocab
 
         cfg = cell_config(**params)
-        if cfg.data.path not in self.vocab:
-            self.vocab[cfg.data.path] = resolve_dataset(cfg).vocab_size
-        return with_dataset_vocab(cfg, self.vocab[cfg.data.path]).hash()
+        if cfg.data.path not in self.datasets:
+            self.datasets[cfg.data.path] = resolve_dataset(cfg)
+        ds = self.datasets[cfg.data.path]
+        return with_dataset_vocab(cfg, ds.vocab_size), ds
+
+    def hash(self, params: dict) -> str:
+        return self._config(params)[0].hash()
+
+    def base(self, cell: Cell, params: dict) -> str:
+        from golf.run import base_key
+
+        if cell.id not in self.bases:
+            self.bases[cell.id] = base_key(*self._config(params))
+        return self.bases[cell.id]
+
+
+def next_cell(pending: list[Cell], base_of, training: set[str]) -> int:
+    """The index in `pending` of the cell to start next: the first whose base model no running cell is
+    training (a cell that needs one being trained would wait on its cache lock, leaving its worker idle,
+    while other cells could run: with 3 seeds on 8 GPUs, 5 would wait). The first cell when all wait."""
+    return next((i for i, cell in enumerate(pending) if base_of(cell) not in training), 0)
 
 
 def read_result(run_dir: Path) -> dict | None:
@@ -253,14 +275,15 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
             + "".join(f" {k}={'|'.join(map(str, vs))}" for k, vs in selection.items()))
     with Progress(desc, total=len(cells), unit="cell") as bar, ExitStack() as stack:
         pool = stack.enter_context(ProcessPoolExecutor(jobs)) if jobs > 1 else None
-        running: dict[Future, tuple[Cell, Path, ExitStack, int]] = {}  # cell, run folder, its lock, worker slot
+        # cell, run folder, its lock, worker slot, and the base model it trains (None: cached when it started)
+        running: dict[Future, tuple[Cell, Path, ExitStack, int, str | None]] = {}
         slots = list(range(jobs))
 
         def collect(block: bool) -> None:
             finished, _ = wait(list(running), return_when=FIRST_COMPLETED) if block else (
                 [f for f in running if f.done()], None)
             for future in finished:
-                cell, run_dir, lock, slot = running.pop(future)
+                cell, run_dir, lock, slot, _ = running.pop(future)
                 slots.append(slot)
                 try:
                     finish(cell, run_dir, future.exception())
@@ -268,7 +291,23 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
                     lock.close()
                 bar.update(1, **summary, last=cell.id)
 
-        for cell in cells:
+        def base_of(cell: Cell) -> str:
+            return expected.base(cell, _with_data(cell.params, data_path))
+
+        def cached(base: str) -> bool:
+            from golf.run import cache_root  # torch is imported only once cells run
+
+            return (cache_root() / base / "checkpoint.pt").exists()
+
+        pending = list(cells)
+        while pending:
+            if pool is not None:  # a free worker first, then the cell that will not wait on a base in training
+                while len(running) >= jobs:
+                    collect(block=True)
+                training = {base for *_, base in running.values() if base is not None and not cached(base)}
+                cell = pending.pop(next_cell(pending, base_of, training))
+            else:
+                cell = pending.pop(0)
             if is_done(cell):
                 summary["cached"] += 1
                 bar.update(1, **summary, last=cell.id)
@@ -300,9 +339,10 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
             while len(running) >= jobs:
                 collect(block=True)
             slot = slots.pop(0)
+            trains = None if cached(base_of(cell)) else base_of(cell)
             future = pool.submit(_execute_in_worker, str(nb.notebook_path(root, cell.notebook)), str(output),
                                  parameters, str(root), worker_env(slot, jobs))
-            running[future] = (cell, run_dir, lock, slot)
+            running[future] = (cell, run_dir, lock, slot, trains)
         while running:
             collect(block=True)
 
