@@ -1182,3 +1182,19 @@ def test_compare_builds_the_paired_table_with_the_studys_own_match(tmp_path):
     assert matched["mean_diff"].tolist() == pytest.approx([-0.001, -0.002, -0.003])
     with pytest.raises(GolfError, match="match must be a list"):
         write_report(study_dir, parse_sections([{"paired": {"match": "ttt.epochs"}}], "test"))
+
+
+def test_within_run_curves_leave_out_runs_scored_at_the_ends_only():
+    from golf.report.figures import _fig_ttt_curves
+
+    def run(run_id, epochs, points, seed):
+        return [{"run_id": run_id, "seed": seed, "strategy": "prequant_val", "epochs": epochs, "legal": False,
+                 "epoch": e, "val_bpb": 2.0 - 0.01 * e, "gain": -0.01 * e, "val_bpb_adapted": math.nan,
+                 "gain_adapted": math.nan, "val_bpb_heldout": math.nan, "gain_heldout": math.nan}
+                for e in points]
+    rows = run("full1", 4, range(5), 1) + run("full2", 4, range(5), 2) + run("ends", 4, (0, 4), 3)
+    fig = _fig_ttt_curves(pd.DataFrame(rows), "t")
+    assert list(fig.axes[0].get_lines()[0].get_xdata()) == [0, 1, 2, 3, 4]
+    caption = fig._suptitle.get_text()
+    assert "n = 2 units" in caption and "1 runs scored before and after TTT only" in caption
+    assert _fig_ttt_curves(pd.DataFrame(run("ends", 4, (0, 4), 3)), "t") is None

@@ -80,9 +80,16 @@ def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     units with its 95% t-band, one colour per configuration and, where runs of several epoch counts are
     shown, one line style per count (solid = the longest). An E-epoch run's point at epoch e < E is not what
     an e-epoch run gives (its schedule spans E epochs): that comparison is the separate runs' (paired, trend,
-    memorization_epochs)."""
+    memorization_epochs). Runs whose probe skipped the curve (ttt.probe_curve=false: epochs 0 and E only)
+    are left out, and the caption counts them; None when no run has a curve."""
     trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"])]
+    whole = [run for run, rows in trained.groupby("run_id")  # runs with ttt.probe_curve=false have [0, E]
+             if sorted(rows["epoch"]) == list(range(int(rows["epochs"].iloc[0]) + 1))]
+    left_out = trained["run_id"].nunique() - len(whole)
+    trained = trained[trained["run_id"].isin(whole)]
     halves = [h for h, (col, _, _) in HALVES.items() if trained[col].notna().any()]
+    if not halves:
+        return None
     keys = key_columns(trained)
     shown = varying_keys(trained, keys) or ["strategy"]
     ucols = units(trained)
@@ -125,7 +132,8 @@ def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     fig.legend(handles, labels, loc="outside lower center", ncols=min(4, max(1, len(labels))), fontsize="small")
     fig.suptitle(f"{study}: within-run diagnostic, gain after each epoch of a run (mean over units with 95% "
                  f"t-band, {_seeds_text(n_units).replace('seed', 'unit')}{_shared_base_note(trained)})\n"
-                 "the point at epoch e of an E-epoch run is not an e-epoch run: its schedule spans E epochs",
+                 "the point at epoch e of an E-epoch run is not an e-epoch run: its schedule spans E epochs"
+                 + (f"; {left_out} runs scored before and after TTT only are not drawn" if left_out else ""),
                  fontsize="medium")
     return fig
 

@@ -74,7 +74,8 @@ def _bases(inp: Inputs) -> Output:
 def _ttt_curves(inp: Inputs) -> Output:
     """Within-run diagnostic: each run's gain after each of its epochs against its own epoch 0, per
     configuration and epoch count, overall and on halves A and B (figure ttt_curves)."""
-    return Output(figures={"ttt_curves": F._fig_ttt_curves(inp.per_epoch, inp.study)} if inp.has_ttt() else {})
+    fig = F._fig_ttt_curves(inp.per_epoch, inp.study) if inp.has_ttt() else None
+    return Output(figures={"ttt_curves": fig} if fig is not None else {})
 
 
 def _gap(inp: Inputs) -> Output:

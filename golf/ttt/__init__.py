@@ -24,7 +24,7 @@ quantization (the update is then quantized with it), "postquant" on the model re
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from golf.errors import GolfError
 
@@ -71,6 +71,10 @@ class TTTConfig:
     probe_split: int = 0  # which documents form the halves: 0 = the first half of the documents is A (contiguous);
     # k >= 1 = drawn at random with seed k, stratified by source corpus, the stream reordered A then B (run.py)
     probe_swap: bool = False  # exchange the halves' roles: the documents of B are adapted on, A's held out
+    # false: the probe scores before TTT and after the last epoch only (per_epoch [0, E]), not after every
+    # epoch; the epoch-axis studies run E as separate runs, so their curves are diagnostics, half the cost
+    # of a long run. Left out of the config while true, so every earlier run keeps its config hash.
+    probe_curve: bool = field(default=True, metadata={"omit_default": True})
 
     def __post_init__(self):
         if self.strategy not in STRATEGIES:

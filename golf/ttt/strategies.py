@@ -30,6 +30,8 @@ record `per_epoch`, epochs+1 points from one run, each {epoch, val_bpb, val_bpb_
   adapted tokens) and over a fixed held-out slice of half B (its first chunk_tokens targets). Each is added
   to the meter of epoch e, so point e aggregates all chunks at the same depth of adaptation; val_bpb merges
   the two meters. Cost: (epochs + 1) x (chunk + slice) diagnostic tokens per trained chunk.
+With `ttt.probe_curve=false` only the points before TTT and after the last epoch are scored (per_epoch
+[0, E]; score_first: depths 0 and E of every chunk), the same two numbers as the full curve's ends.
 lora_score_first takes one step per chunk, so it has no epoch curve; it records the official bpb of half A
 (adapted documents) and half B (never adapted) instead. With the probe off every strategy trains on all
 that it may (prequant_val on every validation token) and `per_epoch` is empty.
@@ -269,7 +271,7 @@ def _fit_epochs(fit: _Fit, batches: list[Callable], probe: _HalvesProbe | None,
             loss = fit.epoch(batches, f"in epoch {epoch}", lr_at)
             bar.update(1, loss=f"{loss:.4f}")
             log.write(fit.steps, ttt_epoch=epoch, ttt_loss=loss, ttt_lr=fit.lr)
-            if probe:
+            if probe and (s.cfg.probe_curve or epoch == s.epochs):
                 per_epoch.append(probe.point(fit.work, epoch))
                 log.write(fit.steps, phase="ttt_probe", **per_epoch[-1])
     return per_epoch
@@ -411,15 +413,18 @@ class LoRASinglePass(Strategy):
 class _ChunkProbe:
     """score_first's probe (module docstring): per epoch depth, the adapted chunks and a held-out slice."""
 
-    def __init__(self, ctx: TTTContext, epochs: int, chunk_tokens: int):
+    def __init__(self, ctx: TTTContext, epochs: int, chunk_tokens: int, curve: bool = True):
         n, split, ev = ctx.stream.n, ctx.split, ctx.eval
         self.ctx = ctx
         self.heldout = make_windows(ev, ctx.seq_len, split, min(n, split + chunk_tokens)) if split < n else []
-        self.adapted_m = [BpbMeter(ctx.stream.table) for _ in range(epochs + 1)]
-        self.heldout_m = [BpbMeter(ctx.stream.table) for _ in range(epochs + 1)]
+        self.depths = list(range(epochs + 1)) if curve else sorted({0, epochs})  # the depths measured
+        self.adapted_m = {e: BpbMeter(ctx.stream.table) for e in self.depths}
+        self.heldout_m = {e: BpbMeter(ctx.stream.table) for e in self.depths}
         self.seconds = 0.0
 
     def measure(self, model, lo: int, hi: int, epoch: int) -> None:
+        if epoch not in self.adapted_m:
+            return
         t0 = _now(self.ctx.device)
         _diagnose(model, make_windows(self.ctx.eval, self.ctx.seq_len, lo, hi), self.ctx, self.adapted_m[epoch])
         _diagnose(model, self.heldout, self.ctx, self.heldout_m[epoch])
@@ -427,7 +432,8 @@ class _ChunkProbe:
 
     def points(self) -> list[dict]:
         table = self.ctx.stream.table
-        return [_point(e, a, b if self.heldout else None, table) for e, (a, b) in enumerate(zip(self.adapted_m, self.heldout_m))]
+        return [_point(e, self.adapted_m[e], self.heldout_m[e] if self.heldout else None, table)
+                for e in self.depths]
 
 
 class ScoreFirst(Strategy):
@@ -445,7 +451,7 @@ class ScoreFirst(Strategy):
         bounds = chunk_bounds(stream.n, cfg.chunk_tokens)
         scoring = split_at_chunks(make_windows(ctx.eval, T, 1, stream.n), cfg.chunk_tokens, len(bounds))
         last = len(bounds) - 1
-        probe = _ChunkProbe(ctx, self.epochs, cfg.chunk_tokens) if cfg.probe else None
+        probe = _ChunkProbe(ctx, self.epochs, cfg.chunk_tokens, cfg.probe_curve) if cfg.probe else None
         trained = 0
         make_opt = lambda ps: torch.optim.SGD(ps, lr=self.lr, momentum=cfg.momentum)  # noqa: E731
         with fit.training(list(fit.work.parameters()), make_opt, cfg.grad_clip), \
