@@ -370,15 +370,20 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
             counts.append(s["n"])
         ax.errorbar(xs, means, yerr=np.nan_to_num(np.array(hws, dtype=float), nan=0.0), marker="o", capsize=3,
                     color="tab:red", linewidth=2, label="mean over units, 95% CI")
+        # E = 0 is the base itself: no run of its own, a contrast of 0 by definition
+        ax.plot([0.0], [0.0], marker="o", markerfacecolor="white", color="tab:red", linestyle="none",
+                label="E = 0: the base (0 by definition)")
         seed_epochs = STRATEGIES[strategy].epochs if strategy in STRATEGIES else None
         if seed_epochs:
-            ax.axvline(seed_epochs, color="black", linestyle="--", linewidth=1, label=f"seed setting ({seed_epochs})")
+            ax.axvline(seed_epochs, color="black", linestyle="--", linewidth=1, label="the seed's own epochs")
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xscale("symlog", base=2, linthresh=1)
-        ax.set_xticks(sorted(set(xs)), [f"{v:g}" for v in sorted(set(xs))])
+        ticks = sorted({0.0, *xs})
+        ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
         ax.minorticks_off()
         ax.set_xlabel("TTT epochs (separate runs)")
-        ax.set_title(strategy)
+        ax.set_title(f"{strategy} (seed: {seed_epochs} epoch{'s' if seed_epochs != 1 else ''})"
+                     if seed_epochs else strategy)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("gain on A - gain on B (bpb)\n< 0: adapted documents gain more")
     axes[0].legend(fontsize="small")
