@@ -65,6 +65,11 @@ def cache_root() -> Path:
     return Path(os.environ.get("GOLF_CACHE", Path.home() / ".cache" / "golf")) / "models"
 
 
+def base_lock(key: str) -> Path:
+    """The lock a base-model cache entry is trained (or loaded) under: held while its weights are made."""
+    return cache_root() / f".{key}.lock"
+
+
 def resolve_dataset(cfg: RunConfig) -> Dataset:
     if cfg.data.path:
         return Dataset.open(cfg.data.path)
@@ -163,7 +168,7 @@ def train_or_load_base(cfg: RunConfig, ds: Dataset, out: Path, device: torch.dev
     entry = cache_root() / key
     if not d.main:
         return _train_or_load(cfg, ds, out, device, d, key, entry)
-    with file_lock(cache_root() / f".{key}.lock"):
+    with file_lock(base_lock(key)):
         return _train_or_load(cfg, ds, out, device, d, key, entry)
 
 

@@ -1196,5 +1196,42 @@ def test_within_run_curves_leave_out_runs_scored_at_the_ends_only():
     fig = _fig_ttt_curves(pd.DataFrame(rows), "t")
     assert list(fig.axes[0].get_lines()[0].get_xdata()) == [0, 1, 2, 3, 4]
     caption = fig._suptitle.get_text()
-    assert "n = 2 units" in caption and "1 runs scored before and after TTT only" in caption
+    assert "n = 2 units" in caption and "1 run scored before and after TTT only not drawn" in caption
     assert _fig_ttt_curves(pd.DataFrame(run("ends", 4, (0, 4), 3)), "t") is None
+
+
+def test_runs_without_their_curve_are_the_same_configuration_as_runs_with_it():
+    """ttt.probe_curve=false changes what a run records (epochs 0 and E only), never its numbers: it is no
+    study column, so E = 3 stays one configuration whether its runs kept the curve or not, and the trend
+    spans every epoch count; slopes use only the runs with a whole curve."""
+    from golf.report.paired import paired_table, trend_table
+    from golf.report.tables import slope_table
+
+    results = []
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] not in ("prequant_val", "score_first"):
+            continue
+        r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.003
+        for e in (1, 2, 3):
+            cut = json.loads(json.dumps(r))
+            cut["ttt"]["epochs"], cut["ttt"]["per_epoch"] = e, r["ttt"]["per_epoch"][: e + 1]
+            overrides = {"ttt.epochs": e}
+            if e == 3 and r["seed"] != 1337:  # two of three seeds without the curve
+                cut["ttt"]["per_epoch"] = [cut["ttt"]["per_epoch"][0], cut["ttt"]["per_epoch"][-1]]
+                overrides["ttt.probe_curve"] = False
+                cut["config"]["ttt"]["probe_curve"] = False
+            cut["run_id"] = f"{r['run_id']}_E{e}"
+            cut["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none",
+                                   "overrides": overrides}
+            results.append(cut)
+    frame = per_epoch_frame(results)
+    assert "ttt.probe_curve" not in key_columns(frame)
+    paired = paired_table(frame)
+    at_three = paired[(paired["test"] == "memorization") & (paired["epochs"] == 3)]
+    assert len(at_three) == 2 and (at_three["n_units"] == 3).all()
+    trend = trend_table(frame)
+    assert (trend["epochs"] == "1 2 3").all() and (trend["n_units"] == 3).all()
+    slopes = slope_table(frame)
+    pooled = slopes[(slopes["strategy"] == "prequant_val") & (slopes["epochs"] == 3)
+                    & (slopes["half"] == "A")]
+    assert pooled["n_points"].tolist() == [3]  # seed 1337's epochs 1-3; the end-only runs are not fitted

@@ -605,11 +605,28 @@ def test_next_cell_skips_cells_whose_base_model_a_running_cell_is_training():
 
     cells = [Cell(id=f"c{i}", notebook="nb", params={}, axes={}) for i in range(4)]
     bases = {"c0": "A", "c1": "A", "c2": "B", "c3": "A"}
-    pick = study.runner.next_cell
-    assert pick(cells, lambda c: bases[c.id], set()) == 0
-    assert pick(cells, lambda c: bases[c.id], {"A"}) == 2  # c0 and c1 would wait on A's lock
-    assert pick(cells[:2], lambda c: bases[c.id], {"A"}) == 0  # all wait: the first, as before
-    assert pick(cells, lambda c: bases[c.id], {"A", "B"}) == 0
+    def pick(pending, training):
+        return study.runner.next_cell(pending, lambda c: bases[c.id], lambda base: base in training)
+
+    assert pick(cells, set()) == 0
+    assert pick(cells, {"A"}) == 2  # c0 and c1 would wait on A's lock
+    assert pick(cells[:2], {"A"}) == 0  # all wait: the first, as before
+    assert pick(cells, {"A", "B"}) == 0
+
+
+def test_a_base_is_in_training_while_claimed_or_locked_and_not_once_cached(tmp_path, monkeypatch):
+    from golf.io import file_lock
+    from golf.run import base_lock, cache_root
+
+    monkeypatch.setenv("GOLF_CACHE", str(tmp_path / "cache"))
+    in_training = study.runner.base_in_training
+    assert not in_training("k", set())
+    assert in_training("k", {"k"})  # a cell of ours started it and may not hold the lock yet
+    with file_lock(base_lock("k")):  # held by someone else
+        assert in_training("k", set())
+    (cache_root() / "k").mkdir(parents=True)
+    (cache_root() / "k" / "checkpoint.pt").write_bytes(b"")
+    assert not in_training("k", {"k"})  # cached: its cells load it and go on
 
 
 def test_two_processes_on_one_study_never_run_a_cell_twice(tmp_path, tiny_dataset, env):

@@ -22,6 +22,7 @@ from golf.report.frame import (
     key_columns,
     units,
     varying_keys,
+    whole_curves,
 )
 from golf.report.tables import _budget_groups, _fmt, _ttt_runs
 
@@ -83,10 +84,9 @@ def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     memorization_epochs). Runs whose probe skipped the curve (ttt.probe_curve=false: epochs 0 and E only)
     are left out, and the caption counts them; None when no run has a curve."""
     trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"])]
-    whole = [run for run, rows in trained.groupby("run_id")  # runs with ttt.probe_curve=false have [0, E]
-             if sorted(rows["epoch"]) == list(range(int(rows["epochs"].iloc[0]) + 1))]
-    left_out = trained["run_id"].nunique() - len(whole)
-    trained = trained[trained["run_id"].isin(whole)]
+    whole = whole_curves(trained)
+    left_out = trained["run_id"].nunique() - whole["run_id"].nunique()
+    trained = whole
     halves = [h for h, (col, _, _) in HALVES.items() if trained[col].notna().any()]
     if not halves:
         return None
@@ -133,14 +133,17 @@ def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
     fig.suptitle(f"{study}: within-run diagnostic, gain after each epoch of a run (mean over units with 95% "
                  f"t-band, {_seeds_text(n_units).replace('seed', 'unit')}{_shared_base_note(trained)})\n"
                  "the point at epoch e of an E-epoch run is not an e-epoch run: its schedule spans E epochs"
-                 + (f"; {left_out} runs scored before and after TTT only are not drawn" if left_out else ""),
+                 + (f"; {left_out} run{'s' if left_out != 1 else ''} scored before and after TTT only "
+                    "not drawn" if left_out else ""),
                  fontsize="medium")
     return fig
 
 
 def _fig_ttt_slopes(per_epoch: pd.DataFrame, table: pd.DataFrame, study: str):
-    """Per-seed gains vs epoch with the fitted OLS lines, one panel per half that has a fit."""
-    trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"]) & (per_epoch["epoch"] >= 1)]
+    """Per-seed gains vs epoch with the fitted OLS lines, one panel per half that has a fit (runs with a whole
+    within-run curve only, as slope_table)."""
+    trained = whole_curves(per_epoch)
+    trained = trained[trained["run_id"].isin(_ttt_runs(trained)["run_id"]) & (trained["epoch"] >= 1)]
     halves = [h for h in HALVES if (table["half"] == h).any()]
     keys = key_columns(trained)
     shown = varying_keys(trained, keys) or ["strategy"]
@@ -375,14 +378,14 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
                 label="E = 0: the base (0 by definition)")
         seed_epochs = STRATEGIES[strategy].epochs if strategy in STRATEGIES else None
         if seed_epochs:
-            ax.axvline(seed_epochs, color="black", linestyle="--", linewidth=1, label="the seed's own epochs")
+            ax.axvline(seed_epochs, color="black", linestyle="--", linewidth=1, label="published setting")
         ax.axhline(0.0, color="black", linewidth=0.6)
         ax.set_xscale("symlog", base=2, linthresh=1)
         ticks = sorted({0.0, *xs})
         ax.set_xticks(ticks, [f"{v:g}" for v in ticks])
         ax.minorticks_off()
         ax.set_xlabel("TTT epochs (separate runs)")
-        ax.set_title(f"{strategy} (seed: {seed_epochs} epoch{'s' if seed_epochs != 1 else ''})"
+        ax.set_title(f"{strategy} (published: {seed_epochs} epoch{'s' if seed_epochs != 1 else ''})"
                      if seed_epochs else strategy)
         ax.grid(alpha=0.3)
     axes[0].set_ylabel("gain on A - gain on B (bpb)\n< 0: adapted documents gain more")

@@ -80,6 +80,10 @@ RESOLVED_AS = {"preset": "preset", "ttt.strategy": "strategy", "ttt.epochs": "ep
                "quant.compressor": "compressor", "eval.mode": "eval_mode"}
 
 
+# Overrides that change what a run records about itself, never its numbers: not study columns, so they split
+# no configuration (ttt.probe_curve=false scores the probe at epochs 0 and E only, the curve's two ends).
+DIAGNOSTIC_OVERRIDES = ("data.path", "ttt.probe_curve")
+
 # Study columns that name a replicate, not a configuration: runs that differ only in these are repeats of one
 # cell (the seed is a base column; a probe split and its swap choose which documents form each half).
 UNIT_COLUMNS = ("seed", "ttt.probe_split", "ttt.probe_swap")
@@ -145,7 +149,7 @@ def _flatten(result: dict) -> dict:
     if params.get("bundle") not in (None, ""):
         row["bundle"] = str(params["bundle"])
     for key, value in overrides.items():
-        if key != "data.path":  # where the dataset lives on this machine says nothing about the configuration
+        if key not in DIAGNOSTIC_OVERRIDES:  # e.g. where the dataset lives on this machine
             row[key] = _param_value(value)
     return row
 
@@ -388,6 +392,16 @@ def _groups(frame: pd.DataFrame, keys: Sequence[str]) -> list[tuple[tuple, pd.Da
     for pos, key in enumerate(tuples):
         index.setdefault(key, []).append(pos)
     return [(key, frame.iloc[index[key]]) for key in sorted(index, key=_sort_key)]
+
+
+def whole_curves(per_epoch: pd.DataFrame) -> pd.DataFrame:
+    """The rows of the runs whose probe scored every epoch 0..E (the within-run curve); runs with
+    ttt.probe_curve=false (epochs 0 and E only) are left out."""
+    if per_epoch.empty:
+        return per_epoch
+    whole = [run for run, rows in per_epoch.groupby("run_id")
+             if sorted(rows["epoch"]) == list(range(int(rows["epochs"].iloc[0]) + 1))]
+    return per_epoch[per_epoch["run_id"].isin(whole)]
 
 
 def units(frame: pd.DataFrame) -> list[str]:

@@ -30,6 +30,7 @@ from golf.report.frame import (
     seed_means,
     units,
     varying_keys,
+    whole_curves,
 )
 
 # ---------------------------------------------------------------------------------------------------
@@ -429,9 +430,11 @@ def slope_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     Epoch 0 is left out because its gain is zero by definition: those points carry no noise and would
     shrink the slope's standard error. Read with the intercept: memorisation looks like intercept ~ 0
     and a steady negative slope (each epoch buys more); generalisation that saturates looks like a
-    negative intercept with a slope near zero.
+    negative intercept with a slope near zero. Only runs with a whole within-run curve (epochs 0..E) are
+    fitted: a run scored at 0 and E only (ttt.probe_curve=false) would add points at its last epoch alone.
     """
-    trained = per_epoch[per_epoch["run_id"].isin(_ttt_runs(per_epoch)["run_id"]) & (per_epoch["epoch"] >= 1)]
+    trained = whole_curves(per_epoch)
+    trained = trained[trained["run_id"].isin(_ttt_runs(trained)["run_id"]) & (trained["epoch"] >= 1)]
     keys = key_columns(trained)
     rows = []
     for key, group in _groups(trained, keys):

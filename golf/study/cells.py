@@ -136,16 +136,19 @@ def plot_ttt_epochs(result: dict):
     import matplotlib.pyplot as plt
 
     frame = epoch_table(result)
+    t = result["ttt"]
+    ends_only = len(frame) == 2 and int(t["epochs"]) > 1  # ttt.probe_curve=false: epochs 0 and E only
     fig, ax = plt.subplots(figsize=(6, 3.5))
     labels = {"val_bpb": "all val tokens", "val_bpb_adapted": "half A (adapted)",
               "val_bpb_heldout": "half B (held out)"}
     for col, label in labels.items():
         if frame[col].notna().any():
-            ax.plot(frame["epoch"], frame[col].astype(float), marker="o", label=label)
-    t = result["ttt"]
+            ax.plot(frame["epoch"], frame[col].astype(float), marker="o", label=label,
+                    linestyle="none" if ends_only else "-")
     ax.set_xlabel("TTT epoch")
     ax.set_ylabel("val_bpb (bits per byte)")
-    ax.set_title(f"{t['strategy']} ({'legal' if t['legal'] else 'illegal'}), seed {result['seed']}")
+    ax.set_title(f"{t['strategy']} ({'legal' if t['legal'] else 'illegal'}), seed {result['seed']}"
+                 + (" (before and after TTT only)" if ends_only else ""))
     ax.grid(alpha=0.3)
     if ax.lines:
         ax.legend(fontsize="small")

@@ -23,8 +23,9 @@ kind of folder already holds installs it instead of running (golf.study.reuse).
 
 `--jobs N` runs N cells at once, each in its own worker process and kernel: with GPUs, worker k sees only
 GPU k mod (number of GPUs); on CPUs the cores are split between the workers (OMP_NUM_THREADS). A free worker
-takes the next cell whose base model no running cell is training (`next_cell`), so workers do not sit on a
-cache lock while other cells could run.
+takes the next cell whose base model is not being trained (`next_cell`: by a running cell, or by anyone who
+holds its cache lock), so a worker does not sit on that lock while cells of a cached base could run; when
+every remaining cell needs a base in training, the next one starts and waits.
 """
 
 from __future__ import annotations
@@ -159,11 +160,30 @@ class _Expected:
         return self.bases[cell.id]
 
 
-def next_cell(pending: list[Cell], base_of, training: set[str]) -> int:
-    """The index in `pending` of the cell to start next: the first whose base model no running cell is
-    training (a cell that needs one being trained would wait on its cache lock, leaving its worker idle,
-    while other cells could run: with 3 seeds on 8 GPUs, 5 would wait). The first cell when all wait."""
-    return next((i for i, cell in enumerate(pending) if base_of(cell) not in training), 0)
+def base_cached(base: str) -> bool:
+    from golf.run import cache_root  # torch is imported only once cells run
+
+    return (cache_root() / base / "checkpoint.pt").exists()
+
+
+def base_in_training(base: str, claimed: set[str]) -> bool:
+    """Whether a base model is being trained: not cached, and claimed by a running cell of ours (started,
+    maybe not yet at the lock) or locked by anyone (another `golf study run`, another study)."""
+    from golf.run import base_lock
+
+    if base_cached(base):
+        return False
+    if base in claimed:
+        return True
+    with file_lock(base_lock(base), blocking=False) as free:
+        return not free
+
+
+def next_cell(pending: list[Cell], base_of, waits) -> int:
+    """The index in `pending` of the cell to start next: the first whose base model is not being trained
+    (`waits(base)`: a cell that needs one would sit on its cache lock, its worker idle, while cells of a
+    cached base could run). The first cell when every one would wait."""
+    return next((i for i, cell in enumerate(pending) if not waits(base_of(cell))), 0)
 
 
 def read_result(run_dir: Path) -> dict | None:
@@ -294,18 +314,15 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
         def base_of(cell: Cell) -> str:
             return expected.base(cell, _with_data(cell.params, data_path))
 
-        def cached(base: str) -> bool:
-            from golf.run import cache_root  # torch is imported only once cells run
-
-            return (cache_root() / base / "checkpoint.pt").exists()
+        def waits(base: str) -> bool:
+            return base_in_training(base, {claim for *_, claim in running.values() if claim is not None})
 
         pending = list(cells)
         while pending:
             if pool is not None:  # a free worker first, then the cell that will not wait on a base in training
                 while len(running) >= jobs:
                     collect(block=True)
-                training = {base for *_, base in running.values() if base is not None and not cached(base)}
-                cell = pending.pop(next_cell(pending, base_of, training))
+                cell = pending.pop(next_cell(pending, base_of, waits))
             else:
                 cell = pending.pop(0)
             if is_done(cell):
@@ -339,7 +356,7 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
             while len(running) >= jobs:
                 collect(block=True)
             slot = slots.pop(0)
-            trains = None if cached(base_of(cell)) else base_of(cell)
+            trains = None if base_cached(base_of(cell)) else base_of(cell)
             future = pool.submit(_execute_in_worker, str(nb.notebook_path(root, cell.notebook)), str(output),
                                  parameters, str(root), worker_env(slot, jobs))
             running[future] = (cell, run_dir, lock, slot, trains)

@@ -71,9 +71,10 @@ class TTTConfig:
     probe_split: int = 0  # which documents form the halves: 0 = the first half of the documents is A (contiguous);
     # k >= 1 = drawn at random with seed k, stratified by source corpus, the stream reordered A then B (run.py)
     probe_swap: bool = False  # exchange the halves' roles: the documents of B are adapted on, A's held out
-    # false: the probe scores before TTT and after the last epoch only (per_epoch [0, E]), not after every
-    # epoch; the epoch-axis studies run E as separate runs, so their curves are diagnostics, half the cost
-    # of a long run. Left out of the config while true, so every earlier run keeps its config hash.
+    # false: the probe scores before TTT and after the last epoch only (per_epoch [0, E]): 2 diagnostic
+    # passes instead of E + 1, for the epoch-axis studies, which run each E separately. Only where a curve
+    # exists (an epoch strategy with the probe on). Left out of the config while true, so every earlier run
+    # keeps its config hash.
     probe_curve: bool = field(default=True, metadata={"omit_default": True})
 
     def __post_init__(self):
@@ -89,6 +90,9 @@ class TTTConfig:
         if self.slice_tokens < 2 and self.slice_tokens != 0:
             raise GolfError(f"ttt.slice_tokens={self.slice_tokens} must be >= 2 (inputs plus shifted targets), "
                             "or 0 to match prequant_val's budget")
+        if not self.probe_curve and (not self.probe or self.strategy in ("none", "lora_score_first")):
+            raise GolfError(f"ttt.probe_curve=false changes nothing for ttt.strategy={self.strategy} with "
+                            f"ttt.probe={str(self.probe).lower()} (no per-epoch curve to skip); drop it")
         if self.probe_split < 0:
             raise GolfError(f"ttt.probe_split={self.probe_split} must be >= 0 (0 = contiguous halves, k = seed k)")
         if self.freeze_blocks < 0 or self.grad_clip < 0:

@@ -263,7 +263,8 @@ class _Fit:
 def _fit_epochs(fit: _Fit, batches: list[Callable], probe: _HalvesProbe | None,
                 lr_at: Callable[[int], float] | None = None) -> list[dict]:
     """The whole-stream strategies' loop: `epochs` passes over the same batches; after each, its loss line
-    and (probe on) its probe point. Returns per_epoch (the probe's epochs + 1 points, or [])."""
+    and (probe on) its probe point. Returns per_epoch: epochs 0..E, only 0 and E with ttt.probe_curve=false,
+    or [] with the probe off."""
     s, log = fit.strategy, fit.ctx.log
     per_epoch = [probe.point(fit.work, 0)] if probe else []
     with Progress(f"ttt {s.name}", s.epochs, "epoch") as bar:
