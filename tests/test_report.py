@@ -1152,12 +1152,10 @@ def test_trend_is_two_sided_and_names_its_direction():
     assert flat["direction"] == "none" and flat["p_value"] == 1.0
 
 
-def test_compare_builds_the_paired_table_with_the_studys_own_match(tmp_path):
-    """golf study compare checks conclusions against paired as the report writes it: with the section's
-    `match`, not the default crossing of every illegal and legal epoch count."""
-    from golf.study import report_tables
-
-    study_dir = tmp_path / "epochs"
+def epoch_runs() -> list[dict]:
+    """The fixture's prequant_val and score_first runs cut after E = 1, 2, 3 epochs, one run per E (as an
+    epoch-axis study runs them), each official score lowered by 0.001 E (prequant_val: twice that)."""
+    out = []
     for r in fixture_results("ttt_gap"):
         if r["ttt"]["strategy"] not in ("prequant_val", "score_first"):
             continue
@@ -1169,8 +1167,19 @@ def test_compare_builds_the_paired_table_with_the_studys_own_match(tmp_path):
             cut["run_id"] = f"{r['run_id']}_E{e}"
             cut["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none",
                                    "overrides": {"ttt.epochs": e}}
-            (study_dir / "runs" / cut["run_id"]).mkdir(parents=True)
-            (study_dir / "runs" / cut["run_id"] / "result.json").write_text(json.dumps(cut))
+            out.append(cut)
+    return out
+
+
+def test_compare_builds_the_paired_table_with_the_studys_own_match(tmp_path):
+    """golf study compare checks conclusions against paired as the report writes it: with the section's
+    `match`, not the default crossing of every illegal and legal epoch count."""
+    from golf.study import report_tables
+
+    study_dir = tmp_path / "epochs"
+    for cut in epoch_runs():
+        (study_dir / "runs" / cut["run_id"]).mkdir(parents=True)
+        (study_dir / "runs" / cut["run_id"] / "result.json").write_text(json.dumps(cut))
 
     def pairs(sections):
         paired = report_tables(study_dir, sections)["paired"]
@@ -1207,23 +1216,12 @@ def test_runs_without_their_curve_are_the_same_configuration_as_runs_with_it():
     from golf.report.paired import paired_table, trend_table
     from golf.report.tables import slope_table
 
-    results = []
-    for r in fixture_results("ttt_gap"):
-        if r["ttt"]["strategy"] not in ("prequant_val", "score_first"):
-            continue
-        r["eval"]["val_bpb_base"] = r["eval"]["val_bpb"] + 0.003
-        for e in (1, 2, 3):
-            cut = json.loads(json.dumps(r))
-            cut["ttt"]["epochs"], cut["ttt"]["per_epoch"] = e, r["ttt"]["per_epoch"][: e + 1]
-            overrides = {"ttt.epochs": e}
-            if e == 3 and r["seed"] != 1337:  # two of three seeds without the curve
-                cut["ttt"]["per_epoch"] = [cut["ttt"]["per_epoch"][0], cut["ttt"]["per_epoch"][-1]]
-                overrides["ttt.probe_curve"] = False
-                cut["config"]["ttt"]["probe_curve"] = False
-            cut["run_id"] = f"{r['run_id']}_E{e}"
-            cut["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none",
-                                   "overrides": overrides}
-            results.append(cut)
+    results = epoch_runs()
+    for cut in results:
+        if cut["ttt"]["epochs"] == 3 and cut["seed"] != 1337:  # two of three seeds without the curve
+            cut["ttt"]["per_epoch"] = [cut["ttt"]["per_epoch"][0], cut["ttt"]["per_epoch"][-1]]
+            cut["study_params"]["overrides"]["ttt.probe_curve"] = False
+            cut["config"]["ttt"]["probe_curve"] = False
     frame = per_epoch_frame(results)
     assert "ttt.probe_curve" not in key_columns(frame)
     paired = paired_table(frame)
