@@ -587,6 +587,14 @@ def test_a_swapped_split_is_averaged_into_its_unit_not_counted_twice(tmp_path):
     assert row["n_units"] == 3  # three (seed, split) units, each the mean of a split and its swap
     assert row["mean_diff"] == pytest.approx(sum(per_unit) / 3, rel=1e-9)
     assert row["p_value"] == pytest.approx(stats.one_sample_t_test(per_unit)["p_value"], rel=1e-9)
+    # A partial grid: one seed's swapped run missing. That unit is left out, not counted one way only.
+    missing = sorted((study_dir / "runs").glob("*_swapTrue"))[0]
+    gone = json.loads((missing / "result.json").read_text())["seed"]
+    shutil.rmtree(missing)
+    write_report(study_dir, parse_sections(["paired"], "test"))
+    row = pd.read_csv(study_dir / "paired.csv").iloc[0]
+    kept = [sum(v) / 2 for seed, v in sorted(expect.items()) if seed != gone]
+    assert row["n_units"] == 2 and row["mean_diff"] == pytest.approx(sum(kept) / 2, rel=1e-9)
 
 
 def test_one_section_twice_under_two_names(ut_report, tmp_path):

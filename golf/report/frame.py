@@ -413,8 +413,9 @@ def by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, flo
     """Unit -> value. A unit is a base model and a document split: (seed, ttt.probe_split). A split run
     swapped (ttt.probe_swap) is the same unit with the halves' roles exchanged, not an independent one: its
     value is averaged with the unswapped run's, which cancels any difference in difficulty between the
-    two sets of documents. With a ttt.probe_swap column the key ends with the swaps averaged, e.g. (42, 1,
-    (False, True)): comparisons across configurations intersect keys, so they pair like with like."""
+    two sets of documents; a unit missing a swap that other units of `group` have is left out. With a
+    ttt.probe_swap column the key ends with the swaps averaged, e.g. (42, 1, (False, True)): comparisons
+    across configurations intersect keys, so they pair like with like."""
     keys = [c for c in cols if c != "ttt.probe_swap"]
     swapped = "ttt.probe_swap" in cols
     sums: dict[tuple, list[float]] = {}
@@ -425,10 +426,13 @@ def by_unit(group: pd.DataFrame, cols: list[str], value: str) -> dict[tuple, flo
             unit = tuple(_norm(r[c]) for c in keys)
             sums.setdefault(unit, []).append(float(v))
             swaps.setdefault(unit, set()).add(_norm(r["ttt.probe_swap"]) if swapped else None)
-    # The unit names the swaps it averages (last element), so a unit run both ways is never paired with
-    # the same split run one way only (a partial grid): they are different mixtures of documents.
+    # A unit that lacks one of the swaps its group was run with (a partial grid) is left out: its one
+    # direction keeps the difference in difficulty between the two sets of documents that the swap cancels.
+    # The unit also names the swaps it averages (last element), so across configurations a unit run both
+    # ways is never paired with the same split run one way only.
+    every = set().union(*swaps.values()) if swaps else set()
     return {(*unit, tuple(sorted(swaps[unit], key=str))) if swapped else unit: sum(vs) / len(vs)
-            for unit, vs in sums.items()}
+            for unit, vs in sums.items() if not swapped or swaps[unit] == every}
 
 
 def _label(key: tuple, keys: Sequence[str], shown: Sequence[str]) -> str:
