@@ -356,17 +356,19 @@ def _fig_memorization_epochs(runs: pd.DataFrame, study: str, units: list[str]):
     data = runs.assign(contrast=runs["gain_adapted"] - runs["gain_heldout"]).dropna(subset=["contrast"])
     strategies = sorted(data["strategy"].unique())
     fig, axes = _new_figure(max(1, len(strategies)), 4.2, 3.8)
-    keys = [u for u in units if u != "ttt.probe_swap"]
     counts = []
     for ax, strategy in zip(axes, strategies):
         part = data[data["strategy"] == strategy]
-        per_unit = part.groupby(keys + ["epochs"], dropna=False)["contrast"].mean().reset_index()
-        for _, unit in per_unit.groupby(keys, dropna=False):
-            unit = unit.sort_values("epochs")
-            ax.plot(unit["epochs"], unit["contrast"], color="grey", alpha=0.35, linewidth=0.8)
+        # unit -> epochs -> contrast, as the paired tables take units (a unit missing a swap left out)
+        per_unit: dict[tuple, dict[float, float]] = {}
+        for e, at in part.groupby("epochs"):
+            for unit, value in by_unit(at, units, "contrast").items():
+                per_unit.setdefault(unit, {})[float(e)] = value
+        for line in per_unit.values():
+            ax.plot(sorted(line), [line[e] for e in sorted(line)], color="grey", alpha=0.35, linewidth=0.8)
         xs, means, hws = [], [], []
-        for e, at in per_unit.groupby("epochs"):
-            s = stats.mean_std_ci(_finite(at["contrast"]), CONFIDENCE)
+        for e in sorted({e for line in per_unit.values() for e in line}):
+            s = stats.mean_std_ci([line[e] for line in per_unit.values() if e in line], CONFIDENCE)
             xs.append(float(e))
             means.append(s["mean"])
             hws.append(s["half_width"])
