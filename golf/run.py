@@ -65,6 +65,12 @@ def cache_root() -> Path:
     return Path(os.environ.get("GOLF_CACHE", Path.home() / ".cache" / "golf")) / "models"
 
 
+def base_cached(key: str) -> bool:
+    """Whether the base-model cache holds a complete entry for `key` (written atomically: both files or none)."""
+    entry = cache_root() / key
+    return (entry / "checkpoint.pt").exists() and (entry / "train.json").exists()
+
+
 def base_lock(key: str) -> Path:
     """The lock a base-model cache entry is trained (or loaded) under: held while its weights are made."""
     return cache_root() / f".{key}.lock"
@@ -176,7 +182,7 @@ def _train_or_load(cfg: RunConfig, ds: Dataset, out: Path, device: torch.device,
                    entry: Path) -> tuple[GPT, dict]:
     seed_everything(cfg.seed)
     model = GPT(cfg.model)
-    if (entry / "checkpoint.pt").exists() and (entry / "train.json").exists():
+    if base_cached(key):
         try:
             state = torch.load(entry / "checkpoint.pt", map_location="cpu", weights_only=True)
             model.load_state_dict(state, strict=True)

@@ -626,6 +626,8 @@ def test_a_base_is_in_training_while_claimed_or_locked_and_not_once_cached(tmp_p
         assert in_training("k", set())
     (cache_root() / "k").mkdir(parents=True)
     (cache_root() / "k" / "checkpoint.pt").write_bytes(b"")
+    assert in_training("k", {"k"})  # half an entry is not a cached base
+    (cache_root() / "k" / "train.json").write_text("{}")
     assert not in_training("k", {"k"})  # cached: its cells load it and go on
 
 

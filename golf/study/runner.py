@@ -160,16 +160,10 @@ class _Expected:
         return self.bases[cell.id]
 
 
-def base_cached(base: str) -> bool:
-    from golf.run import cache_root  # torch is imported only once cells run
-
-    return (cache_root() / base / "checkpoint.pt").exists()
-
-
 def base_in_training(base: str, claimed: set[str]) -> bool:
     """Whether a base model is being trained: not cached, and claimed by a running cell of ours (started,
     maybe not yet at the lock) or locked by anyone (another `golf study run`, another study)."""
-    from golf.run import base_lock
+    from golf.run import base_cached, base_lock  # torch is imported only once cells run
 
     if base_cached(base):
         return False
@@ -353,10 +347,11 @@ def run_study(name: str, shard: str | tuple[int, int] | None = None, root: str |
                     lock.close()
                 bar.update(1, **summary, last=cell.id)
                 continue
-            while len(running) >= jobs:
-                collect(block=True)
-            slot = slots.pop(0)
-            trains = None if base_cached(base_of(cell)) else base_of(cell)
+            slot = slots.pop(0)  # free: the loop's head waited for a worker
+            from golf.run import base_cached
+
+            base = base_of(cell)
+            trains = None if base_cached(base) else base
             future = pool.submit(_execute_in_worker, str(nb.notebook_path(root, cell.notebook)), str(output),
                                  parameters, str(root), worker_env(slot, jobs))
             running[future] = (cell, run_dir, lock, slot, trains)
