@@ -434,7 +434,7 @@ def test_grid_ids_are_stable_readable_and_unique(tmp_path):
 
 
 def test_shards_partition_the_grid_exactly_once():
-    cells = study.expand(study.load_study("ttt_epochs", REPO))
+    cells = study.expand(study.load_study("ttt_gap_small", REPO))
     for n in range(1, 6):
         parts = [study.shard_cells(cells, study.parse_shard(f"{i}/{n}")) for i in range(n)]
         ids = [c.id for part in parts for c in part]
