@@ -360,6 +360,7 @@ def test_imported_checkpoint_scores_as_in_the_reference(reference_files, tiny_da
     assert result["eval"]["val_loss"] == pytest.approx(scores["int8"][0], abs=1e-6)
     assert result["ttt"]["legal"] and result["train"]["steps"] == 0
     assert result["train"]["trained_at"] == {"git_sha": "unknown", "dirty": None}  # trained by the reference
+    assert len(result["train"]["weights_sha256"]) == 64  # the imported weights, named all the same
     assert result["source"]["import"]["sha256"] == info["sha256"]
     ptz = (pg / "final_model.int8.ptz").stat().st_size
     assert abs(result["artifact"]["bytes_model"] / ptz - 1) < 0.05  # containers differ; small model

@@ -1241,3 +1241,28 @@ def test_runs_without_their_curve_are_the_same_configuration_as_runs_with_it():
     pooled = slopes[(slopes["strategy"] == "prequant_val") & (slopes["epochs"] == 3)
                     & (slopes["half"] == "A")]
     assert pooled["n_points"].tolist() == [3]  # seed 1337's epochs 1-3; the end-only runs are not fitted
+
+
+def test_summary_names_a_base_key_whose_runs_started_from_other_weights(tmp_path):
+    """A base retrained between runs keeps its cache key but not its weights: summary.md says so."""
+    study_dir = tmp_path / "ttt_gap"
+    shutil.copytree(FIXTURES / "ttt_gap", study_dir)
+    paths = [p for p in sorted((study_dir / "runs").glob("*/result.json")) if p.parent.name != TRUNCATED]
+
+    def stamp(digest_of):
+        for path in paths:
+            result = json.loads(path.read_text())
+            result["train"]["cache_key"] = f"key{result['seed']}"
+            result["train"]["weights_sha256"] = digest_of(path, result)
+            path.write_text(json.dumps(result))
+        write_report(study_dir)
+        return (study_dir / "summary.md").read_text()
+
+    one_each = stamp(lambda path, r: f"{r['seed']:064x}")
+    assert "more than one set of weights" not in one_each
+    first = paths[0]
+    seed = json.loads(first.read_text())["seed"]
+    text = stamp(lambda path, r: ("f" * 64) if path == first else f"{r['seed']:064x}")
+    section = text[text.index("## Base models with more than one set of weights"):]
+    assert f"`key{seed}`" in section and "`ffffffffffff` (1 run)" in section
+    assert sum(line.startswith("| `key") for line in section.splitlines()) == 1  # only the retrained key

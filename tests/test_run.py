@@ -175,6 +175,7 @@ def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_
     env = first["env"]
     assert first["train"]["trained_at"] == {"git_sha": env["git_sha"], "dirty": env["dirty"]}
     assert result["train"]["trained_at"] == first["train"]["trained_at"]
+    assert result["train"]["weights_sha256"] == first["train"]["weights_sha256"]  # and which weights they are
     # An entry written before the record existed is reused and says it does not know.
     entry = Path(os.environ["GOLF_CACHE"]) / "models" / first["train"]["cache_key"]
     info = json.loads((entry / "train.json").read_text())
@@ -190,6 +191,26 @@ def test_second_run_with_other_quant_reuses_the_base(run_dir, tiny_dataset, tmp_
     # int4 + brotli is smaller. (Not int6: on these briefly trained small weights int8's 1/127 scale floor
     # is a coarser grid than int6's rowmax/31, so the int8 artifact is the smaller of those two.)
     assert result["artifact"]["bytes_model"] < first["artifact"]["bytes_model"]
+
+
+def test_weights_digest_names_the_exact_weights(run_dir):
+    from golf.config import config_from_dict
+    from golf.model import GPT
+    from golf.run import weights_sha256
+
+    result = json.loads((run_dir / "result.json").read_text())
+    digest = result["train"]["weights_sha256"]
+    assert len(digest) == 64 and int(digest, 16) >= 0
+    model = GPT(config_from_dict(result["config"]).model)
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True))  # the run's own float weights
+    assert weights_sha256(model) == digest
+    with torch.no_grad():  # the smallest change a float32 weight can take still changes it
+        weight = next(model.parameters())
+        weight.view(-1)[0] = torch.nextafter(weight.view(-1)[0], torch.tensor(float("inf")))
+    assert weights_sha256(model) != digest
+    model.load_state_dict(torch.load(run_dir / "checkpoint.pt", weights_only=True))
+    model.to(torch.bfloat16)  # the same values in another dtype are other weights
+    assert weights_sha256(model) != digest
 
 
 def test_bad_input_fails_cleanly(tmp_path, tiny_dataset):

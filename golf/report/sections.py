@@ -322,7 +322,7 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
         tables.update(out.tables)
         figures.update(out.figures)
     tables["summary.md"] = (T._summary_md(inputs.study, frame, inputs.summary, skipped, sorted(figures))
-                            + T._absent_md(absent))
+                            + T._absent_md(absent) + T._retrained_md(frame))
 
     # Render before touching the folder, so a plotting error leaves the previous report intact.
     rendered = {name: F._figure_bytes(fig) for name, fig in figures.items()}

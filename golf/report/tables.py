@@ -351,6 +351,29 @@ def _absent_md(absent: dict[str, list[str]] | None) -> str:
     return text
 
 
+def _retrained_md(frame: pd.DataFrame) -> str:
+    """summary.md's list of base-model keys whose runs started from more than one set of weights (empty when
+    every key has one digest, or no run records `train.weights_sha256`)."""
+    if not {"base_key", "base_weights"} <= set(frame.columns):
+        return ""
+    known = frame[frame["base_weights"].notna() & frame["base_key"].notna()]
+    rows = []
+    for key, runs in known.groupby("base_key", sort=True):
+        counts = runs["base_weights"].value_counts()
+        if len(counts) > 1:
+            seeds = " ".join(str(s) for s in sorted(set(runs["seed"])))
+            rows.append([f"`{key}`", seeds, ", ".join(f"`{d[:12]}` ({n} run{'s' if n != 1 else ''})" for d, n in sorted(counts.items()))])
+    if not rows:
+        return ""
+    unrecorded = int(frame["base_weights"].isna().sum())
+    return ("\n## Base models with more than one set of weights\n\n"
+            "Runs of one base-model key (data, model, train, seed) that started from different weights "
+            "(`train.weights_sha256`): the base was retrained between them (on another machine, or after a code "
+            "change), so comparisons across those runs compare different weights"
+            + (f"; {unrecorded} runs predate the record and are not counted" if unrecorded else "") + ".\n\n"
+            + _md_table(["base key", "seed", "weights (sha256 prefix)"], rows))
+
+
 def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:
     """One row per run that trained at least one TTT epoch: its final-epoch gains (A, B and overall)."""
     if per_epoch.empty:
