@@ -134,17 +134,20 @@ def git_state() -> tuple[str, bool]:
 
 
 def weights_sha256(model: torch.nn.Module) -> str:
-    """Hex sha256 of a model's weights as a run received them: each state_dict entry's name, dtype, shape and
-    bytes, in state_dict order. Two runs with one digest adapted the very same numbers. The base-model cache
-    key (data, model, train, seed) cannot tell that: a base retrained on another machine has the same key and
-    slightly different weights (CPU floating point), and so does one retrained after a code change."""
+    """Hex sha256 of a model's weights as a run received them (in memory, before TTT and quantization): each
+    state_dict entry's name, shape and values, in state_dict order, floating tensors as float32 so that one
+    set of numbers has one digest whatever dtype holds it (on CUDA the embedding is bf16). Two runs with one
+    digest adapted the very same numbers. The base-model cache key (data, model, train, seed) cannot tell
+    that: a base retrained on another machine has the same key and slightly different weights (CPU floating
+    point), and so does one retrained after a code change."""
     import hashlib
 
     digest = hashlib.sha256()
     for name, tensor in model.state_dict().items():
-        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        values = tensor.detach().float() if tensor.is_floating_point() else tensor.detach()
+        flat = values.cpu().contiguous().reshape(-1)
         digest.update(f"{name}|{flat.dtype}|{tuple(tensor.shape)}|".encode())
-        digest.update(flat.view(torch.uint8).numpy().tobytes())  # as bytes: bf16 has no numpy dtype
+        digest.update(flat.view(torch.uint8).numpy())  # as bytes: one code path for every dtype
     return digest.hexdigest()
 
 
@@ -399,7 +402,6 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
                       "trained_at": {"git_sha": "unknown", "dirty": None}}  # trained elsewhere: see `source`
     else:
         model, train_info = train_or_load_base(cfg, ds, out, device, d)
-    train_info = {**train_info, "weights_sha256": weights_sha256(model)}  # the exact weights TTT starts from
     if d.main and cfg.train.checkpoint:
         with atomic_path(out / "checkpoint.pt") as tmp:
             # a plain state_dict of tensors (loads with weights_only=True), in the source's dtypes if any
@@ -408,6 +410,7 @@ def run(cfg: RunConfig, out: str | Path, study_params: dict | None = None, sourc
         torch.distributed.barrier()
     if not d.main:  # evaluation, TTT and the artifact are the main rank's
         return {}
+    train_info = {**train_info, "weights_sha256": weights_sha256(model)}  # the exact weights TTT starts from
 
     # One validation stream, one ledger, for everything the run does with validation tokens.
     val = validation_subset(np.asarray(ds.val_tokens), cfg.data, BOS_ID)

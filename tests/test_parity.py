@@ -22,13 +22,14 @@ import pytest
 import torch
 
 from golf.cli import main as golf_main
-from golf.config import build_config
+from golf.config import build_config, config_from_dict
 from golf.data.dataset import Dataset
 from golf.evaluate import official_tokens, resolve_protocol
 from golf.model import GPT, ModelConfig
 from golf.optim import Muon, lr_scale
 from golf.pgformat import load_script_definitions, read_pg_file
 from golf.quant import QuantConfig, dequantize_state, quantize_state_dict
+from golf.run import weights_sha256
 from golf.train import TokenStream, apply_param_dtypes
 
 REFERENCE = Path(__file__).resolve().parents[1].parent / "shared" / "reference" / "train_gpt.py"
@@ -360,7 +361,13 @@ def test_imported_checkpoint_scores_as_in_the_reference(reference_files, tiny_da
     assert result["eval"]["val_loss"] == pytest.approx(scores["int8"][0], abs=1e-6)
     assert result["ttt"]["legal"] and result["train"]["steps"] == 0
     assert result["train"]["trained_at"] == {"git_sha": "unknown", "dirty": None}  # trained by the reference
-    assert len(result["train"]["weights_sha256"]) == 64  # the imported weights, named all the same
+    # the digest is that of the imported weights, and the same whether the embedding is held as the reference
+    # trained it (bf16 on CUDA) or as golf's CPU model holds it (float32, exact)
+    imported = GPT(config_from_dict(result["config"]).model)
+    imported.load_state_dict(torch.load(tmp_path / "imp" / "checkpoint.pt", weights_only=True))
+    assert weights_sha256(imported) == result["train"]["weights_sha256"]
+    imported.tok_emb.to(torch.bfloat16)
+    assert weights_sha256(imported) == result["train"]["weights_sha256"]
     assert result["source"]["import"]["sha256"] == info["sha256"]
     ptz = (pg / "final_model.int8.ptz").stat().st_size
     assert abs(result["artifact"]["bytes_model"] / ptz - 1) < 0.05  # containers differ; small model

@@ -1253,7 +1253,11 @@ def test_summary_names_a_base_key_whose_runs_started_from_other_weights(tmp_path
         for path in paths:
             result = json.loads(path.read_text())
             result["train"]["cache_key"] = f"key{result['seed']}"
-            result["train"]["weights_sha256"] = digest_of(path, result)
+            digest = digest_of(path, result)
+            if digest is None:  # a run from before the digest existed
+                result["train"].pop("weights_sha256", None)
+            else:
+                result["train"]["weights_sha256"] = digest
             path.write_text(json.dumps(result))
         write_report(study_dir)
         return (study_dir / "summary.md").read_text()
@@ -1266,3 +1270,14 @@ def test_summary_names_a_base_key_whose_runs_started_from_other_weights(tmp_path
     section = text[text.index("## Base models with more than one set of weights"):]
     assert f"`key{seed}`" in section and "`ffffffffffff` (1 run)" in section
     assert sum(line.startswith("| `key") for line in section.splitlines()) == 1  # only the retrained key
+
+    # a key where one run predates the digest is listed (its weights may differ); a key none of whose runs
+    # record one is not (nothing to compare), and the count is that key's own
+    seeds = sorted({json.loads(p.read_text())["seed"] for p in paths})
+    mixed, bare = seeds[0], seeds[1]
+    of_mixed = [p for p in paths if json.loads(p.read_text())["seed"] == mixed]
+    text = stamp(lambda path, r: None if path == of_mixed[0] or r["seed"] == bare else f"{r['seed']:064x}")
+    section = text[text.index("## Base models with more than one set of weights"):]
+    listed = [line for line in section.splitlines() if line.startswith("| `key")]
+    assert len(listed) == 1 and listed[0].startswith(f"| `key{mixed}`")
+    assert f"`{f'{mixed:064x}'[:12]}` ({len(of_mixed) - 1} run" in listed[0] and "none recorded (1 run," in listed[0]

@@ -49,7 +49,7 @@ OPTIONAL_FIELDS: dict[str, str] = {
     "train.wall_s": "train_wall_s",
     "train.tokens": "train_tokens",
     "train.cache_key": "base_key",  # the trained base model's identity (golf.run.base_key)
-    "train.weights_sha256": "base_weights",  # its exact weights (a retrained base keeps its key, not this)
+    "train.weights_sha256": "base_weights_sha256",  # its exact weights (a retrained base keeps its key, usually not this)
     "eval.val_bpb_base": "val_bpb_base",
     # count-based models of the run's own training tokens on its scored targets (golf/baselines.py)
     "eval.baselines.unigram": "unigram",

@@ -352,26 +352,33 @@ def _absent_md(absent: dict[str, list[str]] | None) -> str:
 
 
 def _retrained_md(frame: pd.DataFrame) -> str:
-    """summary.md's list of base-model keys whose runs started from more than one set of weights (empty when
-    every key has one digest, or no run records `train.weights_sha256`)."""
-    if not {"base_key", "base_weights"} <= set(frame.columns):
+    """summary.md's list of base-model keys whose runs cannot all be said to share one set of weights: keys
+    with more than one `train.weights_sha256`, and keys where some runs carry a digest and some predate it
+    (those may or may not match). Empty when every key has one digest, or when no run of a key records one."""
+    if not {"base_key", "base_weights_sha256"} <= set(frame.columns):
         return ""
-    known = frame[frame["base_weights"].notna() & frame["base_key"].notna()]
     rows = []
-    for key, runs in known.groupby("base_key", sort=True):
-        counts = runs["base_weights"].value_counts()
-        if len(counts) > 1:
-            seeds = " ".join(str(s) for s in sorted(set(runs["seed"])))
-            rows.append([f"`{key}`", seeds, ", ".join(f"`{d[:12]}` ({n} run{'s' if n != 1 else ''})" for d, n in sorted(counts.items()))])
+    for key, runs in frame[frame["base_key"].notna()].groupby("base_key", sort=True):
+        counts = runs["base_weights_sha256"].value_counts()
+        unrecorded = int(runs["base_weights_sha256"].isna().sum())
+        if len(counts) > 1 or (len(counts) == 1 and unrecorded):
+            seeds = " ".join(str(s) for s in sorted(set(runs["seed"].dropna()))) if "seed" in runs else ""
+            weights = [f"`{str(d)[:12]}` ({_n_runs(n)})" for d, n in sorted(counts.items())]
+            if unrecorded:
+                weights.append(f"none recorded ({_n_runs(unrecorded)}, before the digest existed)")
+            rows.append([f"`{key}`", seeds, ", ".join(weights)])
     if not rows:
         return ""
-    unrecorded = int(frame["base_weights"].isna().sum())
     return ("\n## Base models with more than one set of weights\n\n"
             "Runs of one base-model key (data, model, train, seed) that started from different weights "
-            "(`train.weights_sha256`): the base was retrained between them (on another machine, or after a code "
-            "change), so comparisons across those runs compare different weights"
-            + (f"; {unrecorded} runs predate the record and are not counted" if unrecorded else "") + ".\n\n"
+            "(`train.weights_sha256`), or of which only some record their weights: the base may have been "
+            "retrained between them (on another machine, or after a code change), so comparisons across those "
+            "runs may compare different weights.\n\n"
             + _md_table(["base key", "seed", "weights (sha256 prefix)"], rows))
+
+
+def _n_runs(n: int) -> str:
+    return f"{n} run{'s' if n != 1 else ''}"
 
 
 def _ttt_runs(per_epoch: pd.DataFrame) -> pd.DataFrame:

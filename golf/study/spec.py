@@ -10,7 +10,7 @@
     grids: [{notebook, preset, bundle, overrides, axes}, ...]   # instead of axes: a union of grids, each
                                         # over the shared values (e.g. one with ttt.allow_illegal: true)
     data_build: {input: [tests/fixtures/text], vocab_size: 512, val_docs: 4}   # optional
-    report: [ttt_epochs, gap, slopes]   # golf.report sections, after the summary; false: no report
+    report: [ttt_curves, gap, slopes]   # golf.report sections, after the summary; false: no report
 
 An axis is `preset`, `bundle` (golf.presets.BUNDLES) or any config key (`golf run -s` takes the same
 keys); a key is stated once per grid, either fixed in `overrides` or as an axis.
