@@ -246,20 +246,37 @@ def _fmt_num(value, digits: int = 5) -> str:
     return f"{value:+.{digits}f}" if digits < 0 else f"{value:.{digits}f}"
 
 
+def _fmt_diff(value) -> str:
+    return "-" if value is None else f"{value:+.5f}"
+
+
 def _print_comparison(out: dict) -> None:
-    """Cells, then conclusions, as aligned plain text (fresh = this machine's run, reference = committed)."""
+    """Cells, their summary per configuration, then conclusions, as aligned plain text (fresh = this
+    machine's run, reference = committed; diff = fresh - reference; gain and contrast are within a run)."""
     print(f"study {out['study']}: fresh {out['fresh']} vs reference {out['reference']}")
     width = max([len("cell")] + [len(r["cell"]) for r in out["cells"]])
-    print(f"{'cell':<{width}}  {'val_bpb fresh':>13}  {'reference':>10}  {'diff':>9}  legal")
+    print(f"{'cell':<{width}}  {'val_bpb fresh':>13}  {'reference':>10}  {'diff':>9}  {'gain diff':>9}  "
+          f"{'contr diff':>10}  base weights  legal")
     for r in out["cells"]:
-        diff = "-" if r["val_bpb_diff"] is None else f"{r['val_bpb_diff']:+.5f}"
         legal = "same" if r["legal_fresh"] == r["legal_reference"] else f"{r['legal_fresh']} vs {r['legal_reference']}"
+        digests = (r["weights_sha256_fresh"], r["weights_sha256_reference"])
+        weights = "-" if None in digests else "same" if digests[0] == digests[1] else "differ"
         print(f"{r['cell']:<{width}}  {_fmt_num(r['val_bpb_fresh']):>13}  {_fmt_num(r['val_bpb_reference']):>10}  "
-              f"{diff:>9}  {legal}")
+              f"{_fmt_diff(r['val_bpb_diff']):>9}  {_fmt_diff(r['gain_official_diff']):>9}  {_fmt_diff(r['contrast_diff']):>10}  "
+              f"{weights:<12}  {legal}")
     diffs = [abs(r["val_bpb_diff"]) for r in out["cells"] if r["val_bpb_diff"] is not None]
     missing = sum(r["val_bpb_fresh"] is None for r in out["cells"])
     print(f"cells compared: {len(diffs)} of {len(out['cells'])}" + (f" ({missing} without a fresh result)" if missing else "")
           + (f"; largest |diff| {max(diffs):.5f} bpb" if diffs else ""))
+    conf_width = max([len("configuration")] + [len(c["configuration"]) for c in out["by_configuration"]])
+    print(f"{'configuration':<{conf_width}}  cells  " + "  ".join(
+        f"{m + ' diff mean':>{len(m) + 10}}  {'max|diff|':>9}" for m in ("val_bpb", "gain", "contrast")))
+    for c in out["by_configuration"]:
+        if not c["val_bpb_n"]:
+            continue
+        print(f"{c['configuration']:<{conf_width}}  {c['val_bpb_n']:>5}  " + "  ".join(
+            f"{_fmt_diff(c[f'{k}_diff_mean']):>{len(m) + 10}}  {_fmt_num(c[f'{k}_diff_max_abs']):>9}"
+            for k, m in (("val_bpb", "val_bpb"), ("gain_official", "gain"), ("contrast", "contrast"))))
     if not out["conclusions"]:
         print("no conclusions file to check")
         return

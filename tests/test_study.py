@@ -306,6 +306,13 @@ def test_committed_results_are_the_reference_not_a_cache(interrupted_then_resume
     for row in out["cells"]:  # same machine, same code: the runs are bit-identical
         ref = json.loads((root / "results/mini/runs" / row["cell"] / "result.json").read_text())
         assert row["val_bpb_reference"] == ref["eval"]["val_bpb"] and row["val_bpb_diff"] == 0.0
+        # within a run: quantization's cost against the run's own float base; no probe, no contrast
+        assert row["gain_official_reference"] == pytest.approx(ref["eval"]["val_bpb"] - ref["eval"]["val_bpb_base"])
+        assert row["gain_official_diff"] == 0.0 and row["contrast_fresh"] is row["contrast_diff"] is None
+        assert row["weights_sha256_fresh"] == row["weights_sha256_reference"] == ref["train"]["weights_sha256"]
+        assert row["configuration"] == f"quant.compressor={ref['artifact']['compressor']}"
+    assert [(c["configuration"], c["cells"], c["val_bpb_diff_max_abs"], c["contrast_n"])
+            for c in out["by_configuration"]] == [(r["configuration"], 1, 0.0, 0) for r in out["cells"]]
     verdicts = [(c["reference"]["holds"], c["fresh"]["holds"]) for c in out["conclusions"]]
     assert verdicts == [(True, True), (True, True), (False, False)]
 
@@ -316,9 +323,30 @@ def test_committed_results_are_the_reference_not_a_cache(interrupted_then_resume
     result = json.loads(fresh.read_text())
     assert result["artifact"]["compressor"] == "brotli"
     result["artifact"]["bytes_total"] *= 10
+    result["eval"]["val_bpb"] += 0.01  # a base retrained elsewhere, 0.004 worse, and TTT 0.006 less useful
+    result["eval"]["val_bpb_base"] += 0.004
     fresh.write_text(json.dumps(result))
+    row = study.compare_study("mini", root=root)["cells"][0]
+    assert row["val_bpb_diff"] == pytest.approx(0.01) and row["gain_official_diff"] == pytest.approx(0.006)
     assert study.compare_study("mini", root=root)["conclusions"][0]["fresh"]["holds"] is False
     assert main(["study", "compare", "mini", "--project", str(root)]) == 1
+
+
+def test_compare_reads_a_committed_ttt_runs_contrast_at_its_last_epoch():
+    """On a real committed run: the contrast is (A at E - A at 0) - (B at E - B at 0) from ttt.per_epoch,
+    the official gain val_bpb - val_bpb_base, as the report's frame computes them."""
+    from golf.study.compare import _within_run
+
+    runs = sorted((REPO / "results/ttt_epochs_small/runs").glob("prequant_val-epochs2-*/result.json"))
+    assert runs, "the committed E = 2 runs of ttt_epochs_small"
+    result = json.loads(runs[0].read_text())
+    by_epoch = {e["epoch"]: e for e in result["ttt"]["per_epoch"]}
+    a = by_epoch[2]["val_bpb_adapted"] - by_epoch[0]["val_bpb_adapted"]
+    b = by_epoch[2]["val_bpb_heldout"] - by_epoch[0]["val_bpb_heldout"]
+    measured = _within_run(result)
+    assert measured["contrast"] == pytest.approx(a - b) and measured["contrast"] < 0  # it memorizes
+    assert measured["gain_official"] == pytest.approx(result["eval"]["val_bpb"] - result["eval"]["val_bpb_base"])
+    assert _within_run(None) == {"gain_official": None, "contrast": None}
 
 
 def test_incomplete_study_report_is_refused_unless_partial(interrupted_then_resumed, tmp_path, env, capsys):

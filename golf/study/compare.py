@@ -164,7 +164,12 @@ def check_conclusion(c: Conclusion, tables: dict) -> dict:
 def compare_study(name: str, root: str | Path | None = None) -> dict:
     """This machine's run (work/NAME) beside the committed reference (results/NAME).
 
-    cells: one row per grid cell with both official val_bpb values and their difference (fresh - reference);
+    cells: one row per grid cell with, for fresh and reference, the official val_bpb, the official gain (val_bpb
+    minus the run's own float base, val_bpb_base), the memorization contrast at the run's last probed epoch
+    (gain on half A minus gain on half B, each against the run's epoch 0; None without the probe) and the
+    base weights' digest (train.weights_sha256), with each number's difference (fresh - reference).
+    Retraining a base on another machine moves val_bpb by the base's own shift; the gain and the contrast,
+    measured within a run, show how much of that reaches what the studies report;
     conclusions: each claim of results/NAME/conclusions.yaml with its value in both and whether it holds.
     """
     root = resolve_root(root)
@@ -177,13 +182,17 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
     rows = []
     for cell in cells:
         a, b = read_result(root / fresh.runs / cell.id), read_result(root / ref.runs / cell.id)
-        row: dict[str, Any] = {"cell": cell.id}
+        row: dict[str, Any] = {"cell": cell.id, "configuration": _configuration(cell.axes)}
         for label, res in (("fresh", a), ("reference", b)):
             row[f"val_bpb_{label}"] = _get(res, "eval", "val_bpb")
             row[f"bytes_total_{label}"] = _get(res, "artifact", "bytes_total")
             row[f"legal_{label}"] = _get(res, "ttt", "legal")
-        both = row["val_bpb_fresh"] is not None and row["val_bpb_reference"] is not None
-        row["val_bpb_diff"] = row["val_bpb_fresh"] - row["val_bpb_reference"] if both else None
+            row[f"weights_sha256_{label}"] = _get(res, "train", "weights_sha256")
+            for key, value in _within_run(res).items():
+                row[f"{key}_{label}"] = value
+        for key in _MEASURES:
+            both = row[f"{key}_fresh"] is not None and row[f"{key}_reference"] is not None
+            row[f"{key}_diff"] = row[f"{key}_fresh"] - row[f"{key}_reference"] if both else None
         rows.append(row)
     conclusions = []
     path = root / ref.study_dir / CONCLUSIONS_FILE
@@ -197,7 +206,51 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
                 entry[label] = check_conclusion(c, t)
             conclusions.append(entry)
     return {"study": name, "fresh": str(fresh.study_dir), "reference": str(ref.study_dir), "cells": rows,
+            "by_configuration": _by_configuration(rows),
             "conclusions": conclusions, "conclusions_file": str(ref.study_dir / CONCLUSIONS_FILE) if path.is_file() else None}
+
+
+# The axes that pick a replicate (base model and document split), not a configuration.
+_UNIT_AXES = ("seed", "ttt.probe_split", "ttt.probe_swap")
+_MEASURES = ("val_bpb", "gain_official", "contrast")
+
+
+def _configuration(axes: dict) -> str:
+    return ", ".join(f"{k}={v}" for k, v in axes.items() if k not in _UNIT_AXES) or "all"
+
+
+def _by_configuration(rows: list[dict]) -> list[dict]:
+    """Per configuration (the cell's axes less the replicate ones): how many cells have both runs, and for
+    each measure the mean difference (fresh - reference) and the largest |difference|."""
+    out = []
+    for conf in dict.fromkeys(r["configuration"] for r in rows):
+        group = [r for r in rows if r["configuration"] == conf]
+        entry: dict[str, Any] = {"configuration": conf, "cells": len(group)}
+        for key in _MEASURES:
+            diffs = [r[f"{key}_diff"] for r in group if r[f"{key}_diff"] is not None]
+            entry[f"{key}_n"] = len(diffs)
+            entry[f"{key}_diff_mean"] = sum(diffs) / len(diffs) if diffs else None
+            entry[f"{key}_diff_max_abs"] = max(map(abs, diffs)) if diffs else None
+        out.append(entry)
+    return out
+
+
+def _within_run(result: dict | None) -> dict[str, float | None]:
+    """The run's official gain against its own float base and its memorization contrast at its last probed
+    epoch (as golf.report.frame computes them); None where the result cannot give one."""
+    out: dict[str, float | None] = {"gain_official": None, "contrast": None}
+    if result is None:
+        return out
+    from golf.report.frame import per_epoch_frame
+
+    rows = per_epoch_frame([result])
+    if rows.empty:
+        return out
+    last = rows.sort_values("epoch").iloc[-1]
+    contrast = last["gain_adapted"] - last["gain_heldout"] if int(last["epoch"]) > 0 else float("nan")
+    for key, value in (("gain_official", last["gain_official"]), ("contrast", contrast)):
+        out[key] = float(value) if value == value else None  # NaN: the run cannot say
+    return out
 
 
 def _get(result: dict | None, *keys: str) -> Any:
