@@ -841,6 +841,14 @@ def test_scale_rows_also_test_with_one_value_per_base_model():
     assert row["p_bases"] != pytest.approx(row["p_value"])
     assert row["p_bases_holm"] == pytest.approx(row["p_bases"])  # one t-test row: Holm leaves it
     assert "p by base (Holm)" in scale_md("test", scale_table([item]), "preset")
+    assert row["n_splits"] == 0 and "p by split" not in scale_md("test", scale_table([item]), "preset")
+    # split k is the same documents for every seed: with the split's place in the unit given, the row also
+    # tests one value per split (its 3 bases averaged)
+    crossed = scale_table([{**item, "split_at": 1}]).iloc[0]
+    per_split = [sum(diffs[i] for i in (k, k + 2, k + 4)) / 3 for k in (0, 1)]
+    assert crossed["n_splits"] == 2 and crossed["p_splits"] == pytest.approx(
+        stats.one_sample_t_test(per_split)["p_value"])
+    assert "p by split (Holm)" in scale_md("test", scale_table([{**item, "split_at": 1}]), "preset")
     # three levels: Page's trend over the 6 unit blocks and over the 3 base blocks (splits averaged)
     mid = [0.005, 0.030, 0.010, 0.015, 0.010, 0.038]
     three = {**item, "levels": ["tiny", "small", "medium"], "per": per(tiny=small, small=mid, medium=large)}
@@ -1007,6 +1015,47 @@ def test_paired_rows_also_test_over_base_models_when_splits_share_one(tmp_path):
     assert row["p_value"] < 0.05 < row["p_bases"]
     assert table["p_bases_holm"].tolist() == pytest.approx(stats.holm(table["p_bases"].tolist()), nan_ok=True)
     assert row["verdict"].startswith("resolved over units, not over the 3 base models")
+
+
+def test_paired_rows_also_test_over_document_splits_shared_by_the_bases(tmp_path):
+    """Split k is the same documents in every seed. Splits that disagree while the seeds agree (split 3 well
+    below the others, as in train_slice's contrast on ttt_epochs_small): resolved over the 9 units and
+    the 3 bases, not over the 3 splits (one mean per split, 2 df); paired.md shows the by-split column."""
+    from golf.report.paired import paired_md, paired_table, trend_md, trend_table
+
+    results, per_split = [], {}
+    for r in fixture_results("ttt_gap"):
+        if r["ttt"]["strategy"] != "prequant_val":
+            continue
+        seed = r["seed"]
+        for split in (1, 2, 3):
+            for e in (1, 2, 3):
+                run = json.loads(json.dumps(r))
+                run["run_id"] = f"{r['run_id']}_split{split}_E{e}"
+                run["ttt"]["epochs"], run["ttt"]["per_epoch"] = e, run["ttt"]["per_epoch"][: e + 1]
+                run["study_params"] = {"preset": "tiny", "seed": seed, "bundle": "none",
+                                       "overrides": {"ttt.probe_split": split, "ttt.epochs": e}}
+                shift = ({1: 0.0005, 2: 0.0004, 3: 0.0001}[split] + {7: 1e-6, 42: 3e-6, 1337: 2e-6}[seed]) * e
+                pe = run["ttt"]["per_epoch"]
+                pe[-1]["val_bpb_adapted"] = pe[0]["val_bpb_adapted"] + shift
+                pe[-1]["val_bpb_heldout"] = pe[0]["val_bpb_heldout"]
+                results.append(run)
+                if e == 1:
+                    per_split.setdefault(split, []).append(shift)
+    frame = per_epoch_frame(results)
+    table = paired_table(frame, match=["ttt.epochs"])
+    row = table[(table["test"] == "memorization") & (table["epochs"] == 1)].iloc[0]
+    means = [sum(v) / 3 for _, v in sorted(per_split.items())]
+    assert row["n_units"] == 9 and row["n_bases"] == 3 and row["n_splits"] == 3
+    assert row["p_splits"] == pytest.approx(stats.one_sample_t_test(means)["p_value"], rel=1e-9)
+    assert row["p_value"] < 0.05 and row["p_bases"] < 0.05 < row["p_splits"]
+    assert table["p_splits_holm"].tolist() == pytest.approx(stats.holm(table["p_splits"].tolist()), nan_ok=True)
+    assert row["verdict"].startswith("resolved over units, not over the 3 document splits")
+    assert "p by split (Holm)" in paired_md("test", table)
+    # the trend across E = 1, 2, 3, with one block per split: 3 blocks, 3 counts, p >= 2 / 6^3
+    trend = trend_table(frame).set_index("measure").loc["memorization (gain A - gain B)"]
+    assert trend["n_splits"] == 3 and trend["p_splits"] >= 2 / 216 - 1e-12
+    assert "0.0093 for 3 blocks and 3 counts" in trend_md("test", trend_table(frame))
 
 
 def test_gap_units_figure_draws_every_unit_of_every_configuration(tmp_path):

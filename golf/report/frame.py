@@ -457,13 +457,22 @@ def _finite(values: Iterable) -> list[float]:
     return [float(v) for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
 
 
-def base_means(units_: list[tuple], rows: list[list[float]]) -> list[list[float]]:
+def base_means(units_: list[tuple], rows: list[list[float]], position: int = 0) -> list[list[float]]:
     """One row per base model (a unit's first member, the seed; ascending): the element-wise mean of the rows
-    of its units (its probe splits)."""
+    of its units (its probe splits). `position` groups by another member instead: `split_position`'s, the
+    probe split, gives one row per document split (its seeds averaged)."""
     per_base: dict[Any, list[list[float]]] = {}
     for unit, row in zip(units_, rows):
-        per_base.setdefault(unit[0], []).append(row)
+        per_base.setdefault(unit[position], []).append(row)
     return [[sum(col) / len(col) for col in zip(*group)] for _, group in sorted(per_base.items())]
+
+
+def split_position(unit_columns: Sequence[str]) -> int | None:
+    """Where the probe split sits in a `by_unit` key built from `unit_columns` (None without one). Split k
+    draws its halves with seed k whatever the model's seed, so the units of one split share its documents
+    across base models, as the splits of one seed share its base."""
+    keys = [c for c in unit_columns if c != "ttt.probe_swap"]
+    return keys.index("ttt.probe_split") if "ttt.probe_split" in keys else None
 
 
 def seed_means(group: pd.DataFrame, values: pd.Series) -> list[float]:

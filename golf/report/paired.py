@@ -27,7 +27,11 @@ Several splits of one seed start from one base model, so their units are not ind
 the base's share of the spread. Each row therefore also tests the same differences with one number per base
 model (a seed's units averaged; `n_bases`, `p_bases`, Holm over the table in `p_bases_holm`): the test a
 reader who counts base models as the replicates would make. Where every base has one unit it is the unit
-test itself. A row resolved over units but not over bases says so in its verdict.
+test itself. In the same way split k draws its halves with seed k whatever the base's seed, so the units of
+one split share its documents across base models: each row also tests the differences with one number per
+document split (its bases averaged; `n_splits`, `p_splits`, `p_splits_holm`), the test that counts splits as
+the replicates. The design is bases x splits, crossed; a row resolved over units but not over bases or not
+over splits says so in its verdict.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ from golf.report.frame import (
     by_unit,
     family_table,
     key_columns,
+    split_position,
     units,
     varying_keys,
 )
@@ -103,12 +108,16 @@ def _label(key: tuple, keys: list[str], shown: list[str]) -> str:
     return ", ".join(parts) or "all runs"
 
 
-def _paired(units_: list[tuple], a: list[float], b: list[float]) -> dict[str, Any]:
+def _paired(units_: list[tuple], a: list[float], b: list[float], split_at: int | None) -> dict[str, Any]:
     """The paired t-test of a - b over units, and the same differences tested with one value per base model
-    (its splits averaged)."""
+    (its splits averaged) and with one per document split (its bases averaged; `split_at`: where the split
+    sits in a unit, None without one)."""
     test = stats.paired_t_test(a, b, 1 - ALPHA, POWER)
-    means = [row[0] for row in base_means(units_, [[x - y] for x, y in zip(a, b)])]
-    return {**test, "n_bases": len(means), "p_bases": stats.one_sample_t_test(means)["p_value"]}
+    diffs = [[x - y] for x, y in zip(a, b)]
+    means = [row[0] for row in base_means(units_, diffs)]
+    splits = [row[0] for row in base_means(units_, diffs, split_at)] if split_at is not None else []
+    return {**test, "n_bases": len(means), "p_bases": stats.one_sample_t_test(means)["p_value"],
+            "n_splits": len(splits), "p_splits": stats.one_sample_t_test(splits)["p_value"] if len(splits) >= 2 else math.nan}
 
 
 def _shares_bases(table: pd.DataFrame) -> bool:
@@ -116,10 +125,24 @@ def _shares_bases(table: pd.DataFrame) -> bool:
     return bool((table["n_bases"] < table["n_units"]).any())
 
 
+def _shares_splits(table: pd.DataFrame) -> bool:
+    """Whether some row's units are several per document split (bases) and there are at least two splits:
+    then the by-split test is shown (rows of one split have none: one set of documents cannot be counted)."""
+    return bool(((table["n_splits"] >= 2) & (table["n_splits"] < table["n_units"])).any())
+
+
 def _by_base_cells(r) -> list[str]:
     from golf.report.tables import _fmt
 
     return [str(r["n_bases"]), f"{_fmt(r['p_bases'], 'p')} ({_fmt(r['p_bases_holm'], 'p')})"]
+
+
+def _by_split_cells(r) -> list[str]:
+    from golf.report.tables import _fmt
+
+    if r["n_splits"] < 2:  # one document split (or none): nothing to count splits over
+        return ["-", "-"]
+    return [str(r["n_splits"]), f"{_fmt(r['p_splits'], 'p')} ({_fmt(r['p_splits_holm'], 'p')})"]
 
 
 def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versus: str = "",
@@ -133,7 +156,8 @@ def _row(kind: str, comparison: str, config: str, where: dict, test: dict, versu
             "comparison": comparison, "config": config,
             "n_units": test["n"], "mean_diff": test["mean_diff"],
             "ci_low": test["ci_low"], "ci_high": test["ci_high"], "sd_diff": test["sd_diff"],
-            "p_value": test["p_value"], "mde": test["mde"], "n_bases": test["n_bases"], "p_bases": test["p_bases"]}
+            "p_value": test["p_value"], "mde": test["mde"], "n_bases": test["n_bases"], "p_bases": test["p_bases"],
+            "n_splits": test["n_splits"], "p_splits": test["p_splits"]}
 
 
 def _versus_setting(legal: pd.DataFrame, configs: list[pd.DataFrame]) -> str:
@@ -192,6 +216,7 @@ def paired_table(per_epoch: pd.DataFrame, match: Sequence[str] | None = None) ->
     if runs.empty:
         return pd.DataFrame()
     ucols = units(runs)
+    split_at = split_position(ucols)
     keys = config_keys(runs)
     also = match_columns(match, keys)
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
@@ -203,12 +228,12 @@ def paired_table(per_epoch: pd.DataFrame, match: Sequence[str] | None = None) ->
         common = sorted(set(a) & set(b))
         if common:
             rows.append(_row("memorization", "memorization (gain A - gain B)", label, dict(zip(keys, key)),
-                             _paired(common, [a[u] for u in common], [b[u] for u in common])))
+                             _paired(common, [a[u] for u in common], [b[u] for u in common], split_at)))
         off = by_unit(group, ucols, "gain_official")
         if off:
             u = sorted(off)
             rows.append(_row("official", "official gain (vs the float base)", label, dict(zip(keys, key)),
-                             _paired(u, [off[x] for x in u], [0.0] * len(u))))
+                             _paired(u, [off[x] for x in u], [0.0] * len(u), split_at)))
     # Illegal against legal on the same units, within each configuration of the non-TTT keys.
     for i, j in _illegal_legal(configs, keys, also):
         (key_i, group_i), (key_l, group_l) = configs[i], configs[j]
@@ -218,22 +243,36 @@ def paired_table(per_epoch: pd.DataFrame, match: Sequence[str] | None = None) ->
             rows.append(_row("illegal_vs_legal",
                              f"official gain: {_label(key_i, keys, shown)} - {_label(key_l, keys, shown)}",
                              "illegal - legal", dict(zip(keys, key_i)),
-                             _paired(common, [x[u] for u in common], [y[u] for u in common]),
+                             _paired(common, [x[u] for u in common], [y[u] for u in common], split_at),
                              **_versus(group_l, configs)))
     table = family_table(rows)
     if not table.empty:
         table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
+        table["p_splits_holm"] = _holm_where_tested(table["p_splits"].tolist())
         table["verdict"] = [_verdict(r) for _, r in table.iterrows()]
     return table
+
+
+def _holm_where_tested(p_values: list[float]) -> list[float]:
+    """Holm over the rows that have the test (a finite p); NaN where a row has none (no probe split)."""
+    tested = [i for i, p in enumerate(p_values) if p == p]
+    out = [math.nan] * len(p_values)
+    for i, p in zip(tested, stats.holm([p_values[i] for i in tested]) if tested else []):
+        out[i] = p
+    return out
 
 
 def _verdict(r) -> str:
     if r["p_holm"] is None or math.isnan(r["p_holm"]):
         return "too few units to test"
     if r["p_holm"] < ALPHA:
+        short = []
         if r["n_bases"] < r["n_units"] and not r["p_bases_holm"] < ALPHA:
-            return (f"resolved over units, not over the {r['n_bases']} base models "
-                    f"(by-base Holm p {r['p_bases_holm']:.2g})")
+            short.append(f"the {r['n_bases']} base models (by-base Holm p {r['p_bases_holm']:.2g})")
+        if 2 <= r["n_splits"] < r["n_units"] and not r["p_splits_holm"] < ALPHA:
+            short.append(f"the {r['n_splits']} document splits (by-split Holm p {r['p_splits_holm']:.2g})")
+        if short:
+            return f"resolved over units, not over {' nor over '.join(short)}"
         return "resolved (Holm p < 0.05)"
     return f"not resolved at this power (MDE {r['mde']:.4f} bpb)"
 
@@ -244,6 +283,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     if runs.empty or runs["epochs"].nunique() < 3:
         return pd.DataFrame()
     ucols = units(runs)
+    split_at = split_position(ucols)
     keys = [k for k in config_keys(runs) if k not in ("epochs", "ttt.epochs")]
     shown = [k for k in keys if k in varying_keys(runs, keys) or k == "strategy"]
     rows = []
@@ -264,28 +304,35 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             by_base = base_means(blocks, table)  # the same blocks with one row per base model
             p_bases = test["p_value"] if len(by_base) == len(blocks) else (
                 _page_two_sided(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
+            by_split = base_means(blocks, table, split_at) if split_at is not None else []  # one per split
+            p_splits = math.nan if not by_split else test["p_value"] if len(by_split) == len(blocks) else (
+                _page_two_sided(by_split)["p_value"] if len(by_split) >= 2 else math.nan)
             rows.append({"measure": measure, "config": _label(key, keys, shown),
                          "epochs": " ".join(str(e) for e in counts), "n_units": len(blocks), "L": test["L"],
                          "direction": _TREND_WORDS.get(test["direction"], "none"),
                          "p_value": test["p_value"], "n_bases": len(by_base), "p_bases": p_bases,
+                         "n_splits": len(by_split), "p_splits": p_splits,
                          "mean_first": sum(per[counts[0]][u] for u in blocks) / len(blocks),
                          "mean_last": sum(per[counts[-1]][u] for u in blocks) / len(blocks)})
     table = family_table(rows)
     if not table.empty:
         table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
+        table["p_splits_holm"] = _holm_where_tested(table["p_splits"].tolist())
     return table
 
 
 def paired_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
-    shared = _shares_bases(table)
+    shared, crossed = _shares_bases(table), _shares_splits(table)
     headers = ["comparison", "configuration", "n units", "mean diff (bpb)", "95% CI", "p", "p (Holm)", "MDE (80%)",
-               *(["n bases", "p by base (Holm)"] if shared else []), "verdict"]
+               *(["n bases", "p by base (Holm)"] if shared else []),
+               *(["n splits", "p by split (Holm)"] if crossed else []), "verdict"]
     rows = [[r["comparison"], r["config"], str(r["n_units"]), _fmt(r["mean_diff"], "gain"),
              f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["p_value"], "p"),
              _fmt(r["p_holm"], "p"), _fmt(r["mde"], "bpb"),
-             *(_by_base_cells(r) if shared else []), r["verdict"]] for _, r in table.iterrows()]
+             *(_by_base_cells(r) if shared else []), *(_by_split_cells(r) if crossed else []), r["verdict"]]
+            for _, r in table.iterrows()]
     text = f"# {study}: paired comparisons\n\n"
     text += ("Every comparison is made within a unit (a base model: seed and probe split) and tested over "
              "units with a two-sided paired t-test (n units - 1 df). Negative = lower bpb (better) for the "
@@ -296,20 +343,35 @@ def paired_md(study: str, table: pd.DataFrame) -> str:
              + (" The splits of one seed share its base model: 'p by base' tests the same differences with "
                 "one value per base model (its units averaged, n bases - 1 df; Holm over the table in "
                 "brackets), the test that counts base models, not splits, as the replicates." if shared else "")
+             + (" Split k is the same documents for every base model (drawn with seed k): 'p by split' tests "
+                "the differences with one value per split (its bases averaged, n splits - 1 df; Holm in "
+                "brackets), the test that counts document splits as the replicates. With 3 splits it has 2 df "
+                "and is weak; a row resolved over units but not over splits rests on the few document sets "
+                "that were drawn." if crossed else "")
              + "\n\n")
     return text + _md_table(headers, rows)
+
+
+def _floor_text(table: pd.DataFrame) -> str:
+    """': 0.0093 for 3 blocks and 3 counts', for the by-split blocks and epoch counts of the table's rows."""
+    floors = sorted({(int(r["n_splits"]), len(str(r["epochs"]).split())) for _, r in table.iterrows()
+                     if r["n_splits"] >= 2})
+    return "" if not floors else ": " + ", ".join(
+        f"{2 / math.factorial(k) ** b:.2g} for {b} blocks and {k} counts" for b, k in floors)
 
 
 def trend_md(study: str, table: pd.DataFrame) -> str:
     from golf.report.tables import _fmt, _md_table
 
-    shared = _shares_bases(table)
+    shared, crossed = _shares_bases(table), _shares_splits(table)
     headers = ["measure", "configuration", "epoch counts", "n units", "mean at first", "mean at last",
                "direction", "Page L", "p (two-sided, permutation)", "p (Holm)",
-               *(["n bases", "p by base (Holm)"] if shared else [])]
+               *(["n bases", "p by base (Holm)"] if shared else []),
+               *(["n splits", "p by split (Holm)"] if crossed else [])]
     rows = [[r["measure"], r["config"], r["epochs"], str(r["n_units"]), _fmt(r["mean_first"], "gain"),
              _fmt(r["mean_last"], "gain"), r["direction"], _fmt(r["L"], "other"), _fmt(r["p_value"], "p"),
-             _fmt(r["p_holm"], "p"), *(_by_base_cells(r) if shared else [])]
+             _fmt(r["p_holm"], "p"), *(_by_base_cells(r) if shared else []),
+             *(_by_split_cells(r) if crossed else [])]
             for _, r in table.iterrows()]
     text = f"# {study}: trend across epoch counts\n\n"
     text += ("Each epoch count is a separate run with its own schedule. Page's L test asks whether the gain "
@@ -322,6 +384,9 @@ def trend_md(study: str, table: pd.DataFrame) -> str:
              "that is not resolved is not evidence of no trend."
              + (" 'p by base': the same test with one block per base model (its splits averaged)."
                 if shared else "")
+             + (" 'p by split': one block per document split (its bases averaged). With b blocks and k "
+                "epoch counts no two-sided p can fall below 2 / (k!)^b (by base or by split)"
+                + _floor_text(table) + "." if crossed else "")
              + "\n\n")
     return text + _md_table(headers, rows)
 
@@ -413,7 +478,8 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
         where = dict(zip(keys, key))
         for measure, col in measures:
             per = {lv: by_unit(group[group[x].map(_norm) == lv], ucols, col) for lv in levels}
-            out += _scale_item(where, _label(key, keys, shown), _label(key, keys, series_keys), measure, per, order)
+            out += _scale_item(where, _label(key, keys, shown), _label(key, keys, series_keys), measure, per, order,
+                               split_position(ucols))
         if not probed:  # `per` is the official gain's
             real.append(((key, group), per))
     pairs = [config for config, _ in real]
@@ -422,11 +488,13 @@ def scale_values(per_epoch: pd.DataFrame, frame: pd.DataFrame, x: str = "preset"
         per = {lv: {u: per_i[lv][u] - per_l[lv][u] for u in set(per_i[lv]) & set(per_l[lv])}
                for lv in per_i if lv in per_l}
         pair = f"{_label(key_i, keys, series_keys)} - {_label(key_l, keys, series_keys)}"
-        out += _scale_item({**dict(zip(keys, key_i)), **_versus(group_l, configs)}, pair, pair, GAP, per, order)
+        out += _scale_item({**dict(zip(keys, key_i)), **_versus(group_l, configs)}, pair, pair, GAP, per, order,
+                           split_position(ucols))
     return out
 
 
-def _scale_item(where: dict, config: str, series: str, measure: str, per: dict, order: list) -> list[dict]:
+def _scale_item(where: dict, config: str, series: str, measure: str, per: dict, order: list,
+                split_at: int | None) -> list[dict]:
     """[the item] when some two levels share at least two units (a test can be made), else []. Each test
     in `scale_table` takes the units its own levels share, so a level with a missing seed costs only the
     tests it is part of."""
@@ -435,7 +503,7 @@ def _scale_item(where: dict, config: str, series: str, measure: str, per: dict, 
     if not any(len(set(per[a]) & set(per[b])) >= 2 for i, a in enumerate(levels) for b in levels[i + 1:]):
         return []
     return [{"where": {"versus": "", "versus_setting": "", **where}, "config": config, "series": series,
-             "measure": measure, "levels": levels, "order": order, "per": per}]
+             "measure": measure, "levels": levels, "order": order, "per": per, "split_at": split_at}]
 
 
 def _shared(per: dict, levels: list) -> list:
@@ -468,36 +536,42 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
         if len(levels) >= 3 and len(blocks) >= 2:
             table = [[per[lv][u] for lv in levels] for u in blocks]
             bases = base_means(blocks, table)  # one block per base model: its splits averaged
+            splits = base_means(blocks, table, item.get("split_at")) if item.get("split_at") is not None else []
             rows.append({**where, "test": "trend", "n_units": len(blocks), **_page_two_sided(table),
                          "mean_diff": (sum(per[levels[-1]][u] - per[levels[0]][u] for u in blocks) / len(blocks)),
                          "p_min": min(1.0, 2.0 / math.factorial(len(levels)) ** len(table)),
                          "n_bases": len(bases),
-                         "p_bases": _page_two_sided(bases)["p_value"] if len(bases) >= 2 else math.nan})
+                         "p_bases": _page_two_sided(bases)["p_value"] if len(bases) >= 2 else math.nan,
+                         "n_splits": len(splits),
+                         "p_splits": _page_two_sided(splits)["p_value"] if len(splits) >= 2 else math.nan})
         steps = list(zip(levels[1:], levels[:-1])) + ([(levels[-1], levels[0])] if len(levels) > 2 else [])
         for high, low in steps:
             shared = _shared(per, [high, low])
             if len(shared) < 2:
                 continue
-            t = _paired(shared, [per[high][u] for u in shared], [per[low][u] for u in shared])
+            t = _paired(shared, [per[high][u] for u in shared], [per[low][u] for u in shared], item.get("split_at"))
             rows.append({**where, "test": f"{high} - {low}", "n_units": len(shared), "mean_diff": t["mean_diff"],
                          "ci_low": t["ci_low"], "ci_high": t["ci_high"], "p_value": t["p_value"], "mde": t["mde"],
-                         "n_bases": t["n_bases"], "p_bases": t["p_bases"]})
+                         "n_bases": t["n_bases"], "p_bases": t["p_bases"],
+                         "n_splits": t["n_splits"], "p_splits": t["p_splits"]})
     if not rows:
         return pd.DataFrame()
     table = pd.DataFrame(rows)
-    table["p_holm"] = table["p_bases_holm"] = math.nan
+    table["p_holm"] = table["p_bases_holm"] = table["p_splits_holm"] = math.nan
     for _, part in table.groupby([table["measure"], table["test"].eq("trend")], sort=False):
         table.loc[part.index, "p_holm"] = stats.holm(part["p_value"].tolist())
         table.loc[part.index, "p_bases_holm"] = stats.holm(part["p_bases"].tolist())
+        table.loc[part.index, "p_splits_holm"] = _holm_where_tested(part["p_splits"].tolist())
     return table
 
 
 def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
     from golf.report.tables import _fmt, _md_table
 
-    shared = _shares_bases(table)
+    shared, crossed = _shares_bases(table), _shares_splits(table)
     headers = ["measure", "configuration", "means by level", "n units", "test", "difference",
-               "95% CI", "p", "p (Holm)", "MDE (80%)", *(["n bases", "p by base (Holm)"] if shared else [])]
+               "95% CI", "p", "p (Holm)", "MDE (80%)", *(["n bases", "p by base (Holm)"] if shared else []),
+               *(["n splits", "p by split (Holm)"] if crossed else [])]
     rows = []
     for _, r in table.iterrows():
         if r["test"] == "trend":
@@ -506,7 +580,8 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
             interval, mde = f"[{_fmt(r['ci_low'], 'gain')}, {_fmt(r['ci_high'], 'gain')}]", _fmt(r["mde"], "bpb")
         by_base = _by_base_cells(r)
         rows.append([r["measure"], r["config"], r["means"], str(r["n_units"]), r["test"], _fmt(r["mean_diff"], "gain"),
-                     interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde, *(by_base if shared else [])])
+                     interval, _fmt(r["p_value"], "p"), _fmt(r["p_holm"], "p"), mde, *(by_base if shared else []),
+                     *(_by_split_cells(r) if crossed else [])])
     text = f"# {study}: TTT effects across {x}\n\n"
     text += (f"Levels of `{x}` in order ({'parameters' if x == 'preset' else 'value'}); per level, the mean over "
              "units (seed, probe split; a split's swap averaged in) of each measure. Where the probe was off (the "
@@ -525,5 +600,7 @@ def scale_md(study: str, table: pd.DataFrame, x: str) -> str:
                 "alone; the step between two presets of one run scale is the one that isolates size." if x == "preset" else "")
              + (" The splits of one seed share its base model: 'p by base' repeats each test with one value "
                 "per base model (its units averaged; Holm as above, in brackets)." if shared else "")
+             + (" Split k is the same documents for every base model: 'p by split' repeats each test with one "
+                "value per split (its bases averaged)." if crossed else "")
              + "\n\n")
     return text + _md_table(headers, rows)
