@@ -68,11 +68,15 @@ def _color_cycle(n: int) -> list:
 
 
 def _shared_base_note(runs: pd.DataFrame) -> str:
-    """A caption's warning where several probe splits share one seed's base model: a band over units then
-    treats them as independent and is narrower than one over base models (paired.md tests both)."""
+    """A caption's warning where several probe splits share one seed's base model (and, with several seeds,
+    each split its documents across the bases): a band over units then treats them as independent and is
+    narrower than one over base models or over splits (paired.md tests all three)."""
     if "ttt.probe_split" not in runs or runs.groupby("seed")["ttt.probe_split"].nunique().max() < 2:
         return ""
-    return "; the splits of a seed share its base model, so the band is narrower than one over bases"
+    if runs["seed"].nunique() < 2:
+        return "; the splits share one base model, so the band is narrower than one over bases"
+    return ("; a seed's splits share its base model and a split its documents across seeds, so the band is "
+            "narrower than one over bases or splits")
 
 
 def _fig_ttt_curves(per_epoch: pd.DataFrame, study: str):
