@@ -234,7 +234,8 @@ def cmd_study_compare(args) -> int:
         _print_json(out)
     else:
         _print_comparison(out)
-    broken = [c for c in out["conclusions"] if c["reference"]["holds"] and not c["fresh"]["holds"]]
+    # A claim the fresh runs cannot check (n/a: a slice run with --where has no rows for it) is not broken.
+    broken = [c for c in out["conclusions"] if c["reference"]["holds"] and c["fresh"]["holds"] is False]
     return 1 if broken else 0
 
 
@@ -288,7 +289,9 @@ def _print_comparison(out: dict) -> None:
               f"{_fmt_num(r['value'])} ({verdict[r['holds']]}); check {c['check']}"
               + (f"; {f['why']}" if f["why"] else ""))
     held = sum(bool(c["fresh"]["holds"]) for c in out["conclusions"])
-    print(f"{held} of {len(out['conclusions'])} conclusions hold on the fresh run")
+    unchecked = sum(c["fresh"]["holds"] is None for c in out["conclusions"])
+    print(f"{held} of {len(out['conclusions'])} conclusions hold on the fresh run"
+          + (f"; {unchecked} could not be checked on it (n/a)" if unchecked else ""))
 
 
 # --- parser --------------------------------------------------------------------------------------------
