@@ -234,8 +234,11 @@ def cmd_study_compare(args) -> int:
         _print_json(out)
     else:
         _print_comparison(out)
-    # A claim the fresh runs cannot check (n/a: a slice run with --where has no rows for it) is not broken.
-    broken = [c for c in out["conclusions"] if c["reference"]["holds"] and c["fresh"]["holds"] is False]
+    # A claim the fresh runs cannot check (n/a) is excused only where they are a slice of the grid (a --where
+    # run has no rows for it); on a complete fresh run an n/a claim (no row, a NaN) fails as before.
+    partial = not all(r["fresh_result"] for r in out["cells"])
+    broken = [c for c in out["conclusions"] if c["reference"]["holds"]
+              and (c["fresh"]["holds"] is False or (c["fresh"]["holds"] is None and not partial))]
     return 1 if broken else 0
 
 
@@ -291,7 +294,8 @@ def _print_comparison(out: dict) -> None:
     held = sum(bool(c["fresh"]["holds"]) for c in out["conclusions"])
     unchecked = sum(c["fresh"]["holds"] is None for c in out["conclusions"])
     print(f"{held} of {len(out['conclusions'])} conclusions hold on the fresh run"
-          + (f"; {unchecked} could not be checked on it (n/a)" if unchecked else ""))
+          + (f"; {unchecked} could not be checked on it (n/a; excused only where the fresh run is a slice)"
+             if unchecked else ""))
 
 
 # --- parser --------------------------------------------------------------------------------------------

@@ -1017,45 +1017,72 @@ def test_paired_rows_also_test_over_base_models_when_splits_share_one(tmp_path):
     assert row["verdict"].startswith("resolved over units, not over the 3 base models")
 
 
-def test_paired_rows_also_test_over_document_splits_shared_by_the_bases(tmp_path):
-    """Split k is the same documents in every seed. Splits that disagree while the seeds agree (split 3 well
-    below the others, as in train_slice's contrast on ttt_epochs_small): resolved over the 9 units and
-    the 3 bases, not over the 3 splits (one mean per split, 2 df); paired.md shows the by-split column."""
-    from golf.report.paired import paired_md, paired_table, trend_md, trend_table
-
-    results, per_split = [], {}
+def _crossed_runs(shift, splits=(1, 2, 3), epochs=(1, 2, 3), lr=None) -> list[dict]:
+    """The fixture's prequant_val runs (3 seeds) as seeds x splits x epoch counts, each run's contrast at its
+    last epoch set to shift(seed, split, e) (half B unchanged); `lr` sets ttt.lr, a configuration of its own."""
+    results = []
     for r in fixture_results("ttt_gap"):
         if r["ttt"]["strategy"] != "prequant_val":
             continue
-        seed = r["seed"]
-        for split in (1, 2, 3):
-            for e in (1, 2, 3):
+        for split in splits:
+            for e in epochs:
                 run = json.loads(json.dumps(r))
-                run["run_id"] = f"{r['run_id']}_split{split}_E{e}"
+                run["run_id"] = f"{r['run_id']}_split{split}_E{e}" + (f"_lr{lr}" if lr else "")
                 run["ttt"]["epochs"], run["ttt"]["per_epoch"] = e, run["ttt"]["per_epoch"][: e + 1]
-                run["study_params"] = {"preset": "tiny", "seed": seed, "bundle": "none",
-                                       "overrides": {"ttt.probe_split": split, "ttt.epochs": e}}
-                shift = ({1: 0.0005, 2: 0.0004, 3: 0.0001}[split] + {7: 1e-6, 42: 3e-6, 1337: 2e-6}[seed]) * e
+                overrides = {"ttt.probe_split": split, "ttt.epochs": e, **({"ttt.lr": lr} if lr else {})}
+                run["study_params"] = {"preset": "tiny", "seed": r["seed"], "bundle": "none", "overrides": overrides}
                 pe = run["ttt"]["per_epoch"]
-                pe[-1]["val_bpb_adapted"] = pe[0]["val_bpb_adapted"] + shift
+                pe[-1]["val_bpb_adapted"] = pe[0]["val_bpb_adapted"] + shift(r["seed"], split, e)
                 pe[-1]["val_bpb_heldout"] = pe[0]["val_bpb_heldout"]
                 results.append(run)
-                if e == 1:
-                    per_split.setdefault(split, []).append(shift)
-    frame = per_epoch_frame(results)
-    table = paired_table(frame, match=["ttt.epochs"])
-    row = table[(table["test"] == "memorization") & (table["epochs"] == 1)].iloc[0]
-    means = [sum(v) / 3 for _, v in sorted(per_split.items())]
+    return results
+
+
+def test_paired_rows_also_test_over_document_splits_shared_by_the_bases(tmp_path):
+    """Split k is the same documents in every seed. Splits that disagree while the seeds agree (split 3 well
+    below the others, as in train_slice's contrast on ttt_epochs_small): resolved over the 9 units and
+    the 3 bases, not over the 3 splits (one mean per split, 2 df); paired.md shows the by-split column. A
+    configuration run on one split has no by-split test, and Holm's m counts only the rows that have one."""
+    from golf.report.paired import paired_md, paired_table
+
+    def shift(seed, split, e):
+        return ({1: 0.0005, 2: 0.0004, 3: 0.0001}[split] + {7: 1e-6, 42: 3e-6, 1337: 2e-6}[seed]) * e
+
+    one_split = _crossed_runs(lambda seed, split, e: 0.001 * e + 1e-6 * (seed % 11), splits=(1,), lr=0.01)
+    table = paired_table(per_epoch_frame(_crossed_runs(shift) + one_split), match=["ttt.epochs"])
+    crossed = table[table["ttt.lr"].isna()] if "ttt.lr" in table else table
+    row = crossed[(crossed["test"] == "memorization") & (crossed["epochs"] == 1)].iloc[0]
+    means = [sum(shift(seed, k, 1) for seed in (7, 42, 1337)) / 3 for k in (1, 2, 3)]
     assert row["n_units"] == 9 and row["n_bases"] == 3 and row["n_splits"] == 3
     assert row["p_splits"] == pytest.approx(stats.one_sample_t_test(means)["p_value"], rel=1e-9)
     assert row["p_value"] < 0.05 and row["p_bases"] < 0.05 < row["p_splits"]
-    assert table["p_splits_holm"].tolist() == pytest.approx(stats.holm(table["p_splits"].tolist()), nan_ok=True)
     assert row["verdict"].startswith("resolved over units, not over the 3 document splits")
+    single = table[table["n_splits"] == 1]
+    assert len(single) > 0 and single["p_splits"].isna().all() and single["p_splits_holm"].isna().all()
+    assert not single["verdict"].str.contains("document splits").any()
+    tested = table["p_splits"].notna()
+    m = int(tested.sum())
+    smallest = table.loc[tested, "p_splits"].min()
+    assert table.loc[tested, "p_splits_holm"].min() == pytest.approx(min(1.0, m * smallest))
     assert "p by split (Holm)" in paired_md("test", table)
-    # the trend across E = 1, 2, 3, with one block per split: 3 blocks, 3 counts, p >= 2 / 6^3
-    trend = trend_table(frame).set_index("measure").loc["memorization (gain A - gain B)"]
-    assert trend["n_splits"] == 3 and trend["p_splits"] >= 2 / 216 - 1e-12
-    assert "0.0093 for 3 blocks and 3 counts" in trend_md("test", trend_table(frame))
+
+
+def test_trend_by_split_blocks_each_split_across_the_bases():
+    """Every base rises with E (its splits averaged) while split 3 falls: the by-base Page test sits at its
+    floor (2 / 6^3 for 3 blocks and 3 counts), the by-split one is Page's test of the three split means."""
+    from golf.report.paired import _page_two_sided, trend_md, trend_table
+
+    def shift(seed, split, e):
+        return {1: 0.0005 * e, 2: 0.0004 * e, 3: 0.0003 * (4 - e)}[split] + 1e-6 * {7: 1, 42: 3, 1337: 2}[seed]
+
+    table = trend_table(per_epoch_frame(_crossed_runs(shift)))
+    trend = table.set_index("measure").loc["memorization (gain A - gain B)"]
+    split_blocks = [[sum(shift(seed, k, e) for seed in (7, 42, 1337)) / 3 for e in (1, 2, 3)] for k in (1, 2, 3)]
+    assert trend["n_units"] == 9 and trend["n_bases"] == 3 and trend["n_splits"] == 3
+    assert trend["p_bases"] == pytest.approx(2 / 216)
+    assert trend["p_splits"] == pytest.approx(_page_two_sided(split_blocks)["p_value"])
+    assert trend["p_splits"] > trend["p_bases"]
+    assert "0.0093 for 3 blocks and 3 counts" in trend_md("test", table)
 
 
 def test_gap_units_figure_draws_every_unit_of_every_configuration(tmp_path):

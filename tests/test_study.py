@@ -330,6 +330,14 @@ def test_committed_results_are_the_reference_not_a_cache(interrupted_then_resume
     assert row["val_bpb_diff"] == pytest.approx(0.01) and row["gain_official_diff"] == pytest.approx(0.006)
     assert study.compare_study("mini", root=root)["conclusions"][0]["fresh"]["holds"] is False
     assert main(["study", "compare", "mini", "--project", str(root)]) == 1
+    # a complete fresh run on which a claim finds no row (the brotli cell's compressor recorded as another):
+    # n/a there is a failure, not an excuse
+    result["artifact"]["bytes_total"] //= 10
+    result["artifact"]["compressor"] = "lzma"
+    fresh.write_text(json.dumps(result))
+    out = study.compare_study("mini", root=root)
+    assert out["conclusions"][0]["fresh"]["holds"] is None and all(r["fresh_result"] for r in out["cells"])
+    assert main(["study", "compare", "mini", "--project", str(root)]) == 1
     # a slice of the grid (the brotli cell not run): its claim cannot be checked (n/a), which is not a failure
     shutil.rmtree(fresh.parent)
     out = study.compare_study("mini", root=root)
@@ -352,6 +360,13 @@ def test_compare_reads_a_committed_ttt_runs_contrast_at_its_last_epoch():
     assert measured["contrast"] == pytest.approx(a - b) and measured["contrast"] < 0  # it memorizes
     assert measured["gain_official"] == pytest.approx(result["eval"]["val_bpb"] - result["eval"]["val_bpb_base"])
     assert _within_run(None) == {"gain_official": None, "contrast": None}
+    # only the epoch-0 probe point: no contrast (nothing adapted); the real protocol (no probe): no contrast,
+    # the official gain still; a result the report cannot read: nothing, and no crash
+    zero = {**result, "ttt": {**result["ttt"], "per_epoch": result["ttt"]["per_epoch"][:1]}}
+    assert _within_run(zero)["contrast"] is None
+    off = {**result, "ttt": {**result["ttt"], "per_epoch": []}}
+    assert _within_run(off) == {"gain_official": measured["gain_official"], "contrast": None}
+    assert _within_run({}) == {"gain_official": None, "contrast": None}
 
 
 def test_incomplete_study_report_is_refused_unless_partial(interrupted_then_resumed, tmp_path, env, capsys):

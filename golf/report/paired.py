@@ -59,6 +59,7 @@ from golf.report.frame import (
 
 ALPHA = 0.05
 POWER = 0.8
+PERMUTATIONS = 20_000  # golf.stats.page_trend_test's default: exact below this many arrangements, else drawn
 # A strategy's own settings that a study may vary: an illegal configuration is compared with every legal
 # one whatever these are, and an illegal_vs_legal row names the legal side's (`versus_setting`).
 SETTINGS = ("ttt.lr", "ttt.slice_tokens")
@@ -248,18 +249,9 @@ def paired_table(per_epoch: pd.DataFrame, match: Sequence[str] | None = None) ->
     table = family_table(rows)
     if not table.empty:
         table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
-        table["p_splits_holm"] = _holm_where_tested(table["p_splits"].tolist())
+        table["p_splits_holm"] = stats.holm(table["p_splits"].tolist())
         table["verdict"] = [_verdict(r) for _, r in table.iterrows()]
     return table
-
-
-def _holm_where_tested(p_values: list[float]) -> list[float]:
-    """Holm over the rows that have the test (a finite p); NaN where a row has none (no probe split)."""
-    tested = [i for i, p in enumerate(p_values) if p == p]
-    out = [math.nan] * len(p_values)
-    for i, p in zip(tested, stats.holm([p_values[i] for i in tested]) if tested else []):
-        out[i] = p
-    return out
 
 
 def _verdict(r) -> str:
@@ -317,7 +309,7 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     table = family_table(rows)
     if not table.empty:
         table["p_bases_holm"] = stats.holm(table["p_bases"].tolist())
-        table["p_splits_holm"] = _holm_where_tested(table["p_splits"].tolist())
+        table["p_splits_holm"] = stats.holm(table["p_splits"].tolist())
     return table
 
 
@@ -352,12 +344,20 @@ def paired_md(study: str, table: pd.DataFrame) -> str:
     return text + _md_table(headers, rows)
 
 
+def _trend_floor(blocks: int, counts: int) -> float:
+    """The smallest two-sided p `_page_two_sided` can give: 2 / (k!)^b where golf.stats.page_trend_test
+    enumerates every arrangement, else 2 / (permutations + 1) from its seeded draws."""
+    arrangements = math.factorial(counts) ** blocks
+    return 2 / arrangements if arrangements <= PERMUTATIONS else 2 / (PERMUTATIONS + 1)
+
+
 def _floor_text(table: pd.DataFrame) -> str:
-    """': 0.0093 for 3 blocks and 3 counts', for the by-split blocks and epoch counts of the table's rows."""
-    floors = sorted({(int(r["n_splits"]), len(str(r["epochs"]).split())) for _, r in table.iterrows()
-                     if r["n_splits"] >= 2})
+    """': 0.0093 for 3 blocks and 3 counts', for the by-base and by-split blocks and epoch counts of the
+    table's rows."""
+    floors = sorted({(int(r[col]), len(str(r["epochs"]).split())) for _, r in table.iterrows()
+                     for col in ("n_bases", "n_splits") if 2 <= r[col] < r["n_units"]})
     return "" if not floors else ": " + ", ".join(
-        f"{2 / math.factorial(k) ** b:.2g} for {b} blocks and {k} counts" for b, k in floors)
+        f"{_trend_floor(b, k):.2g} for {b} blocks and {k} counts" for b, k in floors)
 
 
 def trend_md(study: str, table: pd.DataFrame) -> str:
@@ -385,8 +385,8 @@ def trend_md(study: str, table: pd.DataFrame) -> str:
              + (" 'p by base': the same test with one block per base model (its splits averaged)."
                 if shared else "")
              + (" 'p by split': one block per document split (its bases averaged). With b blocks and k "
-                "epoch counts no two-sided p can fall below 2 / (k!)^b (by base or by split)"
-                + _floor_text(table) + "." if crossed else "")
+                "epoch counts no two-sided p can fall below 2 / (k!)^b (by base or by split; below 2 / 20,001 "
+                "where the arrangements are drawn)" + _floor_text(table) + "." if crossed else "")
              + "\n\n")
     return text + _md_table(headers, rows)
 
@@ -561,7 +561,7 @@ def scale_table(items: list[dict]) -> pd.DataFrame:
     for _, part in table.groupby([table["measure"], table["test"].eq("trend")], sort=False):
         table.loc[part.index, "p_holm"] = stats.holm(part["p_value"].tolist())
         table.loc[part.index, "p_bases_holm"] = stats.holm(part["p_bases"].tolist())
-        table.loc[part.index, "p_splits_holm"] = _holm_where_tested(part["p_splits"].tolist())
+        table.loc[part.index, "p_splits_holm"] = stats.holm(part["p_splits"].tolist())
     return table
 
 

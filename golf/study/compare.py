@@ -182,7 +182,7 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
     rows = []
     for cell in cells:
         a, b = read_result(root / fresh.runs / cell.id), read_result(root / ref.runs / cell.id)
-        row: dict[str, Any] = {"cell": cell.id, "configuration": _configuration(cell.axes)}
+        row: dict[str, Any] = {"cell": cell.id, "configuration": _configuration(cell.axes), "fresh_result": a is not None}
         for label, res in (("fresh", a), ("reference", b)):
             row[f"val_bpb_{label}"] = _get(res, "eval", "val_bpb")
             row[f"bytes_total_{label}"] = _get(res, "artifact", "bytes_total")
@@ -243,7 +243,10 @@ def _within_run(result: dict | None) -> dict[str, float | None]:
         return out
     from golf.report.frame import per_epoch_frame
 
-    rows = per_epoch_frame([result])
+    try:
+        rows = per_epoch_frame([result])
+    except (KeyError, TypeError, ValueError):  # a result the report could not read either: the cell still prints
+        return out
     if rows.empty:
         return out
     last = rows.sort_values("epoch").iloc[-1]
