@@ -221,7 +221,8 @@ def cmd_study_run(args) -> int:
 def cmd_study_report(args) -> int:
     from golf.study import report_study
 
-    for path in report_study(args.name, root=args.project, reference=args.reference, partial=args.partial):
+    for path in report_study(args.name, root=args.project, reference=args.reference, partial=args.partial,
+                             select=args.where):
         print(path)
     return 0
 
@@ -413,6 +414,9 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--partial", action="store_true",
                     help="report even if cells are missing or failed (they are listed); without it such a "
                          "study is refused and the previous report and figures stay")
+    sp.add_argument("--where", action="append", default=None, metavar="KEY=VALUE",
+                    help="report on a slice of the grid only, as for run (e.g. ttt.epochs=1 --where ttt.epochs=2): "
+                         "runs of other cells enter no table; summary.md names the slice")
     sp.set_defaults(func=cmd_study_report)
     sc = s.add_parser("compare", help="this machine's run (work/NAME) beside the committed one (results/NAME): "
                                       "per-cell differences and whether each README conclusion still holds")

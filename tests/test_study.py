@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 import yaml
 
@@ -390,6 +391,36 @@ def test_incomplete_study_report_is_refused_unless_partial(interrupted_then_resu
     text = (root / "work/mini/summary.md").read_text()
     assert "1 runs read" in text and "partial report" in text and f"- `{ids[1]}`" in text and "1 failed" in text
     assert "partial report of mini: 1 failed" in capsys.readouterr().err
+
+
+def test_report_of_a_slice_reads_only_its_cells(interrupted_then_resumed, tmp_path, env):
+    """`golf study report --where`: a slice whose cells are all there reports without --partial while the
+    grid is incomplete, no run of another cell enters a table, and summary.md names the slice. A slice with
+    a missing cell is refused as a grid would be; a value no cell has is an error."""
+    from golf.cli import main
+
+    root = tmp_path / "copy"
+    shutil.copytree(interrupted_then_resumed["root"], root)
+    cells = study.expand(study.load_study("mini", root))
+    by_compressor = {c.axes["quant.compressor"]: c.id for c in cells}
+    (root / "work/mini/runs" / by_compressor["brotli"] / "result.json").unlink()  # the grid is incomplete
+    with pytest.raises(GolfError, match="incomplete"):
+        study.report_study("mini", root=root)
+    assert main(["study", "report", "mini", "--project", str(root), "--where", "quant.compressor=zlib"]) == 0
+    summary = pd.read_csv(root / "work/mini/summary.csv")
+    assert summary["compressor"].tolist() == ["zlib"]
+    text = (root / "work/mini/summary.md").read_text()
+    assert "A slice of the grid" in text and "quant.compressor in {zlib}" in text and "partial report" not in text
+    # the other cell's run is there again but outside the slice: it is still not read
+    shutil.copy(interrupted_then_resumed["root"] / "work/mini/runs" / by_compressor["brotli"] / "result.json",
+                root / "work/mini/runs" / by_compressor["brotli"] / "result.json")
+    study.report_study("mini", root=root, select=["quant.compressor=zlib"])
+    assert pd.read_csv(root / "work/mini/summary.csv")["compressor"].tolist() == ["zlib"]
+    (root / "work/mini/runs" / by_compressor["zlib"] / "result.json").unlink()
+    with pytest.raises(GolfError, match=rf"incomplete: 1 missing \({by_compressor['zlib']}\) of 1 cells"):
+        study.report_study("mini", root=root, select=["quant.compressor=zlib"])
+    with pytest.raises(GolfError, match="no cell has it"):
+        study.report_study("mini", root=root, select=["quant.compressor=lzma"])
 
 
 # ---------------------------------------------------------------------------------------------------

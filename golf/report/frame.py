@@ -188,8 +188,9 @@ def _per_epoch(result: dict) -> list[dict]:
     return rows
 
 
-def read_results(study_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
-    """Parse every `runs/*/result.json` under `study_dir`; returns (results, skipped).
+def read_results(study_dir: str | os.PathLike, only: Iterable[str] | None = None) -> tuple[list[dict], list[str]]:
+    """Parse every `runs/*/result.json` under `study_dir` (only the run folders named in `only`, when given:
+    a slice of the grid); returns (results, skipped).
 
     A file is skipped, with a one-line reason in `skipped`, when it cannot be read, is not complete JSON
     (a run that died mid-write or a copy cut short), is not schema 1, lacks a field the report needs,
@@ -203,7 +204,10 @@ def read_results(study_dir: str | os.PathLike) -> tuple[list[dict], list[str]]:
     results: list[dict] = []
     skipped: list[str] = []
     seen: dict[str, Path] = {}
+    keep = None if only is None else set(only)
     for path in sorted(runs_dir.glob("*/result.json")):
+        if keep is not None and path.parent.name not in keep:
+            continue
         where = path.relative_to(study_dir)  # reasons name the file as the study folder sees it
         try:
             obj = json.loads(path.read_text(encoding="utf-8"))

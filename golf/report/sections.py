@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import inspect
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -267,8 +267,8 @@ def parse_sections(spec: Any, where: str) -> list[tuple[str, dict]]:
     return out
 
 
-def _inputs(study_dir: Path) -> tuple[Inputs, list]:
-    results, skipped = read_results(study_dir)
+def _inputs(study_dir: Path, only: Iterable[str] | None = None) -> tuple[Inputs, list]:
+    results, skipped = read_results(study_dir, only)
     if not results:
         raise GolfError(f"{study_dir / 'runs'}: no complete result.json to report on "
                         f"({len(skipped)} skipped)")
@@ -296,12 +296,15 @@ def section_tables(inputs: Inputs, sections: list[tuple[str, dict]]) -> dict[str
 
 
 def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] | None = None,
-                 absent: dict[str, list[str]] | None = None) -> list[Path]:
+                 absent: dict[str, list[str]] | None = None, only: Iterable[str] | None = None,
+                 slice_text: str = "") -> list[Path]:
     """Write the study's tables and figures, section by section; return the paths written.
 
     `sections` is `parse_sections` of the study's `report:` list (default: the summary alone). `absent`
     ({"missing": [cell ids], "failed": [...]}, from golf.study's cell_status) names the grid's cells that
-    have no result; summary.md lists them, so a partial report says what it lacks.
+    have no result; summary.md lists them, so a partial report says what it lacks. `only` restricts the
+    report to those run folders (a slice of the grid, golf study report --where), which `slice_text`
+    names in summary.md.
 
     Tables land in `study_dir`, figures in `study_dir/figures/` as PNG and SVG. Every file is written
     atomically; the figures folder is rebuilt as a whole, and tables no section wrote this time are
@@ -309,7 +312,7 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
     readable (the reasons for each skipped file are in the message's count and in load_results).
     """
     study_dir = Path(study_dir)
-    inputs, skipped = _inputs(study_dir)
+    inputs, skipped = _inputs(study_dir, only)
     frame = inputs.frame
     tables: dict[str, str] = {"summary.csv": T._csv(inputs.summary)}
     figures: dict[str, Any] = {}
@@ -322,7 +325,7 @@ def write_report(study_dir: str | os.PathLike, sections: list[tuple[str, dict]] 
         tables.update(out.tables)
         figures.update(out.figures)
     tables["summary.md"] = (T._summary_md(inputs.study, frame, inputs.summary, skipped, sorted(figures))
-                            + T._absent_md(absent) + T._retrained_md(frame))
+                            + T._slice_md(slice_text) + T._absent_md(absent) + T._retrained_md(frame))
 
     # Render before touching the folder, so a plotting error leaves the previous report intact.
     rendered = {name: F._figure_bytes(fig) for name, fig in figures.items()}

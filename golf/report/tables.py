@@ -339,6 +339,14 @@ def _bases_md(study: str, frame: pd.DataFrame, table: pd.DataFrame) -> str:
     return text + _md_table(headers, rows)
 
 
+def _slice_md(slice_text: str) -> str:
+    """summary.md's note that the report covers a slice of the grid (golf study report --where)."""
+    if not slice_text:
+        return ""
+    return (f"\n## A slice of the grid\n\nThis report covers only the cells with {slice_text}; runs of other "
+            "cells in runs/ are not in any table or figure.\n")
+
+
 def _absent_md(absent: dict[str, list[str]] | None) -> str:
     """summary.md's list of the grid's cells this report lacks (empty for a complete grid)."""
     if not absent or not any(absent.values()):

@@ -411,13 +411,14 @@ def _absent_text(status: dict[str, list[str]]) -> str:
 
 
 def report_study(name: str, root: str | Path | None = None, reference: bool = False,
-                 partial: bool = False) -> list[Path]:
+                 partial: bool = False, select: list[str] | None = None) -> list[Path]:
     """Aggregate the study's runs into the sections its YAML lists (golf.report); returns the paths written.
 
     Reads `work/NAME/runs` (or, with `reference`, the committed `results/NAME/runs`). A grid with cells
     missing or failed is refused, leaving the previous report and its figures as they are, unless
     `partial`: then the report covers the cells that are there and lists the absent ones (summary.md,
-    and a warning on stderr).
+    and a warning on stderr). `select` (["KEY=VALUE"], as for run_study) reports on a slice of the grid
+    only: the cells it picks, complete or (with `partial`) not, and no run of any other cell.
     """
     from golf.report import write_report
 
@@ -431,6 +432,12 @@ def report_study(name: str, root: str | Path | None = None, reference: bool = Fa
         raise GolfError(f"study {name!r} has no runs in {study_dir / 'runs'}{hint}")
     study = load_study(name, root)
     status = cell_status(name, root, where)
+    only, slice_text = None, ""
+    if select:
+        selection = parse_where(select, study)
+        only = [c.id for c in select_cells(plan(name, root)[1], selection)]
+        status = {state: [c for c in ids if c in set(only)] for state, ids in status.items()}
+        slice_text = "; ".join(f"{k} in {{{', '.join(map(str, vs))}}}" for k, vs in selection.items())
     absent = status["missing"] + status["failed"]
     if absent and not partial:
         raise GolfError(f"study {name} in {where.study_dir} is incomplete: {_absent_text(status)} of "
@@ -439,4 +446,5 @@ def report_study(name: str, root: str | Path | None = None, reference: bool = Fa
     if absent:
         print(f"golf study: partial report of {name}: {_absent_text(status)}", file=sys.stderr)
     return write_report(study_dir, study.report or [("summary", {})],
-                        absent={"missing": status["missing"], "failed": status["failed"]})
+                        absent={"missing": status["missing"], "failed": status["failed"]}, only=only,
+                        slice_text=slice_text)
