@@ -235,11 +235,10 @@ def cmd_study_compare(args) -> int:
         _print_json(out)
     else:
         _print_comparison(out)
-    # A claim the fresh runs cannot check (n/a) is excused only where they are a slice of the grid (a --where
-    # run has no rows for it); on a complete fresh run an n/a claim (no row, a NaN) fails as before.
-    partial = not all(r["fresh_result"] for r in out["cells"])
+    # A claim the fresh runs cannot check (n/a) is excused only where they lack cells the claims are about (a
+    # --where run has no rows for it); where they have them all, an n/a claim (no row, a NaN) fails as before.
     broken = [c for c in out["conclusions"] if c["reference"]["holds"]
-              and (c["fresh"]["holds"] is False or (c["fresh"]["holds"] is None and not partial))]
+              and (c["fresh"]["holds"] is False or (c["fresh"]["holds"] is None and out["fresh_complete"]))]
     return 1 if broken else 0
 
 

@@ -346,6 +346,32 @@ def test_committed_results_are_the_reference_not_a_cache(interrupted_then_resume
     assert main(["study", "compare", "mini", "--project", str(root)]) == 0
 
 
+def test_conclusions_about_a_slice_are_checked_on_its_runs_only(interrupted_then_resumed, tmp_path, env):
+    """conclusions.yaml as {where, claims}: the claims are checked on the slice's runs (a claim about a cell
+    outside it finds no row, on either side), and a fresh run that has the whole slice but not the rest of
+    the grid is complete for them: an n/a there fails `golf study compare`."""
+    from golf.cli import main
+
+    root = as_committed(interrupted_then_resumed["root"], tmp_path / "clone")
+    cells = {c.axes["quant.compressor"]: c.id for c in study.expand(study.load_study("mini", root))}
+    (root / "work/mini/runs").mkdir(parents=True)
+    shutil.copytree(root / "results/mini/runs" / cells["zlib"], root / "work/mini/runs" / cells["zlib"])
+    path = root / "results/mini/conclusions.yaml"
+    path.write_text(yaml.safe_dump({"where": ["quant.compressor=zlib"], "claims": CONCLUSIONS[1:2]}, sort_keys=False))
+    assert study.conclusions_slice(path) == ["quant.compressor=zlib"]
+    assert study.slice_ids("mini", root, ["quant.compressor=zlib"]) == [cells["zlib"]]
+    out = study.compare_study("mini", root=root)
+    assert out["fresh_complete"] and [c["fresh"]["holds"] for c in out["conclusions"]] == [True]
+    assert main(["study", "compare", "mini", "--project", str(root)]) == 0
+    # a claim about the brotli cell, outside the slice: no row on either side, though both runs exist
+    path.write_text(yaml.safe_dump({"where": ["quant.compressor=zlib"], "claims": CONCLUSIONS[:1]}, sort_keys=False))
+    verdict = study.compare_study("mini", root=root)["conclusions"][0]
+    assert verdict["reference"]["holds"] is None and verdict["fresh"]["holds"] is None
+    path.write_text(yaml.safe_dump({"where": "quant.compressor=zlib", "claims": CONCLUSIONS}))
+    with pytest.raises(GolfError, match="`where` must be a non-empty list"):
+        study.conclusions_slice(path)
+
+
 def test_compare_reads_a_committed_ttt_runs_contrast_at_its_last_epoch():
     """On a real committed run: the contrast is (A at E - A at 0) - (B at E - B at 0) from ttt.per_epoch,
     the official gain val_bpb - val_bpb_base, as the report's frame computes them."""
@@ -643,7 +669,9 @@ def test_read_result_rejects_partial_files(tmp_path):
 @pytest.mark.parametrize("path", sorted((REPO / "results").glob("*/conclusions.yaml")), ids=lambda p: p.parent.name)
 def test_committed_conclusions_hold_on_the_committed_runs(path):
     """Each results README's conclusions, as stated for `golf study compare`, hold on the runs committed beside it."""
-    tables = study.report_tables(path.parent, study.load_study(path.parent.name, REPO).report)
+    name = path.parent.name
+    only = study.slice_ids(name, REPO, study.conclusions_slice(path))  # a file about a slice: its runs only
+    tables = study.report_tables(path.parent, study.load_study(name, REPO).report, only)
     for c in study.load_conclusions(path):
         verdict = study.check_conclusion(c, tables)
         assert verdict["holds"] is True, (c.claim, verdict)

@@ -33,8 +33,10 @@ from golf.study.compare import (
     CONCLUSIONS_FILE,
     check_conclusion,
     compare_study,
+    conclusions_slice,
     load_conclusions,
     report_tables,
+    slice_ids,
 )
 from golf.study.grid import Cell, cell_id, expand, parse_shard, parse_where, select_cells, shard_cells
 from golf.study.runner import (
@@ -55,9 +57,9 @@ from golf.study.spec import STUDIES_DIR, DataBuild, Grid, Study, list_studies, l
 __all__ = [
     "CELL_PARAMS", "CONCLUSIONS_FILE", "ERROR_FILE", "EXECUTED_DIR", "RESULTS_DIR", "STUDIES_DIR", "WORK_DIR",
     "Cell", "DataBuild", "Grid", "Place", "Study", "bundle_table", "cell_config", "cell_id", "cell_status",
-    "check_conclusion", "compare_study", "epoch_table", "expand", "list_studies", "load_conclusions",
+    "check_conclusion", "compare_study", "conclusions_slice", "epoch_table", "expand", "list_studies", "load_conclusions",
     "load_study", "parse_shard", "parse_where", "place", "plan", "plot_learning_curve", "plot_train_loss", "plot_ttt_epochs",
     "probe_gap",
     "read_result", "report_study", "report_tables", "resolve_root", "result_table", "run_cell", "run_study",
-    "select_cells", "shard_cells",
+    "select_cells", "shard_cells", "slice_ids",
 ]

@@ -1,7 +1,9 @@
 """A fresh study run beside the committed reference, and the README's claims checked on both.
 
 `results/NAME/conclusions.yaml` states each claim of a results README so that a program can check it; a
-claim names numbers of the report's tables as TABLE[key=value,...].COLUMN.
+claim names numbers of the report's tables as TABLE[key=value,...].COLUMN. The file is a list of claims, or
+a mapping {where: [KEY=VALUE, ...], claims: [...]} whose claims are about a slice of the grid (the tables
+`golf study report --where` writes): they are checked on the runs of that slice only.
 """
 
 from __future__ import annotations
@@ -47,11 +49,38 @@ class Conclusion:
     tol: float = 0.0
 
 
-def load_conclusions(path: Path) -> list[Conclusion]:
+def _read_conclusions(path: Path) -> tuple[Any, list[str] | None]:
+    """(the list of claims, the slice's KEY=VALUE clauses or None) of a conclusions file."""
     try:
         raw = yaml.safe_load(path.read_text())
     except yaml.YAMLError as e:
         raise GolfError(f"{path}: invalid YAML ({str(e).splitlines()[0]})") from e
+    if not isinstance(raw, dict):
+        return raw, None
+    check_keys(raw, ("where", "claims"), path.name)
+    where = raw.get("where")
+    if not isinstance(where, list) or not where or not all(isinstance(w, str) for w in where):
+        raise GolfError(f"{path}: `where` must be a non-empty list of KEY=VALUE strings (as golf study report --where)")
+    return raw.get("claims"), where
+
+
+def conclusions_slice(path: Path) -> list[str] | None:
+    """The KEY=VALUE clauses of the grid slice a conclusions file is about (None: the whole grid)."""
+    return _read_conclusions(path)[1]
+
+
+def slice_ids(name: str, root: Path, select: list[str] | None) -> list[str] | None:
+    """The cell ids of study NAME that `select` (KEY=VALUE clauses) picks; None for no selection."""
+    if not select:
+        return None
+    from golf.study.grid import parse_where, select_cells
+
+    spec, cells = plan(name, root)
+    return [c.id for c in select_cells(cells, parse_where(select, spec))]
+
+
+def load_conclusions(path: Path) -> list[Conclusion]:
+    raw, _ = _read_conclusions(path)
     if not isinstance(raw, list) or not raw:
         raise GolfError(f"{path}: must be a non-empty list of conclusions (claim, value, op, than)")
     out = []
@@ -75,8 +104,10 @@ def load_conclusions(path: Path) -> list[Conclusion]:
     return out
 
 
-def report_tables(study_dir: Path, sections: list[tuple[str, dict]] | None = None) -> dict:
-    """The report's tables of a study folder, computed from its runs (as `write_report` computes them).
+def report_tables(study_dir: Path, sections: list[tuple[str, dict]] | None = None,
+                  only: list[str] | None = None) -> dict:
+    """The report's tables of a study folder, computed from its runs (as `write_report` computes them; with
+    `only`, from those run folders alone, as for a slice of the grid).
 
     With `sections` (the study's parsed `report:` list), also every table those sections write, by file
     stem (e.g. `loops` and `trend_levels` for ut_iterations), where no table of that name is here already."""
@@ -84,7 +115,7 @@ def report_tables(study_dir: Path, sections: list[tuple[str, dict]] | None = Non
     from golf.report import frame as F
     from golf.report import tables as T
 
-    results, _ = F.read_results(study_dir)
+    results, _ = F.read_results(study_dir, only)
     if not results:
         return {}
     frame = F._results_frame(results)
@@ -170,7 +201,9 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
     base weights' digest (train.weights_sha256), with each number's difference (fresh - reference).
     Retraining a base on another machine moves val_bpb by the base's own shift; the gain and the contrast,
     measured within a run, show how much of that reaches what the studies report;
-    conclusions: each claim of results/NAME/conclusions.yaml with its value in both and whether it holds.
+    conclusions: each claim of results/NAME/conclusions.yaml with its value in both and whether it holds
+    (on the runs of the file's `where` slice, if it names one); fresh_complete: whether the fresh run has
+    every cell those claims are about (where it has not, a claim it cannot check is n/a, not a failure).
     """
     root = resolve_root(root)
     fresh, ref = place(name), place(name, reference=True)
@@ -196,9 +229,12 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
         rows.append(row)
     conclusions = []
     path = root / ref.study_dir / CONCLUSIONS_FILE
+    only = slice_ids(name, root, conclusions_slice(path)) if path.is_file() else None  # the claims' slice
+    claimed = set(only) if only is not None else {r["cell"] for r in rows}
+    fresh_complete = all(r["fresh_result"] for r in rows if r["cell"] in claimed)
     if path.is_file():
-        tables = {"fresh": report_tables(root / fresh.study_dir, spec.report),
-                  "reference": report_tables(root / ref.study_dir, spec.report)}
+        tables = {"fresh": report_tables(root / fresh.study_dir, spec.report, only),
+                  "reference": report_tables(root / ref.study_dir, spec.report, only)}
         for c in load_conclusions(path):
             entry = {"claim": c.claim, "check": f"{c.value} {c.op} "
                      f"{'' if c.times == 1 else f'{c.times:g} x '}{c.than}{f' ± {c.tol:g}' if c.op == '~' else ''}"}
@@ -206,7 +242,7 @@ def compare_study(name: str, root: str | Path | None = None) -> dict:
                 entry[label] = check_conclusion(c, t)
             conclusions.append(entry)
     return {"study": name, "fresh": str(fresh.study_dir), "reference": str(ref.study_dir), "cells": rows,
-            "by_configuration": _by_configuration(rows),
+            "by_configuration": _by_configuration(rows), "fresh_complete": fresh_complete,
             "conclusions": conclusions, "conclusions_file": str(ref.study_dir / CONCLUSIONS_FILE) if path.is_file() else None}
 
 
