@@ -36,7 +36,6 @@ from golf.study.compare import (
     conclusions_slice,
     load_conclusions,
     report_tables,
-    slice_ids,
 )
 from golf.study.grid import Cell, cell_id, expand, parse_shard, parse_where, select_cells, shard_cells
 from golf.study.runner import (
@@ -51,6 +50,7 @@ from golf.study.runner import (
     read_result,
     report_study,
     run_study,
+    slice_ids,
 )
 from golf.study.spec import STUDIES_DIR, DataBuild, Grid, Study, list_studies, load_study, resolve_root
 

@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 from golf.errors import GolfError
-from golf.study.runner import place, plan, read_result
+from golf.study.runner import place, plan, read_result, slice_ids
 from golf.study.spec import check_keys, resolve_root
 
 CONCLUSIONS_FILE = "conclusions.yaml"
@@ -67,16 +67,6 @@ def _read_conclusions(path: Path) -> tuple[Any, list[str] | None]:
 def conclusions_slice(path: Path) -> list[str] | None:
     """The KEY=VALUE clauses of the grid slice a conclusions file is about (None: the whole grid)."""
     return _read_conclusions(path)[1]
-
-
-def slice_ids(name: str, root: Path, select: list[str] | None) -> list[str] | None:
-    """The cell ids of study NAME that `select` (KEY=VALUE clauses) picks; None for no selection."""
-    if not select:
-        return None
-    from golf.study.grid import parse_where, select_cells
-
-    spec, cells = plan(name, root)
-    return [c.id for c in select_cells(cells, parse_where(select, spec))]
 
 
 def load_conclusions(path: Path) -> list[Conclusion]:

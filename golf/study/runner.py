@@ -410,6 +410,14 @@ def _absent_text(status: dict[str, list[str]]) -> str:
     return " and ".join(parts)
 
 
+def slice_ids(name: str, root: Path, select: list[str] | None) -> list[str] | None:
+    """The cell ids of study NAME that `select` (KEY=VALUE clauses, as --where) picks; None for no selection."""
+    if not select:
+        return None
+    study, cells = plan(name, root)
+    return [c.id for c in select_cells(cells, parse_where(select, study))]
+
+
 def report_study(name: str, root: str | Path | None = None, reference: bool = False,
                  partial: bool = False, select: list[str] | None = None) -> list[Path]:
     """Aggregate the study's runs into the sections its YAML lists (golf.report); returns the paths written.
@@ -435,8 +443,9 @@ def report_study(name: str, root: str | Path | None = None, reference: bool = Fa
     only, slice_text = None, ""
     if select:
         selection = parse_where(select, study)
-        only = [c.id for c in select_cells(plan(name, root)[1], selection)]
-        status = {state: [c for c in ids if c in set(only)] for state, ids in status.items()}
+        only = slice_ids(name, root, select)
+        picked = set(only)
+        status = {state: [c for c in ids if c in picked] for state, ids in status.items()}
         slice_text = "; ".join(f"{k} in {{{', '.join(map(str, vs))}}}" for k, vs in selection.items())
     absent = status["missing"] + status["failed"]
     if absent and not partial:
