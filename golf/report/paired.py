@@ -269,6 +269,18 @@ def _verdict(r) -> str:
     return f"not resolved at this power (MDE {r['mde']:.4f} bpb)"
 
 
+def _grouped_trend(blocks: list[tuple], table: list[list[float]], test: dict, position: int | None) -> tuple[int, float]:
+    """(number of groups, two-sided Page p) of the trend test with one block per group of units: the units'
+    `position` member (0 the base model, `split_position` the document split; None: no such member, (0, NaN)).
+    Where each group is one unit the test is the unit test itself (`test`)."""
+    if position is None:
+        return 0, math.nan
+    grouped = base_means(blocks, table, position)
+    if len(grouped) == len(blocks):
+        return len(grouped), test["p_value"]
+    return len(grouped), _page_two_sided(grouped)["p_value"] if len(grouped) >= 2 else math.nan
+
+
 def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
     """Page's trend test across the epoch counts of separate runs, blocked by unit (see the module docstring)."""
     runs = final_rows(per_epoch)
@@ -293,17 +305,13 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             # is reported, not assumed. "falls" = more gain, or a more negative contrast (more memorization).
             table = [[per[e][u] for e in counts] for u in blocks]
             test = _page_two_sided(table)
-            by_base = base_means(blocks, table)  # the same blocks with one row per base model
-            p_bases = test["p_value"] if len(by_base) == len(blocks) else (
-                _page_two_sided(by_base)["p_value"] if len(by_base) >= 2 else math.nan)
-            by_split = base_means(blocks, table, split_at) if split_at is not None else []  # one per split
-            p_splits = math.nan if not by_split else test["p_value"] if len(by_split) == len(blocks) else (
-                _page_two_sided(by_split)["p_value"] if len(by_split) >= 2 else math.nan)
+            n_bases, p_bases = _grouped_trend(blocks, table, test, 0)  # one block per base model
+            n_splits, p_splits = _grouped_trend(blocks, table, test, split_at)  # one per document split
             rows.append({"measure": measure, "config": _label(key, keys, shown),
                          "epochs": " ".join(str(e) for e in counts), "n_units": len(blocks), "L": test["L"],
                          "direction": _TREND_WORDS.get(test["direction"], "none"),
-                         "p_value": test["p_value"], "n_bases": len(by_base), "p_bases": p_bases,
-                         "n_splits": len(by_split), "p_splits": p_splits,
+                         "p_value": test["p_value"], "n_bases": n_bases, "p_bases": p_bases,
+                         "n_splits": n_splits, "p_splits": p_splits,
                          "mean_first": sum(per[counts[0]][u] for u in blocks) / len(blocks),
                          "mean_last": sum(per[counts[-1]][u] for u in blocks) / len(blocks)})
     table = family_table(rows)
