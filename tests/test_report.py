@@ -1211,6 +1211,7 @@ def test_trend_is_two_sided_and_names_its_direction():
     """A contrast that grows more negative with E (more memorization) 'falls'; an official gain that gets
     worse with E (TTT hurting) 'rises' and is resolved just the same, not hidden by a one-sided test."""
     from golf.report.paired import trend_table
+    from golf.study.compare import _lookup_ref
 
     rows = []
     for seed in (1, 2, 3, 4):
@@ -1230,6 +1231,10 @@ def test_trend_is_two_sided_and_names_its_direction():
     assert memo["p_value"] == pytest.approx(exact) and official["p_value"] == pytest.approx(exact)
     assert official["mean_first"] == pytest.approx(0.00125)
     assert official["mean_last"] == pytest.approx(0.00425)
+    # A conclusion names a trend row by its test and configuration, as it names a paired row.
+    tables = {"trend": table.reset_index()}
+    assert _lookup_ref(tables, "trend[test=memorization,strategy=lora_single_pass].direction") == ("falls", None)
+    assert _lookup_ref(tables, "trend[test=official,legal=False].direction") == ("rises", None)
     # Every value tied: no direction, p = 1.
     flat = trend_table(pd.DataFrame(rows).assign(gain_official=0.001)).set_index("measure")
     flat = flat.loc["official gain"]

@@ -296,7 +296,8 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
         if len(counts) < 3:
             continue
         group = group.assign(contrast=group["gain_adapted"] - group["gain_heldout"])
-        for measure, col in (("official gain", "gain_official"), ("memorization (gain A - gain B)", "contrast")):
+        for kind, measure, col in (("official", "official gain", "gain_official"),
+                                   ("memorization", "memorization (gain A - gain B)", "contrast")):
             per = {e: by_unit(group[group["epochs"] == e], ucols, col) for e in counts}
             blocks = sorted(set.intersection(*(set(v) for v in per.values())))
             if len(blocks) < 2:
@@ -307,7 +308,9 @@ def trend_table(per_epoch: pd.DataFrame) -> pd.DataFrame:
             test = _page_two_sided(table)
             n_bases, p_bases = _grouped_trend(blocks, table, test, 0)  # one block per base model
             n_splits, p_splits = _grouped_trend(blocks, table, test, split_at)  # one per document split
-            rows.append({"measure": measure, "config": _label(key, keys, shown),
+            # `test` and the configuration's own keys, as in paired_table: a conclusion selects a row by them
+            rows.append({"measure": measure, "test": kind, **dict(zip(keys, key)),
+                         "config": _label(key, keys, shown),
                          "epochs": " ".join(str(e) for e in counts), "n_units": len(blocks), "L": test["L"],
                          "direction": _TREND_WORDS.get(test["direction"], "none"),
                          "p_value": test["p_value"], "n_bases": n_bases, "p_bases": p_bases,
