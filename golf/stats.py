@@ -437,7 +437,12 @@ def holm(p_values: Sequence[float]) -> list[float]:
     return out
 
 
-def page_trend_test(blocks: Sequence[Sequence[float]], permutations: int = 20_000, seed: int = 0) -> dict:
+# page_trend_test's default: exact below this many within-block arrangements, else this many seeded draws
+PAGE_PERMUTATIONS = 20_000
+
+
+def page_trend_test(blocks: Sequence[Sequence[float]], permutations: int = PAGE_PERMUTATIONS,
+                    seed: int = 0) -> dict:
     """Page's L test for a monotone increasing trend across k ordered conditions, in n blocks.
 
     `blocks[i][j]` is block i's (e.g. one seed and split's base model) value under condition j (e.g. the

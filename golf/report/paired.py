@@ -59,7 +59,6 @@ from golf.report.frame import (
 
 ALPHA = 0.05
 POWER = 0.8
-PERMUTATIONS = 20_000  # golf.stats.page_trend_test's default: exact below this many arrangements, else drawn
 # A strategy's own settings that a study may vary: an illegal configuration is compared with every legal
 # one whatever these are, and an illegal_vs_legal row names the legal side's (`versus_setting`).
 SETTINGS = ("ttt.lr", "ttt.slice_tokens")
@@ -359,7 +358,8 @@ def _trend_floor(blocks: int, counts: int) -> float:
     """The smallest two-sided p `_page_two_sided` can give: 2 / (k!)^b where golf.stats.page_trend_test
     enumerates every arrangement, else 2 / (permutations + 1) from its seeded draws."""
     arrangements = math.factorial(counts) ** blocks
-    return 2 / arrangements if arrangements <= PERMUTATIONS else 2 / (PERMUTATIONS + 1)
+    drawn = stats.PAGE_PERMUTATIONS
+    return 2 / arrangements if arrangements <= drawn else 2 / (drawn + 1)
 
 
 def _floor_text(table: pd.DataFrame) -> str:
@@ -390,14 +390,16 @@ def trend_md(study: str, table: pd.DataFrame) -> str:
              "the order within each unit: a curve that saturates still counts as a trend, and unit levels "
              "never mix. 'falls' = more gain with more epochs (or a more negative contrast: more "
              "memorization), 'rises' = less, 'none' = no order either way. Two-sided: twice the smaller "
-             "one-sided p, over every within-unit arrangement where there are at most 20,000, else from "
-             "20,000 seeded within-unit permutations (so no p below about 1e-4); Holm over the table. A row "
+             "one-sided p, over every within-unit arrangement where there are at most "
+             f"{stats.PAGE_PERMUTATIONS:,}, else from {stats.PAGE_PERMUTATIONS:,} seeded within-unit "
+             "permutations (so no p below about 1e-4); Holm over the table. A row "
              "that is not resolved is not evidence of no trend."
              + (" 'p by base': the same test with one block per base model (its splits averaged)."
                 if shared else "")
              + (" 'p by split': one block per document split (its bases averaged). With b blocks and k "
-                "epoch counts no two-sided p can fall below 2 / (k!)^b (by base or by split; below 2 / 20,001 "
-                "where the arrangements are drawn)" + _floor_text(table) + "." if crossed else "")
+                "epoch counts no two-sided p can fall below 2 / (k!)^b (by base or by split; below "
+                f"2 / {stats.PAGE_PERMUTATIONS + 1:,} where the arrangements are drawn)"
+                + _floor_text(table) + "." if crossed else "")
              + "\n\n")
     return text + _md_table(headers, rows)
 
@@ -441,7 +443,8 @@ def level_trend_md(study: str, table: pd.DataFrame, value: str = "val_bpb") -> s
     text += ("Page's L test of a monotone trend across the levels, blocked by seed (each seed's runs are "
              "ranked among themselves, so seed levels never mix and a curve that bends still counts), "
              "two-sided: twice the smaller one-sided p over every within-seed arrangement where there are at "
-             "most 20,000, else from 20,000 seeded within-seed permutations. Holm over the table. With 3 seeds "
+             f"most {stats.PAGE_PERMUTATIONS:,}, else from {stats.PAGE_PERMUTATIONS:,} seeded within-seed "
+             "permutations. Holm over the table. With 3 seeds "
              "the smallest possible p is limited by the permutations of 3 blocks.\n\n")
     return text + _md_table(headers, rows)
 
